@@ -1,0 +1,108 @@
+"""The command line: each command parses its arguments, runs one pipeline, hands the result
+to ``report/``. This is the only module that writes to the terminal.
+
+Exit status: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 bad usage or
+unreadable input (one clear line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from celery_doctor import __version__
+from celery_doctor.model import DoctorError, Report, Severity
+from celery_doctor.redact import redact
+from celery_doctor.report import FORMATS, ReportError, render
+
+EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class InputError(DoctorError):
+    """Unusable command-line input (the stages raise their own DoctorError subclasses)."""
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"celery-doctor: error: {redact(message)}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--format, --output and --fail-on, shared by every command."""
+
+    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+                  help="Output format.")
+    @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+                  help="Write the report to this file instead of stdout.")
+    @click.option("--fail-on", type=click.Choice([s.value for s in Severity]), default="medium",
+                  show_default=True, help="Exit 1 when a finding has at least this severity.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def emit(report: Report, fmt: str, output: str | None, fail_on: str) -> NoReturn:
+    """Render, write, and exit with the status the findings call for."""
+    to_terminal = output is None and sys.stdout.isatty()
+    width = click.get_terminal_size()[0] if to_terminal else 110
+    try:
+        text = render(report, fmt, color=to_terminal and fmt == "text", width=width)
+    except ReportError as exc:
+        fail(str(exc))
+    if output:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror}")
+    else:
+        click.echo(text, nl=False)
+    worst = report.worst()
+    threshold = Severity(fail_on)
+    sys.exit(EXIT_FINDINGS if worst is not None and worst.rank >= threshold.rank else EXIT_OK)
+
+
+class DoctorGroup(click.Group):
+    """Turns stage errors into one line and exit 2; tracebacks only with CELERY_DOCTOR_DEBUG."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DoctorError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            click.echo("celery-doctor: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=DoctorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="celery-doctor")
+def main() -> None:
+    """Find out why Celery workers lose their broker connection, and prove the fix."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--format-hint", default=None,
+              help="Force the log format of every file instead of sniffing it.")
+@output_options
+def logs(files: tuple[str, ...], format_hint: str | None, fmt: str, output: str | None,
+         fail_on: str) -> None:
+    """Merge worker, kombu and broker logs; say who closed each connection, and when.
+
+    FILES are worker/beat logs, RabbitMQ or Redis server logs, plain, .gz or - for stdin.
+    """
+    from celery_doctor.pipeline import analyse_logs
+
+    report = analyse_logs(list(files), format_hint=format_hint)
+    emit(report, fmt, output, fail_on)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

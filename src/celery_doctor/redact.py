@@ -1,0 +1,67 @@
+"""The one place that removes secrets. Every report passes through :func:`redact`.
+
+Secrets reach us inside log lines, URLs in settings, broker error messages and the
+user's own config values; the rules below are deliberately broad, since a false
+positive costs a few characters and a miss leaks a credential.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MASK = "***"
+
+# scheme://user:password@host  -> scheme://user:***@host (also a password with no user)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*:)(?P<secret>[^@\s'\"]+)(?=@)")
+# password=..., "password": "...", PASSWORD: ..., token=..., --password ...
+_KEY_VALUE = re.compile(
+    r"(?P<head>(?i:\b[\w.\-]*(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|auth)"
+    r"[\w\-]*)['\"]?\s*[:=]\s*['\"]?|--(?:password|token)[ =])"
+    r"(?P<secret>[^\s'\",;&)}\]]+)"
+)
+# Authorization: Basic xxx / Bearer xxx
+_AUTH_HEADER = re.compile(r"(?i)(?P<head>\b(?:basic|bearer)\s+)(?P<secret>[A-Za-z0-9+/=._\-]{8,})")
+# AMQPLAIN/PLAIN SASL responses echoed by brokers: "\x00user\x00password"
+_SASL = re.compile(r"(?P<head>\\x00[^\\\s]+\\x00)(?P<secret>[^\\\s'\"]+)")
+
+_RULES = (_URL_PASSWORD, _AUTH_HEADER, _KEY_VALUE, _SASL)
+_ALREADY_MASKED = {MASK, "**", "*", "****", "<redacted>", "None", "null", "none", "''", '""'}
+
+
+def _mask(match: re.Match[str]) -> str:
+    secret = match.group("secret")
+    if secret in _ALREADY_MASKED or set(secret) == {"*"}:
+        return match.group(0)
+    return match.group("head") + MASK
+
+
+def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
+    """Return ``text`` with every credential replaced by ``***``."""
+    for secret in extra_secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, MASK)
+    for rule in _RULES:
+        text = rule.sub(_mask, text)
+    return text
+
+
+def redact_data(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
+    """Redact every string inside a JSON-like structure (dict keys stay as they are)."""
+    if isinstance(value, str):
+        return redact(value, extra_secrets)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str) and _is_secret_key(key) and isinstance(item, str) and item:
+                out[key] = MASK
+            else:
+                out[key] = redact_data(item, extra_secrets)
+        return out
+    if isinstance(value, list | tuple):
+        return [redact_data(item, extra_secrets) for item in value]
+    return value
+
+
+def _is_secret_key(key: str) -> bool:
+    return bool(re.search(r"(?i)password|passwd|secret|token|api[_\-]?key", key))

@@ -1,0 +1,71 @@
+"""JSON output. The schema is documented in docs/json-schema.md; bump SCHEMA_VERSION on change."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from celery_doctor import __version__
+from celery_doctor.model import Report
+from celery_doctor.redact import redact_data
+from celery_doctor.report.interface import Renderer
+
+SCHEMA_VERSION = "1.0"
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
+def report_document(report: Report) -> dict[str, Any]:
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "celery-doctor", "version": __version__},
+        "command": report.command,
+        "summary": to_jsonable(report.summary),
+        "findings": to_jsonable(report.findings),
+        "incidents": [_incident(i) for i in report.incidents],
+        "sources": to_jsonable(report.sources),
+        "timeline": [_event(e) for e in report.events],
+        "data": to_jsonable(report.data),
+        "warnings": list(report.warnings),
+    }
+    return redact_data(doc)
+
+
+def _event(event: Any) -> dict[str, Any]:
+    out = to_jsonable(event)
+    if not out.get("detail"):
+        out.pop("detail", None)
+    return out
+
+
+def _incident(incident: Any) -> dict[str, Any]:
+    out = to_jsonable(incident)
+    out["ts"] = incident.ts.isoformat()
+    out["evidence"] = [
+        {"source": e.source, "line": e.line, "text": e.text, "ts": e.ts.isoformat()}
+        for e in incident.events
+    ]
+    del out["events"]
+    return out
+
+
+class JsonRenderer(Renderer):
+    def render(self, report: Report, *, color: bool = False, width: int = 110) -> str:
+        return json.dumps(report_document(report), indent=2, ensure_ascii=False) + "\n"
