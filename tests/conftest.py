@@ -1,0 +1,64 @@
+"""Shared fixtures. Tests that need a broker FAIL (never skip) when it is not there.
+
+Tests that change global broker state (stop_app, watermarks, CONFIG SET, users, vhosts)
+take the exclusive broker lock; tests that merely use a broker take it shared, so a
+parallel run (or a developer's concurrent recording) never sees a half-restarted broker.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CASES = ROOT.parent / "shared" / "cases"
+BROKER_LOCK = Path("/tmp/celery-doctor-broker.lock")
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def _lock(mode: int) -> Iterator[None]:
+    with BROKER_LOCK.open("a") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def broker_lock_shared() -> Iterator[None]:
+    yield from _lock(fcntl.LOCK_SH)
+
+
+@pytest.fixture
+def broker_lock_exclusive() -> Iterator[None]:
+    yield from _lock(fcntl.LOCK_EX)
+
+
+@pytest.fixture
+def rabbitmq_url(broker_lock_shared: None) -> str:
+    if not _reachable("127.0.0.1", 5672):
+        pytest.fail("RabbitMQ is not listening on 127.0.0.1:5672 (start it: rabbitmq-server -detached)")
+    return RABBITMQ_URL
+
+
+@pytest.fixture
+def redis_url(broker_lock_shared: None) -> str:
+    if not _reachable("127.0.0.1", 6379):
+        pytest.fail("Redis is not listening on 127.0.0.1:6379")
+    return REDIS_URL
