@@ -186,6 +186,9 @@ class SourceInfo:
     offset_s: float = 0.0  # clock offset applied to bring it onto the reference clock
     offset_basis: str | None = None  # which coinciding events the offset came from
     warnings: list[str] = field(default_factory=list)
+    # what the log itself says about the run: celery version, transport, pool, concurrency,
+    # heartbeat; "naive_tz": True when its timestamps carry no zone (read as UTC)
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
