@@ -192,6 +192,26 @@ class SourceInfo:
 
 
 @dataclass
+class BrokerFacts:
+    """What a live probe of one broker saw (``broker/`` fills it, ``rules/`` judges it).
+
+    ``facts`` holds the broker-specific measurements, JSON-ready, under stable keys
+    (see docs/broker.md); ``notes`` says which steps could not be done and why.
+    """
+
+    kind: str  # "rabbitmq" | "redis"
+    url: str  # already redacted
+    host: str
+    port: int
+    reachable: bool = False
+    authenticated: bool | None = None  # None: the probe never got that far
+    version: str | None = None
+    elapsed_s: float = 0.0
+    facts: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Report:
     """Everything one command found; ``report/`` renders it, ``redact`` cleans it."""
 
