@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery_doctor.model import Report
 from celery_doctor.redact import redact
-from celery_doctor.report.interface import ReportError, Renderer
+from celery_doctor.report.interface import Renderer, ReportError
 
 FORMATS = ("text", "json", "markdown")
 

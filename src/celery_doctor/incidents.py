@@ -1,0 +1,322 @@
+"""Events -> Incidents: one per connection failure, with who closed it and in which phase.
+
+The rules follow ARCHITECTURE.md ("How who closed it is decided"): what each side said at the
+same moment, what it did *not* say while its log was running, and what the client was doing
+(starting, idle, busy) just before.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery_doctor.model import ClosedBy, Event, Incident, Kind, Phase, Side
+from celery_doctor.timeline import Timeline
+
+# Events that start or extend an incident, per side.
+ANCHORS = {
+    Side.CLIENT: {Kind.CONNECTION_LOST, Kind.CANNOT_CONNECT, Kind.HEARTBEAT_MISSED_BROKER,
+                  Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.TLS_ERROR},
+    Side.BROKER: {Kind.HEARTBEAT_MISSED_CLIENT, Kind.CLIENT_CLOSED_ABRUPTLY,
+                  Kind.BROKER_FORCED_CLOSE, Kind.SERVER_CLOSED_IDLE, Kind.SERVER_CLOSED_LIMIT,
+                  Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.CONSUMER_TIMEOUT, Kind.TLS_ERROR},
+    Side.PROXY: {Kind.PROXY_CUT, Kind.PROXY_BLACKHOLE, Kind.PROXY_REFUSE},
+    Side.HARNESS: set(),
+}
+# Events that explain an incident when they happen just before or during it.
+CONTEXT = {Kind.BROKER_STOP, Kind.BROKER_START, Kind.ALARM_SET, Kind.FAILOVER,
+           Kind.WORKER_SHUTDOWN, Kind.PROXY_HEAL, Kind.BLOCKED}
+GAP_S = 5.0  # events closer than this belong to the same failure
+CONTEXT_BEFORE_S = 30.0
+STARTUP_S = 5.0  # a failure this soon after the first connect is still part of startup
+IDLE_MIN_S = 5.0  # silence at least this long before a failure counts as idle
+REGULAR_CV = 0.25  # intervals varying less than this (std/mean) make a period
+
+# Error families, from the exception text the client logged (last traceback line).
+ERROR_FAMILIES = (
+    ("auth", re.compile(r"ACCESS_REFUSED|\(403\)|login refused|Couldn't log in|WRONGPASS|NOAUTH|"
+                        r"invalid password|AuthenticationError|invalid username-password", re.I)),
+    ("vhost", re.compile(r"\(530\)|NOT_ALLOWED|access to vhost|vhost .* not found", re.I)),
+    ("forced", re.compile(r"CONNECTION_FORCED|\(320\)|broker forced connection closure", re.I)),
+    ("heartbeat", re.compile(r"Too many heartbeats missed|heartbeat timeout", re.I)),
+    ("tls", re.compile(r"SSL|certificate|TLS", re.I)),
+    ("refused", re.compile(r"Connection refused|Errno 111\b|ECONNREFUSED|\b111\b.*refused", re.I)),
+    ("dns", re.compile(r"Name or service not known|nodename nor servname|getaddrinfo|"
+                       r"Temporary failure in name resolution|Errno -[23]\b", re.I)),
+    ("reset", re.compile(r"reset by peer|Errno 104\b|ECONNRESET|\(104,|10054", re.I)),
+    ("broken_pipe", re.compile(r"Broken pipe|Errno 32\b|EPIPE|\(32,", re.I)),
+    ("eof", re.compile(r"Server unexpectedly closed|Connection closed by server|Socket closed|"
+                       r"end-of-stream|Bad frame read|\bEOF\b|connection already closed", re.I)),
+    ("timeout", re.compile(r"timed out|Errno 110\b|ETIMEDOUT|Timeout (?:reading|writing)", re.I)),
+)
+
+
+def error_family(event: Event) -> str | None:
+    """The failure family of a client event ('reset', 'eof', 'auth', ...), None if unknown."""
+    text = event.error or event.text
+    for name, pattern in ERROR_FAMILIES:
+        if pattern.search(text):
+            return name
+    return None
+
+
+@dataclass
+class _Draft:
+    events: list[Event] = field(default_factory=list)
+    context: list[Event] = field(default_factory=list)
+    reconnected_at: datetime | None = None
+
+    @property
+    def first(self) -> datetime:
+        return self.events[0].ts
+
+    @property
+    def last(self) -> datetime:
+        return self.events[-1].ts
+
+    def has(self, side: Side, *kinds: Kind) -> bool:
+        return any(e.side == side and (not kinds or e.kind in kinds) for e in self.events)
+
+
+@dataclass
+class IncidentSet:
+    incidents: list[Incident]
+    summary: dict[str, Any]
+
+
+def detect(timeline: Timeline) -> IncidentSet:
+    drafts = _group(timeline)
+    first_connect: dict[str, datetime] = {}
+    for e in timeline.events:
+        if e.kind == Kind.CONNECTED and e.side == Side.CLIENT:
+            first_connect.setdefault(e.source, e.ts)
+    last_connect = _last_connect_index(timeline)
+
+    incidents = []
+    for number, draft in enumerate(drafts, 1):
+        closed_by, reason, confidence = _verdict(draft, timeline)
+        uptime, idle = _uptime_and_idle(draft, last_connect)
+        phase = _phase(draft, first_connect, uptime, idle)
+        outage = (draft.reconnected_at - draft.first).total_seconds() if draft.reconnected_at else None
+        incidents.append(Incident(
+            id=number, events=draft.context + draft.events, closed_by=closed_by, phase=phase,
+            reason=reason, confidence=confidence, idle_before_s=idle, uptime_s=uptime,
+            outage_s=outage,
+        ))
+    for inc in incidents:
+        inc.events.sort(key=lambda e: e.ts)
+    _set_periods(incidents)
+    return IncidentSet(incidents=incidents, summary=_summary(timeline, incidents))
+
+
+def _group(timeline: Timeline) -> list[_Draft]:
+    """Cluster anchor events in time; a client's retries stay with its open outage."""
+    drafts: list[_Draft] = []
+    open_outage: dict[str, _Draft] = {}  # client source -> incident not yet reconnected
+    gap = timedelta(seconds=GAP_S)
+    for e in timeline.events:
+        if e.kind == Kind.CONNECTED and e.side == Side.CLIENT:
+            draft = open_outage.pop(e.source, None)
+            if draft is not None and draft.reconnected_at is None:
+                draft.reconnected_at = e.ts
+            continue
+        if e.kind in CONTEXT:
+            continue
+        if e.kind not in ANCHORS[e.side]:
+            continue
+        target = None
+        if e.side == Side.CLIENT and e.kind == Kind.CANNOT_CONNECT and e.source in open_outage:
+            target = open_outage[e.source]
+        elif drafts and e.ts - drafts[-1].last <= gap:
+            target = drafts[-1]
+        elif e.side == Side.CLIENT:
+            target = _late_notice(drafts, e)
+        if target is None:
+            target = _Draft()
+            drafts.append(target)
+        target.events.append(e)
+        if e.side == Side.CLIENT:
+            open_outage[e.source] = target
+    _attach_context(drafts, timeline)
+    return drafts
+
+
+def _late_notice(drafts: list[_Draft], event: Event) -> _Draft | None:
+    """A client noticing, late, a close the broker already made (after a long task, it reads
+    again only when the task ends): join the broker-only heartbeat incident before it."""
+    if event.kind not in (Kind.CONNECTION_LOST, Kind.HEARTBEAT_MISSED_BROKER):
+        return None
+    for draft in reversed(drafts[-3:]):
+        if draft.has(Side.CLIENT):
+            return None
+        if draft.has(Side.BROKER, Kind.HEARTBEAT_MISSED_CLIENT, Kind.CONSUMER_TIMEOUT,
+                     Kind.SERVER_CLOSED_IDLE):
+            return draft
+    return None
+
+
+def _attach_context(drafts: list[_Draft], timeline: Timeline) -> None:
+    context = [e for e in timeline.events if e.kind in CONTEXT]
+    before = timedelta(seconds=CONTEXT_BEFORE_S)
+    gap = timedelta(seconds=GAP_S)
+    for draft in drafts:
+        draft.context = [e for e in context if draft.first - before <= e.ts <= draft.last + gap]
+
+
+def _verdict(draft: _Draft, timeline: Timeline) -> tuple[ClosedBy, str, float]:
+    """Who closed the connection, why we think so, and how sure we are."""
+    kinds = Counter(e.kind for e in draft.events)
+    client = [e for e in draft.events if e.side == Side.CLIENT]
+    families = {error_family(e) for e in client} - {None}
+    context = {e.kind for e in draft.context}
+    # a broker log that was running at that moment but logged no close of its own
+    broker_watching = any(timeline.covers(name, draft.first) for name in _broker_source_names(timeline))
+
+    if kinds[Kind.PROXY_CUT] or kinds[Kind.PROXY_BLACKHOLE]:
+        return ClosedBy.NETWORK, "the fault proxy between worker and broker cut or stalled the flow", 0.95
+    if kinds[Kind.AUTH_REFUSED] or kinds[Kind.ACCESS_REFUSED] or families & {"auth", "vhost"}:
+        return ClosedBy.BROKER, "the broker refused the login or the vhost", 0.9
+    if kinds[Kind.BROKER_FORCED_CLOSE] or "forced" in families or Kind.BROKER_STOP in context:
+        return ClosedBy.BROKER, "the broker forced the connection closed (shutdown or admin)", 0.9
+    if kinds[Kind.SERVER_CLOSED_IDLE] or kinds[Kind.SERVER_CLOSED_LIMIT]:
+        return ClosedBy.BROKER, "the Redis server closed the client (idle timeout or limit)", 0.9
+    if kinds[Kind.CONSUMER_TIMEOUT]:
+        return ClosedBy.BROKER, "the broker timed out waiting for a delivery acknowledgement", 0.85
+    if kinds[Kind.HEARTBEAT_MISSED_CLIENT]:
+        if kinds[Kind.HEARTBEAT_MISSED_BROKER] or "heartbeat" in families or "timeout" in families:
+            return (ClosedBy.NETWORK, "both sides stopped hearing each other with no reset: "
+                    "packets were dropped on the path", 0.8)
+        return (ClosedBy.BROKER, "the broker saw no heartbeat from the client and closed the "
+                "connection; the client only noticed later", 0.85 if client else 0.7)
+    if kinds[Kind.CLIENT_CLOSED_ABRUPTLY]:
+        if families & {"reset", "eof", "broken_pipe"}:
+            return (ClosedBy.NETWORK, "the client saw a reset/EOF and the broker says the client "
+                    "closed, at the same moment: something in between cut both sides", 0.85)
+        if "heartbeat" in families:
+            return ClosedBy.CLIENT, "the client gave up after missing broker heartbeats", 0.8
+        if client:
+            return ClosedBy.CLIENT, "the broker says the client closed the TCP connection", 0.6
+        return (ClosedBy.CLIENT, "the broker says the client (or a middlebox) closed the TCP "
+                "connection without an AMQP close; no client log covers that moment", 0.5)
+    # Client-only evidence from here on.
+    if "heartbeat" in families:
+        return ClosedBy.CLIENT, "the client closed after missing the broker's heartbeats", 0.7
+    if "timeout" in families:
+        return ClosedBy.NETWORK, "the client's socket timed out: the path stopped carrying packets", 0.6
+    if "refused" in families or "dns" in families:
+        return ClosedBy.UNKNOWN, "the client could not reach the broker (refused / name lookup)", 0.5
+    if "tls" in families or kinds[Kind.TLS_ERROR]:
+        return ClosedBy.UNKNOWN, "the TLS layer failed; broker or TLS proxy", 0.4
+    if families & {"reset", "eof", "broken_pipe"}:
+        if broker_watching:
+            return (ClosedBy.NETWORK, "the client saw the connection drop while the broker log, "
+                    "running at that time, recorded no close of its own", 0.6)
+        if "eof" in families:
+            return ClosedBy.BROKER, "the peer closed the socket in order (EOF/FIN): the broker or a proxy", 0.4
+        return ClosedBy.UNKNOWN, "the client saw a reset; without the broker's log either side could have cut it", 0.3
+    return ClosedBy.UNKNOWN, "the logs do not say which side closed the connection", 0.2
+
+
+def _broker_source_names(timeline: Timeline) -> set[str]:
+    return {e.source for e in timeline.events if e.side == Side.BROKER}
+
+
+def _last_connect_index(timeline: Timeline) -> dict[str, list[datetime]]:
+    connects: dict[str, list[datetime]] = {}
+    for e in timeline.events:
+        if e.kind == Kind.CONNECTED and e.side == Side.CLIENT:
+            connects.setdefault(e.source, []).append(e.ts)
+    return connects
+
+
+def _uptime_and_idle(draft: _Draft, connects: dict[str, list[datetime]]
+                     ) -> tuple[float | None, float | None]:
+    """Connection uptime and idle time before the failure, from the first client event."""
+    client = next((e for e in draft.events if e.side == Side.CLIENT), None)
+    if client is None:
+        duration = next((e.detail.get("duration_s") for e in draft.events
+                         if e.detail.get("duration_s") is not None), None)
+        return (float(duration) if duration is not None else None), None
+    before = [t for t in connects.get(client.source, []) if t <= client.ts]
+    connected_at = before[-1] if before else None
+    uptime = (client.ts - connected_at).total_seconds() if connected_at else None
+    marks = [t for t in (connected_at, _parse_ts(client.detail.get("last_activity_ts"))) if t]
+    # the broker may have closed earlier than the client noticed: measure idle up to that
+    start = min(e.ts for e in draft.events)
+    idle = (start - max(marks)).total_seconds() if marks else None
+    if idle is not None and idle < 0:
+        idle = 0.0
+    return uptime, idle
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _phase(draft: _Draft, first_connect: dict[str, datetime], uptime: float | None,
+           idle: float | None) -> Phase:
+    kinds = {e.kind for e in draft.events}
+    if kinds & {Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.TLS_ERROR}:
+        return Phase.STARTUP
+    if any(e.kind == Kind.WORKER_SHUTDOWN for e in draft.context):
+        return Phase.SHUTDOWN
+    client = next((e for e in draft.events if e.side == Side.CLIENT), None)
+    if client is not None:
+        first = first_connect.get(client.source)
+        if first is None or client.ts < first:
+            return Phase.STARTUP  # never connected yet
+        if uptime is not None and (client.ts - first).total_seconds() <= STARTUP_S:
+            return Phase.STARTUP
+        if client.detail.get("running_tasks"):
+            return Phase.LOAD
+        if idle is not None and idle >= IDLE_MIN_S:
+            return Phase.IDLE
+        if client.detail.get("tasks_before_60s"):
+            return Phase.LOAD
+        return Phase.UNKNOWN
+    if any(e.detail.get("state") in ("starting", "opening", "securing", "tuning") for e in draft.events):
+        return Phase.STARTUP
+    return Phase.UNKNOWN
+
+
+def _set_periods(incidents: list[Incident]) -> None:
+    """Failures of one kind that repeat at a regular interval get that interval as period_s."""
+    series: dict[tuple[ClosedBy, Phase], list[Incident]] = {}
+    for inc in incidents:
+        series.setdefault((inc.closed_by, inc.phase), []).append(inc)
+    for members in series.values():
+        if len(members) < 3:
+            continue
+        gaps = [(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(members)]
+        mean = statistics.fmean(gaps)
+        if mean > 0 and statistics.pstdev(gaps) / mean <= REGULAR_CV:
+            period = statistics.median(gaps)
+            for inc in members:
+                inc.period_s = period
+
+
+def _summary(timeline: Timeline, incidents: list[Incident]) -> dict[str, Any]:
+    kinds = Counter(e.kind.value for e in timeline.events)
+    connects = Counter(e.source for e in timeline.events
+                       if e.kind == Kind.CONNECTED and e.side == Side.CLIENT)
+    outages = [i.outage_s for i in incidents if i.outage_s is not None]
+    return {
+        "incidents": len(incidents),
+        "closed_by": dict(Counter(i.closed_by.value for i in incidents)),
+        "phase": dict(Counter(i.phase.value for i in incidents)),
+        "reconnects": sum(max(0, n - 1) for n in connects.values()),
+        "longest_outage_s": round(max(outages), 3) if outages else None,
+        "events_by_kind": dict(sorted(kinds.items())),
+    }

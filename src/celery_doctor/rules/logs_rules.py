@@ -1,0 +1,436 @@
+"""Findings the incidents alone make clear (no config or broker probe needed).
+
+Each rule looks at the incidents (and the timeline around them) and returns zero or more
+Findings with the evidence lines that carry the verdict. Rules never match raw text: they see
+event kinds, error families, verdicts and times.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from celery_doctor.incidents import error_family
+from celery_doctor.model import (
+    Category,
+    ClosedBy,
+    Event,
+    Evidence,
+    Finding,
+    Fix,
+    Incident,
+    Kind,
+    Phase,
+    Severity,
+    Side,
+)
+from celery_doctor.rules.fixes import snippet
+from celery_doctor.timeline import Timeline
+
+MAX_EVIDENCE = 8
+THREAD_POOLS = {"solo", "threads"}
+
+
+@dataclass
+class LogContext:
+    timeline: Timeline
+    incidents: list[Incident]
+    celery_version: str | None
+    pool: str | None
+    transport: str | None  # "amqp", "redis", ... from the banner or the events
+    heartbeat_s: float | None  # negotiated timeout the broker reported, if any
+
+
+Rule = Callable[[LogContext], Iterable[Finding]]
+
+
+def context_for(timeline: Timeline, incidents: list[Incident]) -> LogContext:
+    meta: dict[str, object] = {}
+    for source in timeline.sources:
+        for key, value in source.meta.items():
+            meta.setdefault(key, value)
+    hb = [e.detail["timeout_s"] for e in timeline.events
+          if e.kind == Kind.HEARTBEAT_MISSED_CLIENT and e.detail.get("timeout_s")]
+    transport = str(meta.get("transport") or "")
+    if not transport:
+        broker_formats = {s.format for s in timeline.sources}
+        transport = "redis" if any("redis" in f for f in broker_formats) else (
+            "amqp" if any("rabbit" in f for f in broker_formats) else "")
+    return LogContext(
+        timeline=timeline, incidents=incidents,
+        celery_version=str(meta["celery_version"]) if meta.get("celery_version") else None,
+        pool=str(meta["pool"]).lower() if meta.get("pool") else None,
+        transport=transport.split(":")[0].lower() or None,
+        heartbeat_s=float(hb[0]) if hb else None,
+    )
+
+
+def _evidence(events: Iterable[Event], kinds: set[Kind] | None = None) -> list[Evidence]:
+    out: list[Evidence] = []
+    seen: set[tuple[str, int]] = set()
+    for e in events:
+        if kinds is not None and e.kind not in kinds:
+            continue
+        if (e.source, e.line) in seen:
+            continue
+        seen.add((e.source, e.line))
+        out.append(Evidence.of(e))
+        if len(out) >= MAX_EVIDENCE:
+            break
+    return out
+
+
+def _events(incidents: Iterable[Incident]) -> list[Event]:
+    return [e for inc in incidents for e in inc.events]
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+
+
+def idle_cut(ctx: LogContext) -> Iterable[Finding]:
+    """Cuts by something in between after the connection sat idle: NAT, load balancer, firewall."""
+    cuts = [i for i in ctx.incidents if i.phase == Phase.IDLE and i.closed_by == ClosedBy.NETWORK
+            and not any(e.kind in (Kind.HEARTBEAT_MISSED_CLIENT, Kind.HEARTBEAT_MISSED_BROKER) for e in i.events)]
+    # client-only resets after idle with no broker log: a regular period makes a middlebox likely
+    unsure = [i for i in ctx.incidents if i.phase == Phase.IDLE and i.closed_by == ClosedBy.UNKNOWN
+              and any(error_family(e) in ("reset", "broken_pipe") for e in i.events if e.side == Side.CLIENT)]
+    if not cuts and len(unsure) < 2:
+        return []
+    members = cuts or unsure
+    idles = [i.idle_before_s for i in members if i.idle_before_s is not None]
+    estimate = min(idles) if idles else None
+    regular = len(idles) >= 2 and statistics.pstdev(idles) <= max(2.0, 0.2 * statistics.fmean(idles))
+    confidence = 0.55 if cuts else 0.4
+    if len(members) >= 2:
+        confidence += 0.1
+    if regular:
+        confidence += 0.15
+    if any(i.period_s for i in members):
+        confidence += 0.05
+    proxy = any(e.kind == Kind.PROXY_CUT for e in _events(members))
+    if proxy:
+        confidence = max(confidence, 0.9)
+    what = f"after about {_fmt_s(estimate)} of idle time" if estimate is not None else "after idle time"
+    explanation = (
+        f"{len(members)} connection(s) were cut {what}"
+        + (", each time after nearly the same idle time" if regular else "")
+        + (". Both sides saw it at the same moment without either closing first" if cuts else
+           ". The client saw resets with no broker-side reason in the logs")
+        + ": something between worker and broker (a load balancer, NAT gateway, firewall or TLS "
+        "proxy) drops flows that stay idle longer than its timeout. AMQP heartbeats (or TCP "
+        "keepalives shorter than that timeout) keep the flow alive."
+    )
+    hb = max(5, int((estimate or 60) / 3))
+    fix = Fix(
+        text=(f"Send traffic more often than the middlebox's idle timeout (~{_fmt_s(estimate)}): "
+              if estimate else "Send traffic more often than the middlebox's idle timeout: ")
+        + "enable AMQP heartbeats at under half that timeout, or raise the middlebox's idle timeout."
+        if ctx.transport != "redis" else
+        "Keep the Redis connections busy or probed more often than the idle timeout: a health "
+        "check interval and TCP keepalive below it, or raise the middlebox's idle timeout.",
+        snippet=snippet({"broker_heartbeat": str(hb)}, ctx.celery_version,
+                        "heartbeat at < 1/2 of the idle timeout")
+        if ctx.transport != "redis" else
+        snippet({"broker_transport_options": f"{{'health_check_interval': {hb}, 'socket_keepalive': True}}"},
+                ctx.celery_version, "probe idle Redis connections before the middlebox drops them"),
+        verify=(f"celery-doctor repro --fault idle-cut:{int(estimate or 60)}:rst --scenario idle "
+                "(with the fixed config) should show no resets"),
+    )
+    return [Finding(
+        category=Category.NETWORK_IDLE_TIMEOUT, severity=Severity.HIGH,
+        title=f"Idle connections cut by a middlebox{f' after ~{_fmt_s(estimate)}' if estimate else ''}",
+        explanation=explanation, evidence=_evidence(_events(members)), fix=fix,
+        confidence=min(confidence, 0.95),
+    )]
+
+
+def path_loss(ctx: LogContext) -> Iterable[Finding]:
+    """Both ends stop hearing each other with no reset: packets dropped, half-open sockets."""
+    hits = [i for i in ctx.incidents if i.closed_by == ClosedBy.NETWORK and any(
+        e.kind in (Kind.HEARTBEAT_MISSED_CLIENT, Kind.HEARTBEAT_MISSED_BROKER, Kind.PROXY_BLACKHOLE)
+        or error_family(e) == "timeout" for e in i.events)]
+    if not hits:
+        return []
+    both = any(i.events and {e.side for e in i.events} >= {Side.CLIENT, Side.BROKER} for i in hits)
+    return [Finding(
+        category=Category.NETWORK_PATH_LOSS, severity=Severity.HIGH,
+        title="Packets silently dropped between worker and broker",
+        explanation=(
+            f"In {len(hits)} incident(s) "
+            + ("both the broker (missed heartbeats from client) and the client (missed heartbeats "
+               "or a socket timeout) stopped hearing the other" if both else
+               "the connection stopped carrying packets without a reset")
+            + ": the path dropped packets (a blackhole, a half-open flow after a silent middlebox "
+            "cut, a failing link). Heartbeats detected it; without them the sockets would hang."),
+        evidence=_evidence(_events(hits)),
+        fix=Fix(text="Keep heartbeats on so both sides detect a dead path quickly, and look at the "
+                     "network between the hosts (packet loss, silent idle drops, MTU).",
+                snippet=snippet({"broker_heartbeat": "30"}, ctx.celery_version),
+                verify="celery-doctor repro --fault blackhole:5:20 --scenario idle"),
+        confidence=0.8 if both else 0.55,
+    )]
+
+
+def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
+    """The broker closed because the client sent no heartbeat: busy main thread or idle bug."""
+    hits = [i for i in ctx.incidents if i.closed_by == ClosedBy.BROKER
+            and any(e.kind == Kind.HEARTBEAT_MISSED_CLIENT for e in i.events)]
+    # the client alone gave up on the broker while idle (broker-side heartbeats not seen)
+    client_only = [i for i in ctx.incidents if i.closed_by == ClosedBy.CLIENT
+                   and any(e.kind == Kind.HEARTBEAT_MISSED_BROKER or error_family(e) == "heartbeat"
+                           for e in i.events)]
+    findings = []
+    busy = [i for i in hits if i.phase == Phase.LOAD and _running_task(i)]
+    idle = [i for i in hits if i not in busy] + client_only
+    hb = f"{ctx.heartbeat_s:.0f} s" if ctx.heartbeat_s else "the heartbeat interval"
+    if busy:
+        longest = max((_running_task(i) or 0.0) for i in busy)
+        thread_pool = ctx.pool in THREAD_POOLS
+        findings.append(Finding(
+            category=Category.LONG_TASK_BLOCKS_HEARTBEAT, severity=Severity.HIGH,
+            title="A long task kept the worker from sending heartbeats",
+            explanation=(
+                f"The broker closed {len(busy)} connection(s) for missed heartbeats (timeout {hb}) "
+                f"while a task had been running for {_fmt_s(longest)}"
+                + (f" in the {ctx.pool} pool, where tasks run in the thread that must also send "
+                   "heartbeats" if thread_pool else "")
+                + ". The client noticed only when it next used the socket, and unacknowledged "
+                "messages were redelivered."),
+            evidence=_evidence(_events(busy)),
+            fix=Fix(text="Run long tasks where they cannot block the connection's thread (the "
+                         "prefork pool), or turn AMQP heartbeats off for this worker and rely on TCP "
+                         "keepalive.",
+                    snippet=snippet({"broker_heartbeat": "0"}, ctx.celery_version,
+                                    "or start the worker with --pool prefork"),
+                    verify="celery-doctor repro --scenario long-task (with the fix) should show no "
+                           "broker-side close and no duplicate"),
+            confidence=0.85 if thread_pool else 0.7,
+        ))
+    if idle:
+        findings.append(Finding(
+            category=Category.HEARTBEAT_MISCONFIG, severity=Severity.HIGH,
+            title="Heartbeats negotiated but not sent while idle",
+            explanation=(
+                f"{len(idle)} connection(s) were closed for missed heartbeats (timeout {hb}) while "
+                "no task was running: the connection negotiated heartbeats, but the code holding it "
+                "does not send them when idle (a green-thread pool's pidbox, a result consumer "
+                "blocked in .get(), a publisher connection with no event loop)."),
+            evidence=_evidence(_events(idle)),
+            fix=Fix(text="Either make the process send heartbeats (an event-loop pool) or disable them "
+                         "for connections that cannot send them.",
+                    snippet=snippet({"broker_heartbeat": "0"}, ctx.celery_version,
+                                    "connections that cannot send heartbeats should not negotiate them"),
+                    verify="celery-doctor repro --scenario idle"),
+            confidence=0.7 if hits else 0.55,
+        ))
+    return findings
+
+
+def _running_task(incident: Incident) -> float | None:
+    """Age in seconds of the oldest task running at the client's first event, if any."""
+    for e in incident.events:
+        for task in e.detail.get("running_tasks") or []:
+            since = task.get("since")
+            if since:
+                try:
+                    return (e.ts - datetime.fromisoformat(since)).total_seconds()
+                except ValueError:
+                    continue
+    return None
+
+
+def broker_restart(ctx: LogContext) -> Iterable[Finding]:
+    hits = [i for i in ctx.incidents if any(
+        e.kind in (Kind.BROKER_FORCED_CLOSE, Kind.BROKER_STOP, Kind.FAILOVER) or error_family(e) == "forced"
+        for e in i.events)]
+    # Redis: the server closed every client in order, then refused connections, then came back
+    redis_restarts = [i for i in ctx.incidents if i not in hits and i.outage_s and any(
+        error_family(e) in ("eof", "refused") for e in i.events if e.side == Side.CLIENT)
+        and any(error_family(e) == "refused" for e in i.events if e.side == Side.CLIENT)]
+    hits += redis_restarts
+    if not hits:
+        return []
+    outages = [i.outage_s for i in hits if i.outage_s]
+    return [Finding(
+        category=Category.BROKER_RESTART_OR_FAILOVER, severity=Severity.MEDIUM,
+        title="The broker restarted or failed over",
+        explanation=(
+            f"{len(hits)} incident(s) began with the broker closing connections itself (a shutdown, "
+            "an admin close or a failover), then refusing connections until it was back"
+            + (f"; the longest outage lasted {_fmt_s(max(outages))}" if outages else "")
+            + ". The worker reconnecting afterwards is the expected behaviour."),
+        evidence=_evidence(_events(hits)),
+        fix=Fix(text="Nothing to fix in Celery if the restart was planned; keep connection retries on "
+                     "and check why the broker restarted (its own log around that time). Use a "
+                     "cluster with a load balancer or Redis Sentinel for planned maintenance."),
+        confidence=0.9 if any(e.side == Side.BROKER for e in _events(hits)) else 0.7,
+    )]
+
+
+def auth(ctx: LogContext) -> Iterable[Finding]:
+    hits = [i for i in ctx.incidents if any(
+        e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED) or error_family(e) in ("auth", "vhost")
+        for e in i.events)]
+    if not hits:
+        return []
+    localhost_only = any("only connect via localhost" in e.text for e in _events(hits))
+    vhost = any(e.kind == Kind.ACCESS_REFUSED or error_family(e) == "vhost" for e in _events(hits))
+    return [Finding(
+        category=Category.AUTH_OR_PERMISSIONS, severity=Severity.HIGH,
+        title="The broker refused the login" + (" or the vhost" if vhost else ""),
+        explanation=(
+            "The broker rejected the credentials" + (" or the virtual host" if vhost else "")
+            + (": the 'guest' user may only connect from localhost" if localhost_only else "")
+            + ". The worker retries forever and never consumes."),
+        evidence=_evidence(_events(hits)),
+        fix=Fix(text="Create a dedicated user with access to the vhost and put it in the broker URL"
+                     if not localhost_only else
+                     "Create a non-guest user (rabbitmqctl add_user / set_permissions) and use it in "
+                     "the broker URL",
+                snippet=snippet({"broker_url": "'amqp://USER:PASSWORD@HOST:5672/VHOST'"}, ctx.celery_version),
+                verify="celery-doctor broker amqp://USER:PASSWORD@HOST:5672/VHOST"),
+        confidence=0.95,
+    )]
+
+
+def redis_timeout(ctx: LogContext) -> Iterable[Finding]:
+    server = [i for i in ctx.incidents if any(e.kind == Kind.SERVER_CLOSED_IDLE for e in i.events)]
+    # without the server log: orderly closes of idle Redis connections point at `timeout`
+    client = [i for i in ctx.incidents if ctx.transport == "redis" and i not in server
+              and i.phase == Phase.IDLE and i.closed_by in (ClosedBy.BROKER, ClosedBy.UNKNOWN)
+              and any(error_family(e) == "eof" for e in i.events)]
+    hits = server + client
+    if not hits:
+        return []
+    return [Finding(
+        category=Category.REDIS_SERVER_TIMEOUT, severity=Severity.HIGH,
+        title="Redis closed idle client connections (server `timeout`)",
+        explanation=(
+            ("The Redis server logged that it closed idle clients" if server else
+             "Idle Redis connections were closed in order by the server side")
+            + ": a non-zero `timeout` makes Redis drop any client idle longer than it (blocked BRPOP "
+            "consumers excepted), so producer and result connections die between uses."),
+        evidence=_evidence(_events(hits)),
+        fix=Fix(text="Set `timeout 0` on the server (CONFIG SET timeout 0 and in redis.conf), or make "
+                     "the client probe its connections more often than the timeout.",
+                snippet=snippet({"broker_transport_options": "{'health_check_interval': 10}"},
+                                ctx.celery_version),
+                verify="celery-doctor broker redis://HOST:6379/0"),
+        confidence=0.9 if server else 0.5,
+    )]
+
+
+def alarms(ctx: LogContext) -> Iterable[Finding]:
+    hits = [e for e in ctx.timeline.events if e.kind in (Kind.ALARM_SET, Kind.BLOCKED)]
+    if not hits:
+        return []
+    resources = sorted({str(e.detail.get("resource")) for e in hits if e.detail.get("resource")})
+    return [Finding(
+        category=Category.BROKER_RESOURCE_ALARM, severity=Severity.HIGH,
+        title=f"Broker resource alarm ({', '.join(resources) or 'memory/disk'})",
+        explanation=("The broker raised a resource alarm: it blocks every publishing connection "
+                     "until the alarm clears, so producers hang and may hit their timeouts."),
+        evidence=_evidence(hits),
+        fix=Fix(text="Free memory or disk on the broker (consume or purge backlogs, add capacity), "
+                     "or raise the watermark if it is set too low.",
+                verify="celery-doctor broker amqp://... (shows alarms and watermarks)"),
+        confidence=0.9,
+    )]
+
+
+def consumer_timeout(ctx: LogContext) -> Iterable[Finding]:
+    hits = [i for i in ctx.incidents if any(e.kind == Kind.CONSUMER_TIMEOUT for e in i.events)]
+    if not hits:
+        return []
+    return [Finding(
+        category=Category.VERSION_INCOMPATIBILITY, severity=Severity.HIGH,
+        title="RabbitMQ's delivery acknowledgement timeout closed the channel",
+        explanation=("RabbitMQ 3.8.15 and later close a consumer's channel when a delivery stays "
+                     "unacknowledged longer than `consumer_timeout` (30 min by default since 3.8.17). "
+                     "Late-acked long tasks, or ETA/countdown tasks held by the worker, hit it after "
+                     "a broker upgrade."),
+        evidence=_evidence(_events(hits)),
+        fix=Fix(text="Raise consumer_timeout on the broker (rabbitmq.conf or per queue) above your "
+                     "longest task / ETA, or stop holding ETA tasks in the worker."),
+        confidence=0.8,
+    )]
+
+
+def fork_shared(ctx: LogContext) -> Iterable[Finding]:
+    hits = [e for e in ctx.timeline.events if e.kind == Kind.CHANNEL_ERROR
+            and ("unexpected_frame" in e.text or "expected content header" in e.text)]
+    if not hits:
+        return []
+    return [Finding(
+        category=Category.PREFORK_FORK_SHARED_CONNECTION, severity=Severity.HIGH,
+        title="Several processes write to one AMQP connection",
+        explanation=("The broker received interleaved frames (unexpected_frame): a connection opened "
+                     "before a fork is being used by parent and child at once. Open connections after "
+                     "the fork (worker_process_init) and never share one across processes."),
+        evidence=_evidence(hits),
+        fix=Fix(text="Create broker connections/producers inside each process (after fork), e.g. in "
+                     "a worker_process_init handler; do not publish on a connection inherited from "
+                     "the parent."),
+        confidence=0.8,
+    )]
+
+
+def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
+    """Broker-only 'client unexpectedly closed' while the worker log shows nothing wrong."""
+    hits = [i for i in ctx.incidents if i.closed_by == ClosedBy.CLIENT
+            and all(e.side == Side.BROKER for e in i.events if e.kind != Kind.OTHER)
+            and all(e.kind == Kind.CLIENT_CLOSED_ABRUPTLY for e in i.events if e.side == Side.BROKER)]
+    if not hits:
+        return []
+    clients = [s.name for s in ctx.timeline.sources
+               if any(e.source == s.name and e.side == Side.CLIENT for e in ctx.timeline.events)]
+    watched = [i for i in hits if any(ctx.timeline.covers(name, i.ts) for name in clients)]
+    confidence = 0.75 if watched else 0.45
+    return [Finding(
+        category=Category.BENIGN_CLIENT_DISCONNECT, severity=Severity.INFO,
+        title="Clients that exit without closing their connection",
+        explanation=(
+            f"The broker logged {len(hits)} connection(s) closed without an AMQP close, and "
+            + ("the worker log shows no failure at those moments: " if watched else
+               "no client log covers those moments: ")
+            + "typically short-lived publishers (scripts, web requests, cron jobs) that exit "
+            "without closing. The broker only warns; nothing is lost."),
+        evidence=_evidence(_events(hits)),
+        fix=Fix(text="Close connections (or use `with app.connection_for_write()` / "
+                     "`app.pool.acquire()`) in short-lived publishers; otherwise ignore these warnings."),
+        confidence=confidence,
+    )]
+
+
+RULES: tuple[Rule, ...] = (idle_cut, path_loss, heartbeat_silence, broker_restart, auth,
+                           redis_timeout, alarms, consumer_timeout, fork_shared, benign_disconnects)
+
+
+def evaluate(ctx: LogContext) -> list[Finding]:
+    findings = [f for rule in RULES for f in rule(ctx)]
+    explained = {(e.source, e.line) for f in findings for e in f.evidence}
+    unexplained = [i for i in ctx.incidents if not any((e.source, e.line) in explained for e in i.events)]
+    if unexplained:
+        findings.append(Finding(
+            category=Category.UNKNOWN, severity=Severity.MEDIUM,
+            title=f"{len(unexplained)} connection failure(s) the logs cannot explain",
+            explanation=(
+                "These failures carry no sign of who closed the connection or why. Add the other "
+                "side's log for the same window (the broker's log for a worker, or the worker's for "
+                "the broker), the effective config (celery-doctor config --app), and a broker probe."),
+            evidence=_evidence(_events(unexplained)),
+            confidence=0.3,
+        ))
+    if not ctx.incidents:
+        findings.append(Finding(
+            category=Category.NO_INCIDENT, severity=Severity.INFO,
+            title="No connection failure in these logs",
+            explanation="No lost connection, failed connect, missed heartbeat or broker-side close "
+                        "was found in the given logs.",
+            confidence=0.8 if ctx.timeline.events else 0.4,
+        ))
+    findings.sort(key=lambda f: (f.severity.rank >= Severity.MEDIUM.rank, f.confidence), reverse=True)
+    return findings
