@@ -7,9 +7,10 @@ unreadable input (one clear line on stderr, never a traceback).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -68,6 +69,27 @@ def emit(report: Report, fmt: str, output: str | None, fail_on: str) -> NoReturn
     sys.exit(EXIT_FINDINGS if worst is not None and worst.rank >= threshold.rank else EXIT_OK)
 
 
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on stderr for long reads; silent when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        yield lambda name, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"{label}: {name}", total=total or None)
+            bar.update(tasks[name], completed=done)
+
+        yield update
+
+
 class DoctorGroup(click.Group):
     """Turns stage errors into one line and exit 2; tracebacks only with CELERY_DOCTOR_DEBUG."""
 
@@ -100,7 +122,8 @@ def logs(files: tuple[str, ...], format_hint: str | None, fmt: str, output: str 
     """
     from celery_doctor.pipeline import analyse_logs
 
-    report = analyse_logs(list(files), format_hint=format_hint)
+    with progress_bar("reading logs") as progress:
+        report = analyse_logs(list(files), format_hint=format_hint, progress=progress)
     emit(report, fmt, output, fail_on)
 
 
