@@ -23,8 +23,8 @@ WAIT = 5.0  # every blocking socket call in these tests gives up after this long
 class Upstream:
     """A loopback TCP server that keeps its accepted sockets so tests can look at both ends."""
 
-    def __init__(self, echo: bool = False) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, echo: bool = False, port: int = 0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port))
         self.address = self.sock.getsockname()
         self.accepted: list[socket.socket] = []
         self.echo = echo
@@ -376,6 +376,41 @@ def test_broker_restart_runs_the_hook(echo: Upstream, proxies: list[ProxyThread]
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert marker.exists()
+
+
+def test_refusing_upstream_makes_the_proxy_refuse_until_it_is_back(
+    proxies: list[ProxyThread],
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        port = placeholder.getsockname()[1]  # a port nobody listens on once closed
+    proxy, address = start(proxies, ("127.0.0.1", port))
+    with connect(address) as client, pytest.raises(ConnectionResetError):
+        client.recv(1024)  # the connection that found the upstream gone
+    wait_for_event(proxy, Kind.OTHER)
+    deadline = time.monotonic() + WAIT
+    while True:  # then the proxy stops listening: a real ECONNREFUSED, as without it
+        try:
+            socket.create_connection(address, timeout=WAIT).close()
+        except ConnectionRefusedError:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    server = Upstream(echo=True, port=port)
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                client = connect(address)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        with client:
+            client.sendall(b"back")
+            assert recv_exactly(client, 4) == b"back"
+        assert "accepts again" in " ".join(e.detail["message"] for e in proxy.events)
+    finally:
+        server.close()
 
 
 def test_stop_closes_every_connection(upstream: Upstream) -> None:

@@ -237,7 +237,8 @@ class FaultProxy:
         self._flowing.set()
         self._timers: list[asyncio.TimerHandle] = []
         self._watcher: asyncio.Task[None] | None = None
-        self._hook_tasks: set[asyncio.Task[None]] = set()
+        self._hook_tasks: set[asyncio.Task[None]] = set()  # hook runs, refusal mirroring
+        self._stopping = False
         self._rng = random.Random()
         self._upstream_text = _addr(upstream)
         self._initial = fault
@@ -247,18 +248,45 @@ class FaultProxy:
 
     async def start(self) -> None:
         try:
-            self._server = await asyncio.start_server(
-                self._on_client, self.listen[0], self.listen[1], limit=CHUNK
-            )
+            await self._listen(self.listen)
         except OSError as exc:
             raise ProxyError(f"cannot listen on {_addr(self.listen)}: {exc.strerror or exc}") from exc
+        assert self._server is not None
         sockname = self._server.sockets[0].getsockname()
         self.address = (sockname[0], sockname[1])
         self._watcher = asyncio.create_task(self._watch_idle())
         self.set_fault(self._initial)
 
+    async def _listen(self, address: tuple[str, int]) -> None:
+        self._server = await asyncio.start_server(
+            self._on_client, address[0], address[1], limit=CHUNK
+        )
+
+    async def _mirror_refusal(self) -> None:
+        """The upstream refuses connections (a broker restarting): stop listening so clients
+        get a real ECONNREFUSED as they would without the proxy, and listen again on the same
+        port as soon as the upstream accepts."""
+        if self._server is None:
+            return
+        self._server.close()
+        self._record(Kind.OTHER, None, f"upstream {self._upstream_text} refuses connections; "
+                                       "proxy stops listening until it accepts again")
+        while not self._stopping:
+            await asyncio.sleep(0.25)
+            try:
+                _, probe = await asyncio.wait_for(asyncio.open_connection(*self.upstream), 2)
+            except (OSError, TimeoutError):
+                continue
+            _abort_with_rst(probe)
+            break
+        if not self._stopping:
+            await self._listen(self.address)
+            self._record(Kind.OTHER, None, f"upstream {self._upstream_text} accepts again; "
+                                           "proxy listening again")
+
     async def stop(self) -> None:
         """Stop listening and close every connection (RST: nothing is left half-open)."""
+        self._stopping = True
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
@@ -283,6 +311,9 @@ class FaultProxy:
         self._flows.clear()
 
     # -- faults -------------------------------------------------------------------------------
+
+    def _refusing(self) -> bool:
+        return self._server is not None and not self._server.is_serving()
 
     def _check_fault(self, fault: Fault | None) -> None:
         if fault is not None and fault.find("broker-restart") and not self.hook:
@@ -352,7 +383,8 @@ class FaultProxy:
 
     # -- events -------------------------------------------------------------------------------
 
-    def _record(self, kind: Kind, client: str | None, message: str, error: str | None = None) -> None:
+    def _record(self, kind: Kind, client: str | None, message: str, error: str | None = None,
+                local: str | None = None) -> None:
         ts = _now()
         fault = self._fault.spec if self._fault is not None else None
         row = {
@@ -371,7 +403,8 @@ class FaultProxy:
         self.events.append(
             Event(ts=ts, source="proxy", line=len(self.events) + 1, side=Side.PROXY, kind=kind,
                   text=text, peer=client, error=error,
-                  detail={"upstream": self._upstream_text, "fault": fault, "message": message})
+                  detail={"upstream": self._upstream_text, "fault": fault, "message": message,
+                          "local": local})
         )
 
     # -- connections --------------------------------------------------------------------------
@@ -400,6 +433,10 @@ class FaultProxy:
                              f"upstream {self._upstream_text} unreachable ({exc!r}); client reset",
                              error=type(exc).__name__)
                 _abort_with_rst(writer)
+                if isinstance(exc, ConnectionRefusedError) and not self._refusing():
+                    task = asyncio.create_task(self._mirror_refusal())
+                    self._hook_tasks.add(task)
+                    task.add_done_callback(self._hook_tasks.discard)
                 return
             flow.u_reader, flow.u_writer = u_reader, u_writer
             for w in flow.writers():
@@ -407,7 +444,9 @@ class FaultProxy:
                     w.get_extra_info("socket").setsockopt(
                         socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
                     )
-            self._record(Kind.CONNECTED, client, f"connection opened to {self._upstream_text}")
+            local = _addr(u_writer.get_extra_info("sockname"))
+            self._record(Kind.CONNECTED, client,
+                         f"connection opened to {self._upstream_text} from {local}", local=local)
             flow.tasks = [
                 asyncio.create_task(self._pump(flow, flow.c_reader, u_writer, up=True)),
                 asyncio.create_task(self._pump(flow, u_reader, flow.c_writer, up=False)),
