@@ -127,5 +127,45 @@ def logs(files: tuple[str, ...], format_hint: str | None, fmt: str, output: str 
     emit(report, fmt, output, fail_on)
 
 
+@main.command()
+@click.argument("url")
+@click.option("--heartbeat", type=click.IntRange(min=0), default=120, show_default=True,
+              help="The broker_heartbeat your Celery config asks for (RabbitMQ).")
+@click.option("--management", "management_url", default=None, metavar="URL",
+              help="RabbitMQ management API [default: http://BROKER-HOST:15672, same credentials].")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=120), default=5.0, show_default=True,
+              help="Seconds allowed for each network step.")
+@click.option("--churn-interval", type=click.FloatRange(min=0, max=60), default=5.0,
+              show_default=True, help="Seconds between the two connection-churn samples (0: one).")
+@click.option("--sentinel-master", default=None, metavar="NAME",
+              help="Master name for sentinel:// URLs (needed when a Sentinel knows several).")
+@output_options
+def broker(url: str, heartbeat: int, management_url: str | None, timeout: float,
+           churn_interval: float, sentinel_master: str | None, fmt: str, output: str | None,
+           fail_on: str) -> None:
+    """Confirm the broker's health: reachability, login, heartbeat, alarms, limits, churn.
+
+    URL is an amqp://, amqps://, pyamqp://, redis://, rediss:// or sentinel:// broker URL.
+    Exit 2 when the URL is bad or nothing answers there; a refused login is a finding (exit 1).
+    """
+    import dataclasses
+
+    from celery_doctor.broker import ProbeOptions, probe_broker
+    from celery_doctor.rules.broker_rules import broker_findings
+
+    options = ProbeOptions(timeout=timeout, heartbeat=heartbeat, management_url=management_url,
+                           churn_interval=churn_interval, sentinel_master=sentinel_master)
+    facts = probe_broker(url, options)
+    report = Report(
+        command="broker",
+        findings=broker_findings(facts),
+        summary={"broker": facts.kind, "version": facts.version,
+                 "login": {True: "ok", False: "refused", None: "not tried"}[facts.authenticated],
+                 "probe_s": facts.elapsed_s},
+        data={"broker": dataclasses.asdict(facts)},
+        warnings=list(facts.notes),
+    )
+    emit(report, fmt, output, fail_on)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -400,7 +400,9 @@ class RabbitMQProbe(BrokerProbe):
                 a, b = first.get("churn_rates") or {}, second.get("churn_rates") or {}
                 for key in keys:
                     if isinstance(a.get(key), int) and isinstance(b.get(key), int):
-                        churn[f"{key}_per_s"] = round(max(0, b[key] - a[key]) / elapsed, 3)
+                        # the probe's own connection and channel may land in this window
+                        delta = max(0, b[key] - a[key] - 1)
+                        churn[f"{key}_per_s"] = round(delta / elapsed, 3)
                 churn["connections_now"] = (second.get("object_totals") or {}).get("connections")
         facts.facts["churn"] = churn
 

@@ -121,3 +121,7 @@ class TextRenderer(Renderer):
         else:
             console.print(Text("No findings.", style="green"))
         return buffer.getvalue()
+
+from celery_doctor.report.broker_text import broker_sections  # noqa: E402  (registration)
+
+SECTIONS["broker"] = broker_sections
