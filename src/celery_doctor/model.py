@@ -204,7 +204,7 @@ class BrokerFacts:
     host: str
     port: int
     reachable: bool = False
-    authenticated: bool | None = None  # None: the probe never got that far
+    logged_in: bool | None = None  # None: the probe never got that far
     version: str | None = None
     elapsed_s: float = 0.0
     facts: dict[str, Any] = field(default_factory=dict)

@@ -9,6 +9,7 @@ connection.blocked); the management API tells what the broker enforces and how i
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import socket
@@ -44,12 +45,12 @@ PROBE_ROUTING_KEY = "celery-doctor.probe.unroutable"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
-class _ProbeConnection(amqp.Connection):  # type: ignore[misc]
+class _ProbeConnection(amqp.Connection):
     """A py-amqp connection that remembers how far the handshake got."""
 
     stage = "tcp"
 
-    def Transport(self, host: str, connect_timeout: float | None, ssl: Any = False,  # noqa: N802
+    def Transport(self, host: str, connect_timeout: float | None, ssl: Any = False,
                   read_timeout: float | None = None, write_timeout: float | None = None,
                   socket_settings: Any = None, **kwargs: Any) -> Any:
         conn = self
@@ -140,7 +141,7 @@ class RabbitMQProbe(BrokerProbe):
         try:
             conn.connect()
         except AMQPError as exc:  # the server said no, in protocol: a finding, not an error
-            facts.authenticated = conn.stage == "vhost"
+            facts.logged_in = conn.stage == "vhost"
             facts.facts["login"] = {
                 "ok": False,
                 "stage": conn.stage,
@@ -153,13 +154,13 @@ class RabbitMQProbe(BrokerProbe):
             if conn.stage in ("login", "vhost"):
                 # the socket went away after the greeting: brokers without
                 # authentication_failure_close drop the connection on a bad login
-                facts.authenticated = False
+                facts.logged_in = False
                 facts.facts["login"] = {"ok": False, "stage": conn.stage, "code": None,
                                         "error": t.scrub(f"connection closed during {conn.stage}: {exc}")}
                 self._server_properties(conn, facts)
                 return
             raise classify_network_error(exc, t, conn.stage, timeout, "AMQP") from None
-        facts.authenticated = True
+        facts.logged_in = True
         facts.facts["login"] = {"ok": True, "stage": "open"}
         self._server_properties(conn, facts)
         facts.facts.update(
@@ -240,7 +241,7 @@ class RabbitMQProbe(BrokerProbe):
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         request = Request(url, headers={"Authorization": f"Basic {token}",
                                         "Accept": "application/json"})
-        with urlopen(request, timeout=self.options.timeout) as response:  # noqa: S310 (http/https)
+        with urlopen(request, timeout=self.options.timeout) as response:
             return json.load(response)
 
     def _management(self, facts: BrokerFacts) -> None:
@@ -260,10 +261,12 @@ class RabbitMQProbe(BrokerProbe):
                 " (credentials refused or user lacks the management/monitoring tag)"
                 if exc.code == 401 else "")
             info["status"] = exc.code
-            return
         except (URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             info["error"] = self.target.scrub(redact(f"not reachable: {reason}", extra))
+        if "error" in info:
+            facts.notes.append(f"management API {safe_base}: {info['error']}; node limits, churn "
+                               "and client heartbeats not checked")
             return
         info["available"] = True
         t0 = time.monotonic()
@@ -456,10 +459,8 @@ class RabbitMQProbe(BrokerProbe):
             facts.facts["alarms_source"] = "rabbitmq-diagnostics (local node)"
         out = self._cli("rabbitmq-diagnostics", "-q", "listeners", "--formatter", "json")
         if out:
-            try:
+            with contextlib.suppress(ValueError):
                 facts.facts["listeners"] = json.loads(out).get("listeners") or []
-            except ValueError:
-                pass
 
 
 def _default_consumer_timeout(version: str) -> int | None:

@@ -121,7 +121,7 @@ class RedisProbe(BrokerProbe):
             client = self._client(host if t.tls else address, port, t.password, t.username,
                                   int(t.path), t.tls)
         except (AuthenticationError, AuthenticationWrongNumberOfArgsError) as exc:
-            facts.authenticated = False
+            facts.logged_in = False
             facts.facts["login"] = {"ok": False, "error": t.scrub(_first_line(exc)),
                                     "reason": _auth_reason(str(exc), bool(t.password))}
             return None
@@ -135,7 +135,7 @@ class RedisProbe(BrokerProbe):
             raise self._unreachable(exc, target) from None
         except RedisError as exc:
             raise UnreachableError("closed", t.scrub(f"{target.address}: {_first_line(exc)}")) from None
-        facts.authenticated = True
+        facts.logged_in = True
         facts.facts["login"] = {"ok": True}
         try:
             client.client_setname(PROBE_NAME)  # so CLIENT LIST can leave us out
@@ -143,7 +143,7 @@ class RedisProbe(BrokerProbe):
             pass
         except AuthenticationError as exc:  # NOAUTH: no password given, one is required
             client.close()
-            facts.authenticated = False
+            facts.logged_in = False
             facts.facts["login"] = {"ok": False, "error": t.scrub(_first_line(exc)),
                                     "reason": _auth_reason(str(exc), bool(t.password))}
             return None
@@ -160,7 +160,7 @@ class RedisProbe(BrokerProbe):
             stage = "tcp" if "connecting" in text else "greeting"
             if stage == "tcp" and target.tls:
                 stage = "tls" if _tcp_open(target.host, target.port, timeout) else "tcp"
-            return classify_network_error(socket.timeout(), target, stage, timeout, "Redis")
+            return classify_network_error(TimeoutError(), target, stage, timeout, "Redis")
         if isinstance(cause, OSError | ssl.SSLError):
             stage = "tcp" if "connecting" in text and not isinstance(cause, ssl.SSLError) else "greeting"
             return classify_network_error(cause, target, stage, timeout, "Redis")
@@ -195,9 +195,11 @@ class RedisProbe(BrokerProbe):
                 continue
             finally:
                 client.close()
-            names = sorted(masters)
+            if not isinstance(masters, dict):  # RESP2 gives name -> state
+                masters = {}
+            names = sorted(str(n) for n in masters)
             info.update(answered_by=sentinel.address, masters=names)
-            name = self.options.sentinel_master
+            name: str | None = self.options.sentinel_master
             if name is None:
                 if len(names) != 1:
                     raise BadURLError(
@@ -207,11 +209,11 @@ class RedisProbe(BrokerProbe):
             if name not in masters:
                 raise BadURLError(f"sentinel {sentinel.address} knows no master named {name!r} "
                                   f"(it knows {names or 'none'})")
-            state = masters[name]
+            state: dict[str, Any] = masters[name]
             info.update(master_name=name, master=f"{state.get('ip')}:{state.get('port')}",
                         master_flags=state.get("flags"),
                         num_other_sentinels=state.get("num-other-sentinels"))
-            return str(state.get("ip")), int(state.get("port"))
+            return str(state.get("ip")), int(state.get("port") or 0)
         raise UnreachableError("unreachable", "no sentinel answered: " + "; ".join(errors))
 
     # -- what the server says ------------------------------------------------------------------
@@ -224,7 +226,7 @@ class RedisProbe(BrokerProbe):
             facts.notes.append(t.scrub(f"INFO not allowed for this user: {_first_line(exc)}"))
             info = {}
         except AuthenticationError as exc:  # NOAUTH: no password given, one is required
-            facts.authenticated = False
+            facts.logged_in = False
             facts.facts["login"] = {"ok": False, "error": t.scrub(_first_line(exc)),
                                     "reason": _auth_reason(str(exc), bool(t.password))}
             return
@@ -241,7 +243,7 @@ class RedisProbe(BrokerProbe):
         config: dict[str, Any] = {}
         for key in CONFIG_KEYS:
             try:
-                config.update(client.config_get(key))
+                config.update({str(k): v for k, v in client.config_get(key).items()})
             except (NoPermissionError, ResponseError) as exc:
                 # managed services rename or forbid CONFIG: say so, carry on with INFO alone
                 facts.notes.append(self.target.scrub(f"CONFIG GET not allowed: {_first_line(exc)}"))

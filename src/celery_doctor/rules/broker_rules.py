@@ -6,7 +6,7 @@ finding quotes the measured fact it rests on, so the reader can judge it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery_doctor.model import BrokerFacts, Category, Evidence, Finding, Fix, Severity
@@ -21,7 +21,7 @@ PUBSUB_DEFAULT_SOFT = 8 * 1024 * 1024
 
 
 def broker_findings(facts: BrokerFacts) -> list[Finding]:
-    rules: list[Callable[[BrokerFacts], list[Finding]]] = (
+    rules: Sequence[Callable[[BrokerFacts], list[Finding]]] = (
         RABBITMQ_RULES if facts.kind == "rabbitmq" else REDIS_RULES)
     findings = [f for rule in rules for f in rule(facts)]
     findings.sort(key=lambda f: -f.severity.rank)
@@ -58,12 +58,12 @@ def rabbit_login(facts: BrokerFacts) -> list[Finding]:
     code = login.get("code")
     evidence = [_ev(facts, f"connection.close {code}: {error}" if code else error)]
     local = facts.host in ("localhost", "127.0.0.1", "::1")
-    if code == 530 and "not found" in error or facts.facts.get("vhost_exists") is False:
+    if (code == 530 and "not found" in error) or facts.facts.get("vhost_exists") is False:
         title = f"virtual host {vhost!r} does not exist"
         explanation = (f"RabbitMQ accepted user {user!r} but has no virtual host {vhost!r}; "
                        "every worker and producer fails at connect. In a broker URL the vhost "
                        "is the path: amqp://host// is '/', amqp://host/name is 'name'.")
-        fix = Fix(f"Create the vhost and grant the user access, or fix the URL path.",
+        fix = Fix("Create the vhost and grant the user access, or fix the URL path.",
                   snippet=(f"rabbitmqctl add_vhost {vhost}\n"
                            f"rabbitmqctl set_permissions -p {vhost} {user} '.*' '.*' '.*'"))
     elif code == 530:
