@@ -1,0 +1,240 @@
+"""The broker side of a reproduction: pick the broker, route it through the proxy, look into
+the run's queue directly (not through the proxy) at the end, delete what the run declared,
+and cut the broker's own log down to the run's window and connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from celery_doctor.model import DoctorError
+from celery_doctor.repro.ledger import BrokerLeftovers
+
+LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+RABBITMQ_LOGS = "/var/log/rabbitmq"
+REDIS_LOGS = "/var/log/redis"
+ADMIN_TIMEOUT_S = 5.0
+
+
+class BrokerSetupError(DoctorError):
+    """The run's broker cannot be used (bad URL, unreachable, unsupported scheme)."""
+
+
+@dataclass(frozen=True)
+class BrokerTarget:
+    url: str  # as given (or chosen); never printed unredacted
+    kind: str  # "rabbitmq" | "redis"
+    host: str
+    port: int
+    chosen_because: str
+
+    def through(self, address: tuple[str, int]) -> str:
+        """The same URL with the proxy's address in place of the broker's."""
+        parts = urlsplit(self.url)
+        creds = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        return urlunsplit((parts.scheme, f"{creds}{address[0]}:{address[1]}", parts.path,
+                           parts.query, parts.fragment))
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def choose(url: str | None) -> BrokerTarget:
+    """The broker given, or local RabbitMQ, else local Redis (and say which and why)."""
+    if url is None:
+        if _reachable("127.0.0.1", 5672):
+            return _target(LOCAL_RABBITMQ, "no --broker given: local RabbitMQ answers on 127.0.0.1:5672")
+        if _reachable("127.0.0.1", 6379):
+            return _target(LOCAL_REDIS, "no --broker given and no local RabbitMQ: local Redis on 127.0.0.1:6379")
+        raise BrokerSetupError("no --broker given and neither RabbitMQ (127.0.0.1:5672) nor Redis "
+                               "(127.0.0.1:6379) answers locally")
+    target = _target(url, "--broker")
+    if not _reachable(target.host, target.port):
+        raise BrokerSetupError(f"broker {target.host}:{target.port} does not accept connections")
+    return target
+
+
+def _target(url: str, why: str) -> BrokerTarget:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise BrokerSetupError(f"bad broker URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme in ("amqp", "pyamqp"):
+        kind, default_port = "rabbitmq", 5672
+    elif scheme == "redis":
+        kind, default_port = "redis", 6379
+    else:
+        raise BrokerSetupError(f"repro supports amqp:// and redis:// brokers, not {scheme or 'no scheme'}://")
+    return BrokerTarget(url=url, kind=kind, host=parts.hostname or "127.0.0.1",
+                        port=port or default_port, chosen_because=why)
+
+
+# -- looking into the queue at the end -----------------------------------------------------
+
+def _task_id(headers: Any, body: Any) -> str | None:
+    if isinstance(headers, dict) and headers.get("id"):
+        return str(headers["id"])
+    if isinstance(body, dict) and body.get("id"):  # task protocol 1
+        return str(body["id"])
+    return None
+
+
+def inspect_and_delete(target: BrokerTarget, queue: str, worker_name: str) -> BrokerLeftovers:
+    """Which of the run's messages are still in the broker; then delete the run's queue,
+    exchange and bindings. Never raises: a failure becomes the leftovers' note."""
+    try:
+        if target.kind == "rabbitmq":
+            return _rabbitmq_leftovers(target, queue)
+        return _redis_leftovers(target, queue, worker_name)
+    except Exception as exc:  # the run's report says what could not be checked
+        return BrokerLeftovers(checked=False, note=f"could not inspect the queue: {type(exc).__name__}: {exc}")
+
+
+def _rabbitmq_leftovers(target: BrokerTarget, queue: str) -> BrokerLeftovers:
+    import amqp
+
+    parts = urlsplit(target.url)
+    vhost = unquote(parts.path[1:]) if parts.path not in ("", "/") else "/"
+    conn = amqp.Connection(host=f"{target.host}:{target.port}", userid=unquote(parts.username or "guest"),
+                           password=unquote(parts.password or "guest"), virtual_host=vhost,
+                           connect_timeout=ADMIN_TIMEOUT_S, read_timeout=ADMIN_TIMEOUT_S,
+                           write_timeout=ADMIN_TIMEOUT_S)
+    conn.connect()
+    left = BrokerLeftovers(checked=True)
+    try:
+        channel = conn.channel()
+        try:
+            channel.queue_declare(queue, passive=True)
+        except amqp.exceptions.NotFound:
+            left.note = "the run's queue no longer existed at the end"
+            return left
+        while True:
+            message = channel.basic_get(queue, no_ack=True)
+            if message is None:
+                break
+            body: Any = None
+            with contextlib.suppress(ValueError, TypeError):
+                body = json.loads(message.body)
+            task_id = _task_id(message.headers, body)
+            if task_id:
+                left.queued.append(task_id)
+        channel.queue_delete(queue)
+        with contextlib.suppress(Exception):
+            channel.exchange_delete(queue)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+    return left
+
+
+def _redis_leftovers(target: BrokerTarget, queue: str, worker_name: str) -> BrokerLeftovers:
+    import redis
+
+    client = redis.Redis.from_url(target.url, socket_timeout=ADMIN_TIMEOUT_S,
+                                  socket_connect_timeout=ADMIN_TIMEOUT_S)
+    left = BrokerLeftovers(checked=True)
+    try:
+        # kombu keeps priority sub-queues as "<queue>\x06\x16<n>" next to the plain list
+        keys = [queue.encode()] + [k for k in client.scan_iter(match=f"{queue}\x06\x16*", count=500)]
+        for key in keys:
+            for raw in client.lrange(key, 0, -1):
+                task_id = _redis_message_id(raw)
+                if task_id:
+                    left.queued.append(task_id)
+            client.delete(key)
+        # messages a worker took but never acked wait in the 'unacked' hash (restored after the
+        # visibility timeout): they are not lost, and they are ours to remove
+        for tag, raw in client.hscan_iter("unacked", count=500):
+            try:
+                message, _exchange, routing_key = json.loads(raw)
+            except (ValueError, TypeError):
+                continue
+            if routing_key != queue and message.get("properties", {}).get("delivery_info", {}).get(
+                    "routing_key") != queue:
+                continue
+            task_id = _task_id(message.get("headers"), None)
+            if task_id:
+                left.unacked.append(task_id)
+            client.hdel("unacked", tag)
+            client.zrem("unacked_index", tag)
+        client.delete(f"_kombu.binding.{queue}")
+        for member in client.smembers("_kombu.binding.celery.pidbox"):
+            if worker_name.encode() in member:
+                client.srem("_kombu.binding.celery.pidbox", member)
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+    return left
+
+
+def _redis_message_id(raw: bytes | str) -> str | None:
+    try:
+        message = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(message, dict):
+        return None
+    return _task_id(message.get("headers"), None)
+
+
+# -- the broker's own log ------------------------------------------------------------------
+
+def log_file(target: BrokerTarget) -> Path | None:
+    """The local broker's log, when the broker is on this host and the file is readable."""
+    if target.host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    folder, pattern = ((RABBITMQ_LOGS, "rabbit@*.log") if target.kind == "rabbitmq"
+                       else (REDIS_LOGS, "*.log"))
+    candidates = [p for p in Path(folder).glob(pattern) if "_upgrade" not in p.name] if Path(folder).is_dir() else []
+    readable = [p for p in candidates if _readable(p)]
+    return max(readable, key=lambda p: p.stat().st_mtime) if readable else None
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with path.open("rb"):
+            return True
+    except OSError:
+        return False
+
+
+_RMQ_PID = re.compile(r"^\S+ \S+ \[\w+\] (<\d+\.\d+\.\d+>) ")
+_RMQ_ACCEPT = re.compile(r"accepting AMQP connection (<\d+\.\d+\.\d+>) \(([\d.:\[\]a-f]+):(\d+) ->")
+_RMQ_CONN_ADDR = re.compile(r"connection (<\d+\.\d+\.\d+>) \(([\d.:\[\]a-f]+):(\d+) ->")
+
+
+def rabbitmq_lines_for(lines: list[str], ports: set[int]) -> list[str]:
+    """Keep the lines about the run's own connections (by the proxy's upstream-side ports, then
+    by the Erlang process that handles each), plus lines about no connection at all (broker
+    stop/start, alarms). Other clients of a shared broker would otherwise add their incidents."""
+    ours: set[str] = set()
+    theirs: set[str] = set()
+    kept = []
+    for line in lines:
+        found = _RMQ_ACCEPT.search(line) or _RMQ_CONN_ADDR.search(line)
+        if found:
+            (ours if int(found.group(3)) in ports else theirs).add(found.group(1))
+        pid = _RMQ_PID.match(line)
+        owner = pid.group(1) if pid else None
+        if owner in ours or (found and found.group(1) in ours):
+            kept.append(line)
+        elif owner in theirs or (found and found.group(1) in theirs):
+            continue
+        elif not re.search(r"connection|client|channel", line, re.I):
+            kept.append(line)
+    return kept

@@ -1,0 +1,210 @@
+# mypy: ignore-errors
+# ruff: noqa: UP030, UP032, SIM105  (Python 2.7/3.5 syntax on purpose)
+"""The reproduction's Celery app: copied into the run directory and run by the *user's*
+interpreter (``--python``), so the Celery/kombu/py-amqp versions under test are theirs.
+
+It is never imported by celery-doctor itself. Keep it importable by Python 2.7 and 3.5+
+(no f-strings, no annotations) so old Celery environments can be reproduced too.
+
+One file, two roles:
+- ``celery -A harness_app worker ...``: the worker, with a trivial task and a sleep task. Every
+  step of a task's life (received, started, succeeded, acked) is appended to the ledger file,
+  one JSON line per step, by whichever process takes the step.
+- ``python harness_app.py publish``: the publisher. It reads commands (JSON lines) on stdin,
+  publishes through the same proxy with publisher confirms (RabbitMQ), appends one ledger line
+  per publish and answers each command with one JSON line on stdout.
+
+Run settings come from the JSON file named by ``CELERY_DOCTOR_REPRO`` (see harness.py).
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+SETTINGS_FILE = os.environ.get("CELERY_DOCTOR_REPRO")
+if not SETTINGS_FILE:
+    raise RuntimeError("CELERY_DOCTOR_REPRO is not set: this module is run by celery-doctor repro")
+with open(SETTINGS_FILE) as _handle:
+    SETTINGS = json.load(_handle)
+
+LEDGER = SETTINGS["ledger"]
+
+
+def record(event, task_id, **fields):
+    """Append one ledger line with a single write (O_APPEND keeps lines whole across processes)."""
+    fields.update({"ev": event, "id": task_id, "ts": time.time(), "pid": os.getpid()})
+    line = (json.dumps(fields, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+from celery import Celery, signals  # noqa: E402
+
+app = Celery("doctor_repro")
+app.config_from_object(SETTINGS["config_module"])
+
+
+def _delivery(request):
+    info = getattr(request, "delivery_info", None) or {}
+    return bool(info.get("redelivered"))
+
+
+@app.task(name="doctor.noop", bind=True, ignore_result=True)
+def noop(self, seq=0):
+    record("started", self.request.id, redelivered=_delivery(self.request), seq=seq)
+    return seq
+
+
+@app.task(name="doctor.sleep", bind=True, ignore_result=True)
+def sleep(self, seconds=1.0, seq=0):
+    record("started", self.request.id, redelivered=_delivery(self.request), seq=seq)
+    time.sleep(float(seconds))
+    return seq
+
+
+def _on_success(sender=None, result=None, **kwargs):
+    request = getattr(sender, "request", None)
+    if request is not None and request.id:
+        record("succeeded", request.id)
+
+
+signals.task_success.connect(_on_success, weak=False)
+
+_received = getattr(signals, "task_received", None)  # Celery >= 4.? ; older ones skip it
+if _received is not None:
+    def _on_received(sender=None, request=None, **kwargs):
+        task_id = getattr(request, "id", None) or getattr(request, "task_id", None)
+        if task_id:
+            record("received", task_id)
+
+    _received.connect(_on_received, weak=False)
+
+
+def _message_id(message):
+    headers = getattr(message, "headers", None) or {}
+    if headers.get("id"):
+        return headers["id"]
+    try:
+        payload = message.payload
+        if isinstance(payload, dict) and payload.get("id"):
+            return payload["id"]
+    except Exception:  # a body we cannot decode has no id for us
+        pass
+    return (getattr(message, "properties", None) or {}).get("correlation_id")
+
+
+def _wrap_ack():
+    """Record every ack the worker attempts, and whether the client library accepted it."""
+    try:
+        from kombu.message import Message
+    except ImportError:  # kombu 3.0
+        from kombu.transport.base import Message
+    original = Message.ack
+
+    def ack(self, *args, **kwargs):
+        task_id = _message_id(self)
+        try:
+            result = original(self, *args, **kwargs)
+        except Exception as exc:
+            if task_id:
+                record("acked", task_id, ok=False, error="{0}: {1}".format(type(exc).__name__, exc))
+            raise
+        if task_id:
+            record("acked", task_id, ok=True)
+        return result
+
+    Message.ack = ack
+
+
+_wrap_ack()
+
+
+# -- publisher ------------------------------------------------------------------------------
+
+def _publish_options():
+    options = {"queue": SETTINGS["queue"]}
+    try:
+        import inspect
+
+        from kombu.messaging import Producer
+        if "confirm_timeout" in inspect.signature(Producer.publish).parameters:
+            options["confirm_timeout"] = SETTINGS.get("confirm_timeout", 10)
+    except Exception:  # older kombu: no confirm timeout, the harness watchdog acts
+        pass
+    return options
+
+
+def _publish(command, options):
+    task = command.get("task", "doctor.noop")
+    count = int(command.get("count", 1))
+    rate = float(command.get("rate") or 0)
+    prefix = command["prefix"]
+    start = int(command.get("start", 0))
+    args = command.get("args") or []
+    began = time.time()
+    ok = failed = 0
+    for i in range(count):
+        if rate > 0:
+            due = began + i / rate
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        seq = start + i
+        task_id = "{0}-{1:05d}".format(prefix, seq)
+        t0 = time.time()
+        try:
+            app.send_task(task, args=list(args), kwargs={"seq": seq}, task_id=task_id, **options)
+        except Exception as exc:  # every failure is a ledger line, not a crash
+            failed += 1
+            record("published", task_id, ok=False, seq=seq, ms=round((time.time() - t0) * 1000, 2),
+                   error="{0}: {1}".format(type(exc).__name__, exc))
+        else:
+            ok += 1
+            record("published", task_id, ok=True, seq=seq, ms=round((time.time() - t0) * 1000, 2))
+    return {"op": "done", "ok": ok, "failed": failed, "elapsed": round(time.time() - began, 3)}
+
+
+def publisher():
+    options = _publish_options()
+    out = sys.stdout
+    out.write(json.dumps({"op": "ready", "celery": _versions()}) + "\n")
+    out.flush()
+    for line in iter(sys.stdin.readline, ""):
+        line = line.strip()
+        if not line:
+            continue
+        command = json.loads(line)
+        if command.get("op") == "quit":
+            break
+        try:
+            reply = _publish(command, options)
+        except Exception:
+            reply = {"op": "error", "error": traceback.format_exc()}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    try:
+        app.pool.force_close_all()
+    except Exception:
+        pass
+
+
+def _versions():
+    found = {"python": "{0}.{1}.{2}".format(*sys.version_info[:3])}
+    for name in ("celery", "kombu", "amqp", "billiard", "vine", "redis"):
+        try:
+            module = __import__(name)
+            found[name] = getattr(module, "__version__", None)
+        except Exception:
+            found[name] = None
+    return found
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["publish"]:
+    publisher()
+elif __name__ == "__main__" and sys.argv[1:] == ["versions"]:
+    print(json.dumps(_versions()))
