@@ -6,7 +6,7 @@ from celery_doctor.model import Report
 from celery_doctor.redact import redact
 from celery_doctor.report.interface import Renderer, ReportError
 
-FORMATS = ("text", "json", "markdown")
+FORMATS = ("text", "json", "markdown", "html")
 
 
 def renderer_for(fmt: str) -> Renderer:
