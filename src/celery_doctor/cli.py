@@ -167,5 +167,145 @@ def broker(url: str, heartbeat: int, management_url: str | None, timeout: float,
     )
     emit(report, fmt, output, fail_on)
 
+
+@main.command()
+@click.option("--scenario", type=click.Choice(["startup", "idle", "load", "long-task"]), default="idle",
+              show_default=True, help="What the worker does while the fault is in place.")
+@click.option("--fault", "fault_spec", default=None, metavar="SPEC",
+              help="idle-cut:S[:rst|fin|silent], blackhole[:AFTER[:FOR]], reset-under-load:P, "
+                   "reset-after-bytes:N, latency:MS[:JITTER], bandwidth:KBPS, refuse, broker-restart.")
+@click.option("--broker", "broker_url", default=None, metavar="URL",
+              help="amqp:// or redis:// broker [default: local RabbitMQ, else local Redis].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Your celeryconfig.py, applied on top of the minimal config.")
+@click.option("--compare", is_flag=True, help="Run minimal and --config side by side.")
+@click.option("--python", "python", default=None, metavar="PATH",
+              help="Interpreter with your Celery/kombu versions [default: this one].")
+@click.option("--heartbeat", type=click.FloatRange(min=0), default=None,
+              help="broker_heartbeat in seconds [default: chosen per scenario and fault].")
+@click.option("--acks-late/--acks-early", default=None, help="task_acks_late for the run.")
+@click.option("--pool", type=click.Choice(["prefork", "solo", "threads", "eventlet", "gevent"]), default=None,
+              help="Worker pool [default: prefork; solo for long-task].")
+@click.option("--concurrency", type=click.IntRange(min=1, max=64), default=2, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0.1, max=5000), default=50.0, show_default=True,
+              help="load: tasks per second.")
+@click.option("--duration", type=click.FloatRange(min=0.5, max=600), default=10.0, show_default=True,
+              help="load: seconds of publishing.")
+@click.option("--task-seconds", type=click.FloatRange(min=0.1, max=600), default=None,
+              help="long-task: how long the task runs.")
+@click.option("--hook", default=None, metavar="COMMAND",
+              help="broker-restart: the shell command that restarts the broker.")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Keep the run's logs, ledger and proxy events in this folder.")
+@output_options
+def repro(scenario: str, fault_spec: str | None, broker_url: str | None, config_file: str | None,
+          compare: bool, python: str | None, heartbeat: float | None, acks_late: bool | None,
+          pool: str | None, concurrency: int, rate: float, duration: float, task_seconds: float | None,
+          hook: str | None, workdir: str | None, fmt: str, output: str | None, fail_on: str) -> None:
+    """Reproduce a connection failure: one real worker, one queue, a fault proxy, a task ledger.
+
+    The worker runs in your interpreter (--python) with a trivial task; the proxy between it and
+    the broker injects the fault; the ledger proves what happened to every task; the run's own
+    logs are diagnosed by the same engine as `logs`.
+    """
+    from celery_doctor.repro import harness
+    from celery_doctor.repro.proxy import parse_fault
+
+    if compare and not config_file:
+        raise InputError("--compare needs --config FILE (it runs minimal and your config side by side)")
+    if config_file and not Path(config_file).is_file():
+        raise InputError(f"--config {config_file}: no such file")
+    fault = parse_fault(fault_spec) if fault_spec else None
+    import dataclasses
+
+    base = harness.RunOptions(
+        scenario=scenario, fault=fault, broker_url=broker_url, python=python or sys.executable,
+        heartbeat=heartbeat, acks_late=acks_late, pool=pool, concurrency=concurrency, rate=rate,
+        duration=duration, task_seconds=task_seconds, hook=hook, workdir=Path(workdir) if workdir else None)
+    runs = [dataclasses.replace(base, label="minimal")] if compare or not config_file else []
+    if config_file:
+        runs.append(dataclasses.replace(base, label="production", config=Path(config_file)))
+    results = []
+    with run_progress() as progress:
+        for number, options in enumerate(runs, 1):
+            prefix = f"[{number}/{len(runs)} {options.label}] " if len(runs) > 1 else ""
+
+            def step(what: str, done: float, prefix: str = prefix) -> None:
+                progress(prefix + what, done)
+
+            results.append(harness.run(options, progress=step))
+    emit(harness.to_report(results), fmt, output, fail_on)
+
+
+@contextlib.contextmanager
+def run_progress() -> Iterator[Callable[[str, float], None]]:
+    """A spinner with the current step on stderr while a reproduction runs (terminals only)."""
+    if not sys.stderr.isatty():
+        yield lambda what, done: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("repro", total=1.0)
+
+        def update(what: str, done: float) -> None:
+            bar.update(task, description=what, completed=done)
+
+        yield update
+
+
+def _address(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InputError(f"{what} {value!r}: expected HOST:PORT")
+    return (host.strip("[]") or "127.0.0.1", int(port))
+
+
+@main.command()
+@click.option("--listen", default="127.0.0.1:15672", show_default=True, metavar="HOST:PORT")
+@click.option("--upstream", default="127.0.0.1:5672", show_default=True, metavar="HOST:PORT")
+@click.option("--fault", "fault_spec", default=None, metavar="SPEC", help="As for `repro --fault`.")
+@click.option("--hook", default=None, metavar="COMMAND", help="broker-restart: the restart command.")
+@click.option("--event-log", type=click.Path(dir_okay=False), default=None,
+              help="Also append every decision as a JSON line to this file.")
+@click.option("--duration", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds [default: until Ctrl-C].")
+def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, event_log: str | None,
+          duration: float | None) -> None:
+    """Run the fault proxy alone, printing its decisions as they happen (Ctrl-C stops it)."""
+    import asyncio
+
+    from celery_doctor.repro.proxy import FaultProxy, parse_fault
+
+    fault = parse_fault(fault_spec) if fault_spec else None
+    server = FaultProxy(_address(listen, "--listen"), _address(upstream, "--upstream"), fault,
+                        Path(event_log) if event_log else None, hook)
+
+    async def serve() -> None:
+        await server.start()
+        host, port = server.address
+        click.echo(f"proxy listening on {host}:{port} -> {upstream}, fault: "
+                   f"{fault.spec if fault else 'none'} (Ctrl-C to stop)", err=True)
+        shown = 0
+        deadline = None if duration is None else asyncio.get_running_loop().time() + duration
+        try:
+            while deadline is None or asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.1)
+                for event in server.events[shown:]:
+                    detail = event.detail or {}
+                    click.echo(redact(f"{event.ts.isoformat(timespec='milliseconds')} {event.kind.value:<16} "
+                                      f"{event.peer or '-':<22} {detail.get('message', '')}"))
+                shown = len(server.events)
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        click.echo("proxy stopped", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -125,3 +125,6 @@ class TextRenderer(Renderer):
 from celery_doctor.report.broker_text import broker_sections  # noqa: E402  (registration)
 
 SECTIONS["broker"] = broker_sections
+from celery_doctor.report.repro_text import sections as repro_sections  # noqa: E402  (registration)
+
+SECTIONS["repro"] = repro_sections

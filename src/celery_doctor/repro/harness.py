@@ -640,3 +640,33 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
 
 def expected_for(result: RunResult) -> list[Category]:
     return [Category(c) for c in result.data["self_check"]["expected"]]
+
+
+def _finding_brief(report: Report | None) -> list[dict[str, Any]]:
+    if report is None:
+        return []
+    return [{"category": f.category.value, "severity": f.severity.value, "title": f.title,
+             "confidence": round(f.confidence, 2)} for f in report.findings]
+
+
+def to_report(results: list[RunResult]) -> Report:
+    """One Report for one run, or for a --compare pair (the last run is the user's config)."""
+    for result in results:
+        result.data["findings"] = _finding_brief(result.report)
+        result.data["categories"] = [f["category"] for f in result.data["findings"]]
+    main = results[-1]
+    engine = main.report or Report(command="repro")
+    warnings = list(engine.warnings)
+    for result in results:
+        check = result.data["self_check"]
+        prefix = f"{result.data['label']}: " if len(results) > 1 else ""
+        if not check["ok"]:
+            warnings.append(prefix + check["message"])
+        if check.get("note"):
+            warnings.append(prefix + check["note"])
+    data: dict[str, Any] = dict(main.data) if len(results) == 1 else {"runs": [r.data for r in results]}
+    summary = {"scenario": main.data["scenario"], "fault": main.data["fault"],
+               "ledger": main.data["verdict"], "wall_s": main.data["wall_s"]}
+    return Report(command="repro", findings=engine.findings, incidents=engine.incidents,
+                  events=engine.events, sources=engine.sources, summary=summary, data=data,
+                  warnings=warnings)

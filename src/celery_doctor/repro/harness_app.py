@@ -187,8 +187,23 @@ def publisher():
             reply = {"op": "error", "error": traceback.format_exc()}
         out.write(json.dumps(reply) + "\n")
         out.flush()
+    _close_connections()
+
+
+def _close_connections():
+    """Close the publisher's pooled connections with a proper AMQP close, so the broker does
+    not log an abrupt disconnect that has nothing to do with the fault."""
+    pool = app.pool
+    held = list(getattr(pool, "_dirty", ()))
+    held += list(getattr(getattr(pool, "_resource", None), "queue", ()))
+    for conn in held:
+        try:
+            if conn is not None and getattr(conn, "_connection", None) is not None:
+                conn.release()
+        except Exception:
+            pass
     try:
-        app.pool.force_close_all()
+        pool.force_close_all()
     except Exception:
         pass
 

@@ -122,6 +122,8 @@ def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
     not_succeeded = [r.id for r in confirmed if r.executions and not r.succeeded]
     ran_unconfirmed = [r.id for r in failed if r.executions]
     ack_failed = [r.id for r in recs if r.acks_failed]
+    # executed, yet back in the queue: its ack never reached the broker, it would run again
+    requeued = [r.id for r in recs if r.executions and r.id in in_broker]
     summary: dict[str, Any] = {
         "published": sum(1 for r in recs if r.published is not None),
         "confirmed": len(confirmed),
@@ -139,6 +141,7 @@ def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
         "duplicated": len(duplicated),
         "extra_executions": sum(n - 1 for n in duplicated.values()),
         "started_not_succeeded": len(not_succeeded),
+        "requeued_after_execution": len(requeued),
         "executed_although_publish_failed": len(ran_unconfirmed),
         "broker_checked": leftovers.checked,
         "names": {
@@ -149,6 +152,7 @@ def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
             "publish_failed": _names([r.id for r in failed]),
             "ack_failed": _names(ack_failed),
             "started_not_succeeded": _names(not_succeeded),
+            "requeued_after_execution": _names(requeued),
             "executed_although_publish_failed": _names(ran_unconfirmed),
         },
         "publish_errors": dict(Counter(_short_error(r.publish_error) for r in failed if r.publish_error)),

@@ -113,7 +113,7 @@ def plan(scenario: str, fault: Fault | None, *, heartbeat: float | None = None,
                  Step("drain", label="wait for the queue to drain")]
         drain = max(drain, 8.0)
     else:  # long-task
-        length = task_seconds if task_seconds is not None else (max(6.0, 3 * hb + 2) if hb else 6.0)
+        length = task_seconds if task_seconds is not None else (max(5.0, 2.5 * hb + 1) if hb else 5.0)
         steps = [Step("publish", count=1, task="doctor.sleep", args=(length,),
                       label=f"publish one task that runs {length:g} s"),
                  Step("wait", seconds=length + 1, label="let it run"),
