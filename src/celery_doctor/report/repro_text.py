@@ -49,7 +49,8 @@ def _setup_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
          else "from the config file"),
         ("pool / acks", f"{s.get('pool')} x{s.get('concurrency')}, "
                         f"{'late' if s.get('acks_late') else 'early'} acks"),
-        ("proxy", f"{proxy.get('connections', 0)} connections, {proxy.get('cuts', 0)} cut, "
+        ("publisher proxy", _proxy_line(run.get("publisher_proxy") or {})),
+        ("worker proxy", f"{proxy.get('connections', 0)} connections, {proxy.get('cuts', 0)} cut, "
                   f"{proxy.get('blackholed', 0)} blackholed, {proxy.get('refused', 0)} refused"),
         ("reconnects", f"{recovery.get('reconnects')} (longest outage {recovery.get('longest_outage_s')} s)"
          if recovery else "-"),
@@ -59,6 +60,11 @@ def _setup_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
          else "worker gone" if not worker.get("alive_at_end") else "unknown"),
         ("wall time", f"{run.get('wall_s')} s"),
     ]
+
+
+def _proxy_line(proxy: dict[str, Any]) -> str:
+    return (f"{proxy.get('connections', 0)} connections, {proxy.get('cuts', 0)} cut, "
+            f"{proxy.get('blackholed', 0)} blackholed, {proxy.get('refused', 0)} refused")
 
 
 def _check_text(run: dict[str, Any]) -> Text:
@@ -76,13 +82,15 @@ def single(run: dict[str, Any]) -> list[RenderableType]:
     for key, value in _setup_rows(run):
         setup.add_row(key, value)
     summary = run.get("ledger") or {}
-    table = Table(title=f"Ledger: {run.get('verdict')}", title_justify="left")
+    table = Table(title="Ledger", title_justify="left")
     table.add_column("tasks")
     table.add_column("count", justify="right")
     for key, label in ROWS:
         value = summary.get(key, 0)
         table.add_row(label, Text(str(value), style="bold red" if key in BAD and value else ""))
-    out: list[RenderableType] = [setup, table]
+    bad = any(summary.get(k) for k in BAD)
+    out: list[RenderableType] = [setup, table, Text(f"Ledger: {run.get('verdict')}",
+                                                    style="bold red" if bad else "bold green")]
     names = summary.get("names") or {}
     for key in ("lost", "stranded", "duplicated", "publish_failed", "ack_failed", "unaccounted"):
         ids = names.get(key)

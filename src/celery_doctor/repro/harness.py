@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from celery_doctor.model import Category, DoctorError, Report
 from celery_doctor.repro import brokers, ledger, scenarios
-from celery_doctor.repro.proxy import Fault, ProxyThread
+from celery_doctor.repro.proxy import Fault, ProxyThread, parse_fault
 
 APP_FILE = Path(__file__).with_name("harness_app.py")
 BROKER_LOCK = Path("/tmp/celery-doctor-broker.lock")
@@ -263,7 +263,8 @@ class _Run:
         self.publish_hangs = 0
         self.publisher: Publisher | None = None
         self.worker: subprocess.Popen[Any] | None = None
-        self.proxy: ProxyThread | None = None
+        self.proxy: ProxyThread | None = None  # between the worker and the broker
+        self.pub_proxy: ProxyThread | None = None  # between the publisher and the broker
 
     # files of the run
     def path(self, name: str) -> Path:
@@ -316,7 +317,12 @@ class _Run:
             self.proxy = ProxyThread(("127.0.0.1", 0), (self.target.host, self.target.port),
                                      event_log=self.path("proxy-events.jsonl"), hook=o.hook)
             address = self.proxy.start()
-            self._write_configs(address)
+            # the publisher gets its own proxy with the same fault (minus the restart hook), so
+            # the worker's incidents stay separate from producer-side failures
+            self.pub_proxy = ProxyThread(("127.0.0.1", 0), (self.target.host, self.target.port),
+                                         event_log=self.path("publisher-proxy-events.jsonl"))
+            pub_address = self.pub_proxy.start()
+            self._write_configs(address, pub_address)
             shutil.copy(APP_FILE, self.path("harness_app.py"))
             if o.scenario == "startup":
                 self._set_fault(o.fault)
@@ -354,8 +360,10 @@ class _Run:
                 if handle is not None:
                     handle.close()
             proxy_events = self.proxy.events if self.proxy is not None else []
-            if self.proxy is not None:
-                self.proxy.stop()
+            pub_events = self.pub_proxy.events if self.pub_proxy is not None else []
+            for thread in (self.proxy, self.pub_proxy):
+                if thread is not None:
+                    thread.stop()
             if o.hook and o.hook == DEFAULT_RABBITMQ_RESTART:
                 # never leave the shared broker stopped, whatever happened to the hook
                 subprocess.run("rabbitmqctl -q start_app; rabbitmqctl -q await_startup --timeout 60",
@@ -408,6 +416,7 @@ class _Run:
                        "alive_but_not_consuming": bool(alive_at_end and canary.get("executed") is False)},
             "canary": canary,
             "proxy": _proxy_summary(proxy_events),
+            "publisher_proxy": _proxy_summary(pub_events),
             "recovery": _recovery(report),
             "self_check": check,
             "wall_s": round(wall, 2),
@@ -421,7 +430,7 @@ class _Run:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def _write_configs(self, address: tuple[str, int]) -> None:
+    def _write_configs(self, address: tuple[str, int], pub_address: tuple[str, int]) -> None:
         o, plan = self.o, self.plan
         overrides: dict[str, Any] = {
             "broker_url": self.target.through(address),
@@ -444,6 +453,7 @@ class _Run:
             overrides["broker_connection_retry_on_startup"] = True
         config_module(self.path("doctor_worker_config.py"), user_config=o.config, overrides=overrides)
         transport = {"confirm_publish": True} if self.target.kind == "rabbitmq" else None
+        overrides["broker_url"] = self.target.through(pub_address)
         config_module(self.path("doctor_publisher_config.py"), user_config=o.config, overrides=overrides,
                       merge_transport=transport)
         for role in ("worker", "publisher"):
@@ -491,6 +501,8 @@ class _Run:
     def _set_fault(self, fault: Fault | None) -> None:
         if self.proxy is not None:
             self.proxy.set_fault(fault)
+        if self.pub_proxy is not None:
+            self.pub_proxy.set_fault(_without_restart(fault))
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -602,6 +614,16 @@ class _Run:
             return analyse_logs(paths), None
         except DoctorError as exc:
             return None, f"the logs engine failed on this run's logs: {exc}"
+
+
+def _without_restart(fault: Fault | None) -> Fault | None:
+    """The fault for the publisher's proxy: the broker restart runs once, from the worker's."""
+    if fault is None:
+        return None
+    kept = [part for part in fault.each() if part.kind != "broker-restart"]
+    if not kept:
+        return None
+    return parse_fault("+".join(part.spec for part in kept))
 
 
 def _celery_major(found: dict[str, Any]) -> int:

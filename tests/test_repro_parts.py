@@ -1,0 +1,172 @@
+"""The repro harness's pure parts: ledger accounting, scenario plans, the verdict each fault
+must produce, config layering, broker-log filtering, and the CLI's refusal of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from celery_doctor.model import Category, Event, Kind, Side
+from celery_doctor.repro import brokers, ledger, scenarios
+from celery_doctor.repro.harness import _uses_old_names, _without_restart, config_module
+from celery_doctor.repro.proxy import parse_fault
+
+
+def _rows(*rows: tuple[str, str, dict]) -> list[dict]:
+    return [{"ev": ev, "id": tid, "ts": n, **extra} for n, (ev, tid, extra) in enumerate(rows)]
+
+
+def test_ledger_names_lost_stranded_and_duplicated_tasks() -> None:
+    rows = _rows(
+        ("published", "t1", {"ok": True}), ("started", "t1", {}), ("succeeded", "t1", {}),
+        ("acked", "t1", {"ok": True}),
+        ("published", "t2", {"ok": True}),  # never ran, gone from the broker: lost
+        ("published", "t3", {"ok": True}),  # never ran, still queued: stranded
+        ("published", "t4", {"ok": True}), ("started", "t4", {}), ("succeeded", "t4", {}),
+        ("acked", "t4", {"ok": False, "error": "ConnectionResetError: reset"}),
+        ("started", "t4", {"redelivered": True}), ("succeeded", "t4", {}),
+        ("published", "t5", {"ok": False, "error": "OSError: Socket closed"}),
+    )
+    tasks = ledger.build(rows)
+    summary = ledger.summarise(tasks, ledger.BrokerLeftovers(queued=["t3"], checked=True))
+    assert (summary["confirmed"], summary["publish_failed"]) == (4, 1)
+    assert summary["lost"] == 1 and summary["names"]["lost"] == ["t2"]
+    assert summary["stranded"] == 1 and summary["names"]["stranded"] == ["t3"]
+    assert summary["duplicated"] == 1 and summary["names"]["duplicated"] == {"t4": 2}
+    assert summary["extra_executions"] == 1 and summary["redelivered"] == 1
+    assert summary["ack_failed"] == 1 and summary["names"]["ack_failed"] == ["t4"]
+    assert summary["names"]["publish_failed"] == ["t5"]
+    assert "1 lost" in ledger.verdict_line(summary)
+
+
+def test_ledger_without_a_broker_check_calls_missing_tasks_unaccounted_not_lost() -> None:
+    tasks = ledger.build(_rows(("published", "t1", {"ok": True})))
+    summary = ledger.summarise(tasks, ledger.BrokerLeftovers(checked=False, note="down"))
+    assert summary["lost"] == 0 and summary["unaccounted"] == 1
+
+
+def test_ledger_reader_skips_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.jsonl"
+    path.write_text(json.dumps({"ev": "published", "id": "a", "ok": True}) + "\n{\"ev\": \"sta")
+    assert [r["id"] for r in ledger.read_lines(path)] == ["a"]
+
+
+def test_a_retried_publish_that_went_through_counts_as_confirmed() -> None:
+    tasks = ledger.build(_rows(("published", "t", {"ok": False, "error": "x"}), ("published", "t", {"ok": True})))
+    assert tasks["t"].published is True
+
+
+@pytest.mark.parametrize("spec,heartbeat", [("idle-cut:3:rst", 0.0), ("blackhole:2:8", 2.0)])
+def test_default_heartbeat_lets_the_fault_show(spec: str, heartbeat: float) -> None:
+    plan = scenarios.plan("idle", parse_fault(spec))
+    assert plan.heartbeat == heartbeat
+    assert sum(s.seconds for s in plan.steps if s.op == "wait") < 25
+
+
+def test_idle_wait_covers_three_idle_periods() -> None:
+    plan = scenarios.plan("idle", parse_fault("idle-cut:3"))
+    wait = next(s for s in plan.steps if s.op == "wait")
+    assert wait.seconds >= 3 * 3
+
+
+def test_long_task_defaults_to_solo_late_acks_and_outlasts_the_heartbeat() -> None:
+    plan = scenarios.plan("long-task", None)
+    task = next(s for s in plan.steps if s.op == "publish")
+    assert plan.pool == "solo" and plan.acks_late and plan.heartbeat > 0
+    assert task.args[0] > 2 * plan.heartbeat
+
+
+def test_unknown_scenario_is_a_doctor_error() -> None:
+    with pytest.raises(scenarios.ScenarioError):
+        scenarios.plan("soak", None)
+
+
+def _proxy_event(kind: Kind) -> Event:
+    return Event(ts=datetime.now(UTC), source="proxy", line=1, side=Side.PROXY, kind=kind, text="")
+
+
+def test_expected_category_follows_what_the_proxy_really_did() -> None:
+    fault = parse_fault("idle-cut:5:rst")
+    plan = scenarios.plan("idle", fault, heartbeat=1)
+    fired, _ = scenarios.expected_categories(fault, "idle", plan, [_proxy_event(Kind.PROXY_CUT)])
+    quiet, _ = scenarios.expected_categories(fault, "idle", plan, [_proxy_event(Kind.CONNECTED)])
+    assert fired == {Category.NETWORK_IDLE_TIMEOUT}
+    assert quiet == {Category.NO_INCIDENT}  # heartbeats kept the flow busy: nothing to name
+    hole = parse_fault("blackhole:1:5")
+    assert scenarios.expected_categories(hole, "idle", plan, [_proxy_event(Kind.PROXY_BLACKHOLE)])[0] == {
+        Category.NETWORK_PATH_LOSS}
+    long_plan = scenarios.plan("long-task", None)
+    assert scenarios.expected_categories(None, "long-task", long_plan, [])[0] == {
+        Category.LONG_TASK_BLOCKS_HEARTBEAT}
+
+
+def test_publisher_proxy_never_runs_the_restart_hook() -> None:
+    assert _without_restart(parse_fault("broker-restart")) is None
+    assert _without_restart(parse_fault("latency:5+broker-restart")).spec == "latency:5"  # type: ignore[union-attr]
+
+
+def test_config_module_layers_overrides_in_the_users_naming_style(tmp_path: Path) -> None:
+    old = tmp_path / "oldconfig.py"
+    old.write_text("BROKER_URL = 'amqp://prod//'\nCELERY_ACKS_LATE = True\nBROKER_HEARTBEAT = 10\n")
+    out = tmp_path / "gen_old.py"
+    config_module(out, user_config=old, overrides={"broker_url": "amqp://proxy//", "task_default_queue": "q",
+                                                   "broker_connection_retry_on_startup": True})
+    namespace: dict = {}
+    exec(out.read_text(), namespace)
+    assert namespace["BROKER_URL"] == "amqp://proxy//" and namespace["CELERY_DEFAULT_QUEUE"] == "q"
+    assert namespace["BROKER_HEARTBEAT"] == 10 and namespace["CELERY_ACKS_LATE"] is True
+    assert "broker_connection_retry_on_startup" not in namespace  # no old name: left out
+    new = tmp_path / "newconfig.py"
+    new.write_text("broker_url = 'amqp://prod//'\nbroker_transport_options = {'visibility_timeout': 60}\n")
+    config_module(tmp_path / "gen_new.py", user_config=new, overrides={"broker_url": "amqp://proxy//"},
+                  merge_transport={"confirm_publish": True})
+    namespace = {}
+    exec((tmp_path / "gen_new.py").read_text(), namespace)
+    assert namespace["broker_url"] == "amqp://proxy//"
+    assert namespace["broker_transport_options"] == {"visibility_timeout": 60, "confirm_publish": True}
+    assert _uses_old_names(old.read_text()) and not _uses_old_names(new.read_text())
+
+
+def test_broker_url_is_routed_through_the_proxy_with_credentials_kept() -> None:
+    target = brokers._target("amqp://user:s3cret@rabbit.example:5672/vh", "--broker")
+    assert target.kind == "rabbitmq" and target.port == 5672
+    assert target.through(("127.0.0.1", 40000)) == "amqp://user:s3cret@127.0.0.1:40000/vh"
+    with pytest.raises(brokers.BrokerSetupError):
+        brokers._target("kafka://x:1", "--broker")
+
+
+def test_rabbitmq_log_keeps_only_the_runs_connections_and_global_lines() -> None:
+    lines = [
+        "2026-01-01 10:00:00.000000+00:00 [info] <0.1.0> accepting AMQP connection <0.1.0> (127.0.0.1:40001 -> 127.0.0.1:5672)",
+        "2026-01-01 10:00:00.000000+00:00 [info] <0.2.0> accepting AMQP connection <0.2.0> (127.0.0.1:50002 -> 127.0.0.1:5672)",
+        "2026-01-01 10:00:05.000000+00:00 [error] <0.1.0> closing AMQP connection <0.1.0> (127.0.0.1:40001 -> 127.0.0.1:5672):",
+        "2026-01-01 10:00:05.000000+00:00 [error] <0.1.0> missed heartbeats from client, timeout: 2s",
+        "2026-01-01 10:00:06.000000+00:00 [warning] <0.2.0> client unexpectedly closed TCP connection",
+        "2026-01-01 10:00:07.000000+00:00 [info] <0.300.0> Stopping RabbitMQ applications and their dependencies",
+    ]
+    kept = brokers.rabbitmq_lines_for(lines, {40001})
+    assert kept == [lines[0], lines[2], lines[3], lines[5]]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "celery_doctor.cli", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("args,message", [
+    (("repro", "--fault", "idle-cut:abc"), "SECONDS must be a number"),
+    (("repro", "--compare"), "--compare needs --config"),
+    (("repro", "--config", "/nonexistent/celeryconfig.py"), "no such file"),
+    (("repro", "--broker", "kafka://127.0.0.1:9092"), "amqp:// and redis://"),
+    (("proxy", "--listen", "nowhere", "--duration", "0"), "expected HOST:PORT"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
+    done = _cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
