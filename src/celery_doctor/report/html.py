@@ -17,7 +17,7 @@ import jinja2
 
 from celery_doctor import __version__
 from celery_doctor.model import Event, Evidence, Finding, Incident, Kind, Report, SourceInfo
-from celery_doctor.redact import redact, redact_data
+from celery_doctor.redact import MASK, _is_secret_key, redact, redact_data
 from celery_doctor.report.interface import Renderer
 
 # --- what each event kind looks like on the timeline -------------------------------------------
@@ -78,6 +78,7 @@ IDLE_MIN_S = 5.0
 MAX_MARKS = 4000  # beyond this, the marks that are evidence or in incidents are kept first
 MAX_EVENT_ROWS = 2000
 MAX_EVIDENCE = 15
+EVIDENCE_SHOWN = 5  # the rest of a finding's evidence sits behind a "more" toggle
 TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
                 43200, 86400, 172800, 604800)
 
@@ -123,6 +124,12 @@ def _utc(ts: datetime) -> datetime:
 def _first_line(text: str, limit: int = 400) -> str:
     line = text.splitlines()[0] if text else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _tail(text: str) -> str | None:
+    """The last line of a multi-line record: for a traceback, the exception that ended it."""
+    lines = [line for line in text.splitlines()[1:] if line.strip()]
+    return _first_line(lines[-1].strip(), 300) if lines else None
 
 
 def _parse_iso(value: Any) -> datetime | None:
@@ -209,7 +216,7 @@ def _timeline(report: Report, names: list[str], ids: _Ids, activity: dict[str, A
     scale = _Scale(lo - timedelta(seconds=pad), hi + timedelta(seconds=pad))
 
     infos = {s.name: s for s in report.sources}
-    lanes = []
+    lanes: list[dict[str, Any]] = []
     for i, name in enumerate(names):
         y = AXIS_TOP + i * (LANE_H + LANE_GAP)
         info = infos.get(name)
@@ -234,6 +241,10 @@ def _timeline(report: Report, names: list[str], ids: _Ids, activity: dict[str, A
             bar["h"] = round(h, 2)
         lane["load"] = bars
         lane["idle"] = _idle_stretches(curve, report.events, name, scale)
+    for lane in lanes:
+        kind = " · ".join(x for x in (lane["format"], lane["side"]) if x)
+        lane["subs"] = [x for x in (kind, f"load ≤ {lane['load_max']} task lines" if lane["load_max"] else "",
+                                    lane["offset"]) if x]
 
     # marks: every non-task event, then evidence lines that no event covers
     evidence_keys = {(ev.source, ev.line) for ev in evidence}
@@ -373,8 +384,10 @@ def _legend(marks: Any, lanes: list[dict[str, Any]], bands: list[dict[str, Any]]
 def _evidence_rows(items: list[Evidence], ids: _Ids, incident_of: dict[tuple[str, int], int]
                    ) -> list[dict[str, Any]]:
     return [{
-        "where": f"{ev.source}:{ev.line}", "ts": f"{_utc(ev.ts):%H:%M:%S}" if ev.ts else "",
-        "text": _first_line(ev.text, 600), "more": len(ev.text.splitlines()) > 1, "full": ev.text,
+        "where": f"{_short_name(ev.source, 40)}:{ev.line}", "path": ev.source,
+        "ts": f"{_utc(ev.ts):%H:%M:%S}" if ev.ts else "",
+        "text": _first_line(ev.text, 600), "tail": _tail(ev.text), "more": len(ev.text.splitlines()) > 2,
+        "full": ev.text,
         "mark": ids.mark(ev.source, ev.line) if ev.ts or (ev.source, ev.line) in incident_of else None,
         "incident": incident_of.get((ev.source, ev.line)),
     } for ev in items]
@@ -398,8 +411,8 @@ def _incident_row(inc: Incident, ids: _Ids) -> dict[str, Any]:
         "phase": inc.phase.value, "idle": duration(inc.idle_before_s), "uptime": duration(inc.uptime_s),
         "period": duration(inc.period_s), "outage": duration(inc.outage_s),
         "confidence": round(inc.confidence * 100), "reason": inc.reason,
-        "lines": [{"where": f"{e.source}:{e.line}", "kind": e.kind.value, "mark": ids.mark(e.source, e.line),
-                   "text": _first_line(e.text, 300)} for e in inc.events[:6]],
+        "lines": [{"where": f"{_short_name(e.source, 40)}:{e.line}", "kind": e.kind.value,
+                   "mark": ids.mark(e.source, e.line), "text": _first_line(e.text, 300)} for e in inc.events[:6]],
         "more": max(0, len(inc.events) - 6), "first": f"{first.source}:{first.line}",
     }
 
@@ -411,6 +424,22 @@ def _source_row(src: SourceInfo) -> dict[str, Any]:
     meta = ", ".join(f"{k}={v}" for k, v in src.meta.items() if v not in (None, "", [], {}))
     return {"name": src.name, "format": src.format, "lines": src.lines, "events": src.events,
             "offset": offset, "meta": meta, "warnings": src.warnings}
+
+
+NAME_KEYS = ("name", "key", "setting", "option", "variable")
+
+
+def _mask_named_secrets(value: Any) -> Any:
+    """``{"name": "broker_password", "value": "x"}`` rows: the key that names a secret is not the
+    dict key, so redact_data cannot see it; mask the row's other strings here."""
+    if isinstance(value, list | tuple):
+        return [_mask_named_secrets(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    named = next((str(value[k]) for k in NAME_KEYS if isinstance(value.get(k), str)), None)
+    secret = named is not None and _is_secret_key(named)
+    return {k: MASK if secret and k not in NAME_KEYS and isinstance(v, str) and v else _mask_named_secrets(v)
+            for k, v in value.items()}
 
 
 def _generic(value: Any, depth: int = 0) -> dict[str, Any]:
@@ -449,11 +478,11 @@ def _view(report: Report) -> dict[str, Any]:
     evidence = [ev for f in report.findings for ev in [*f.evidence, *f.contradicting]]
     times = sorted(_utc(e.ts) for e in report.events)
     # secret-looking keys are masked before the structure is flattened into (key, value) rows
-    data = redact_data({k: v for k, v in report.data.items() if k != "activity"})
-    summary = redact_data(report.summary)
+    data = redact_data(_mask_named_secrets({k: v for k, v in report.data.items() if k != "activity"}))
+    summary = redact_data(_mask_named_secrets(report.summary))
     worst = report.worst()
     return {
-        "command": report.command, "version": __version__,
+        "command": report.command, "version": __version__, "shown": EVIDENCE_SHOWN,
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "window": None if not times else {
             "from": f"{times[0]:%Y-%m-%d %H:%M:%S}", "to": f"{times[-1]:%Y-%m-%d %H:%M:%S}",
@@ -494,7 +523,8 @@ def _stats(report: Report) -> list[tuple[str, str]]:
     periods = [i.period_s for i in report.incidents if i.period_s]
     if periods:
         out.append(("recurs every", duration(sorted(periods)[len(periods) // 2])))
-    out.append(("findings", str(len(report.findings))))
+    if not report.findings or not out:
+        out.append(("findings", str(len(report.findings))))
     return out
 
 
