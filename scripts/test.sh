@@ -32,6 +32,9 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     for _ in $(seq 30); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 
+# Headless Chromium for the HTML report's browser tests (Debian's package).
+command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 .venv/bin/ruff check src tests scripts bench
 .venv/bin/mypy
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
