@@ -444,18 +444,21 @@ def _mask_named_secrets(value: Any) -> Any:
 
 def _generic(value: Any, depth: int = 0) -> dict[str, Any]:
     """A JSON-ready value as a nested structure the template draws as tables."""
-    if isinstance(value, dict) and depth < 3 and len(value) <= 200:
+    if isinstance(value, dict) and depth < 5 and len(value) <= 200:
         return {"type": "dict", "items": [(str(k), _generic(v, depth + 1)) for k, v in value.items()]}
     if isinstance(value, list | tuple) and all(not isinstance(v, dict | list | tuple) for v in value):
         return {"type": "scalar", "text": ", ".join(_scalar(v) for v in value) if value else "–"}
-    if (isinstance(value, list | tuple) and value and depth < 3 and len(value) <= 200
+    if isinstance(value, list | tuple) and len(value) == 1 and isinstance(value[0], dict):
+        return _generic(value[0], depth)
+    if (isinstance(value, list | tuple) and value and depth < 5 and len(value) <= 200
             and all(isinstance(v, dict) for v in value)):
         cols: list[str] = []
         for row in value:
             cols += [str(k) for k in row if str(k) not in cols]
-        if len(cols) <= 12:
+        if len(cols) <= 10:
             return {"type": "rows", "cols": cols,
                     "rows": [[_generic(row.get(c), depth + 1) for c in cols] for row in value]}
+        return {"type": "list", "items": [_generic(row, depth + 1) for row in value]}
     if isinstance(value, dict | list | tuple):
         text = json.dumps(value, indent=2, default=str)
         return {"type": "pre", "text": text if len(text) < 20000 else text[:20000] + "\n…"}
@@ -465,6 +468,8 @@ def _generic(value: Any, depth: int = 0) -> dict[str, Any]:
 def _scalar(value: Any) -> str:
     if value is None:
         return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
