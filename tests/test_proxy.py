@@ -312,11 +312,28 @@ def test_clearing_the_fault_heals_a_blackhole(upstream: Upstream, proxies: list[
         assert recv_exactly(upstream.wait_accepted(), 4) == b"held"
 
 
+def test_a_connection_abandoned_during_a_blackhole_never_reaches_upstream(
+    upstream: Upstream, proxies: list[ProxyThread]
+) -> None:
+    proxy, address = start(proxies, upstream.address, "blackhole")
+    with connect(address) as client:
+        client.sendall(b"hello?")
+        wait_for_event(proxy, Kind.PROXY_BLACKHOLE)
+    wait_for_event(proxy, Kind.OTHER)
+    proxy.set_fault(None)
+    with connect(address) as client:
+        client.sendall(b"second")
+        assert recv_exactly(upstream.wait_accepted(), 6) == b"second"
+    assert len(upstream.accepted) == 1
+    assert "abandoned" in next(e for e in proxy.events if e.kind is Kind.OTHER).detail["message"]
+
+
 def test_refuse_resets_new_connections_only_while_set(
     echo: Upstream, proxies: list[ProxyThread]
 ) -> None:
     proxy, address = start(proxies, echo.address, "refuse")
-    with connect(address) as client, pytest.raises(ConnectionResetError):
+    # the RST may even beat connect() returning
+    with pytest.raises(ConnectionResetError), connect(address) as client:
         client.recv(1024)
     assert any(e.kind is Kind.PROXY_REFUSE for e in proxy.events)
     assert not echo.accepted
@@ -384,7 +401,7 @@ def test_refusing_upstream_makes_the_proxy_refuse_until_it_is_back(
     with socket.create_server(("127.0.0.1", 0)) as placeholder:
         port = placeholder.getsockname()[1]  # a port nobody listens on once closed
     proxy, address = start(proxies, ("127.0.0.1", port))
-    with connect(address) as client, pytest.raises(ConnectionResetError):
+    with pytest.raises(ConnectionResetError), connect(address) as client:
         client.recv(1024)  # the connection that found the upstream gone
     wait_for_event(proxy, Kind.OTHER)
     deadline = time.monotonic() + WAIT

@@ -419,11 +419,18 @@ class FaultProxy:
         flow = _Flow(client, reader, writer)
         self._flows.add(flow)
         try:
+            held: bytes | None = b""
             if not self._flowing.is_set():  # a blackhole swallows the connect too, until healed
                 flow.blackholed = True
                 self._record(Kind.PROXY_BLACKHOLE, client,
                              "blackhole: new connection held, upstream not contacted")
-                await self._flowing.wait()
+                held = await self._hold(flow)
+                if held is None:  # the client gave up first: as if its SYN never arrived
+                    self._record(Kind.OTHER, client,
+                                 "held connection abandoned by the client; upstream never "
+                                 "contacted")
+                    _close_with_fin(writer)
+                    return
             try:
                 u_reader, u_writer = await asyncio.wait_for(
                     asyncio.open_connection(*self.upstream, limit=CHUNK), timeout=10
@@ -444,6 +451,8 @@ class FaultProxy:
                     w.get_extra_info("socket").setsockopt(
                         socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
                     )
+            if held:
+                u_writer.write(held)
             local = _addr(u_writer.get_extra_info("sockname"))
             self._record(Kind.CONNECTED, client,
                          f"connection opened to {self._upstream_text} from {local}", local=local)
@@ -464,6 +473,32 @@ class FaultProxy:
         finally:
             self._flows.discard(flow)
             flow.done.set()
+
+    async def _hold(self, flow: _Flow) -> bytes | None:
+        """Keep a connection made during a blackhole until it heals, buffering what the client
+        sends; None when the client closes or resets it first."""
+        buffered = b""
+        healed = asyncio.create_task(self._flowing.wait())
+        try:
+            while not healed.done():
+                read = asyncio.create_task(flow.c_reader.read(CHUNK))
+                await asyncio.wait({healed, read}, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, OSError):
+                        data = await read
+                        buffered += data  # the read finished as it was cancelled
+                    break
+                try:
+                    data = read.result()
+                except OSError:
+                    return None
+                if not data:
+                    return None
+                buffered += data
+            return buffered
+        finally:
+            healed.cancel()
 
     async def _pump(self, flow: _Flow, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, *, up: bool) -> None:
