@@ -214,6 +214,17 @@ def test_every_evidence_line_links_to_a_mark_on_the_timeline() -> None:
     assert set(_local_hrefs(page)) - page.ids == set()
 
 
+def test_evidence_that_no_event_covers_gets_its_own_mark() -> None:
+    report = idle_cut_report()
+    line = Evidence(source=BROKER, line=4242, text="missed heartbeats from client, timeout: 60s",
+                    ts=T0 + timedelta(seconds=42))
+    report.findings[1].evidence.append(line)
+    page = _parse(render(report, "html"))
+    mark = next(a for a in page.with_class("mark") if a["id"] == "m-1-4242")
+    assert "g-evidence" in mark["class"]
+    assert any(a.get("data-mark") == "m-1-4242" for _, a in page.tags if "evlink" in a.get("class", ""))
+
+
 def test_marks_carry_the_raw_line_as_their_title() -> None:
     text = render(idle_cut_report(), "html")
     titles = re.findall(r'<g class="mark g-closed" id="(m-1-\d+)"[^>]*>\s*<title>([^<]*)</title>', text)

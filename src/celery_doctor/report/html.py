@@ -412,7 +412,8 @@ def _incident_row(inc: Incident, ids: _Ids) -> dict[str, Any]:
         "period": duration(inc.period_s), "outage": duration(inc.outage_s),
         "confidence": round(inc.confidence * 100), "reason": inc.reason,
         "lines": [{"where": f"{_short_name(e.source, 40)}:{e.line}", "kind": e.kind.value,
-                   "mark": ids.mark(e.source, e.line), "text": _first_line(e.text, 300)} for e in inc.events[:6]],
+                   "ts": f"{_utc(e.ts):%H:%M:%S.%f}"[:-3], "mark": ids.mark(e.source, e.line),
+                   "text": _first_line(e.text, 300)} for e in inc.events[:6]],
         "more": max(0, len(inc.events) - 6), "first": f"{first.source}:{first.line}",
     }
 
