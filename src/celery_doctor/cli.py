@@ -8,7 +8,7 @@ unreadable input (one clear line on stderr, never a traceback).
 from __future__ import annotations
 
 import contextlib
-import functools
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,24 +35,23 @@ def fail(message: str) -> NoReturn:
 
 def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--format, --output and --fail-on, shared by every command."""
-
-    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-                  help="Output format.")
-    @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
-                  help="Write the report to this file instead of stdout.")
-    @click.option("--fail-on", type=click.Choice([s.value for s in Severity]), default="medium",
-                  show_default=True, help="Exit 1 when a finding has at least this severity.")
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
-
-    return wrapper
+    options = (
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+                     help="Output format."),
+        click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+                     help="Write the report to this file instead of stdout."),
+        click.option("--fail-on", type=click.Choice([s.value for s in Severity]), default="medium",
+                     show_default=True, help="Exit 1 when a finding has at least this severity."),
+    )
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def emit(report: Report, fmt: str, output: str | None, fail_on: str) -> NoReturn:
     """Render, write, and exit with the status the findings call for."""
     to_terminal = output is None and sys.stdout.isatty()
-    width = click.get_terminal_size()[0] if to_terminal else 110
+    width = shutil.get_terminal_size().columns if to_terminal else 110
     try:
         text = render(report, fmt, color=to_terminal and fmt == "text", width=width)
     except ReportError as exc:

@@ -143,7 +143,7 @@ def _pair_offset(client: list[Event], broker: list[Event]) -> tuple[float, str] 
         b_ts = sorted(e.ts.timestamp() for e in broker if e.kind == broker_kind)
         if not c_ts or not b_ts:
             continue
-        candidates = set()
+        candidates: set[float] = set()
         for c in c_ts[:100]:
             lo = bisect.bisect_left(b_ts, c - MAX_OFFSET_S)
             hi = bisect.bisect_right(b_ts, c + MAX_OFFSET_S)
