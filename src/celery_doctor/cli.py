@@ -147,23 +147,12 @@ def broker(url: str, heartbeat: int, management_url: str | None, timeout: float,
     URL is an amqp://, amqps://, pyamqp://, redis://, rediss:// or sentinel:// broker URL.
     Exit 2 when the URL is bad or nothing answers there; a refused login is a finding (exit 1).
     """
-    import dataclasses
-
-    from celery_doctor.broker import ProbeOptions, probe_broker
-    from celery_doctor.rules.broker_rules import broker_findings
+    from celery_doctor.broker import ProbeOptions
+    from celery_doctor.pipeline import check_broker
 
     options = ProbeOptions(timeout=timeout, heartbeat=heartbeat, management_url=management_url,
                            churn_interval=churn_interval, sentinel_master=sentinel_master)
-    facts = probe_broker(url, options)
-    report = Report(
-        command="broker",
-        findings=broker_findings(facts),
-        summary={"broker": facts.kind, "version": facts.version,
-                 "login": {True: "ok", False: "refused", None: "not tried"}[facts.logged_in],
-                 "probe_s": facts.elapsed_s},
-        data={"broker": dataclasses.asdict(facts)},
-        warnings=list(facts.notes),
-    )
+    report = check_broker(url, options)
     emit(report, fmt, output, fail_on)
 
 

@@ -173,6 +173,9 @@ class Finding:
     fix: Fix | None = None
     confidence: float = 0.5
     contradicting: list[Evidence] = field(default_factory=list)
+    # machine-readable facts behind the finding, for cross-input rules (e.g. {"setting":
+    # "broker_heartbeat", "value": 0}); rules compare these, never the prose
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -5,13 +5,19 @@ findings). ``cli.py`` calls these and hands the Report to ``report/``; ``diagnos
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from celery_doctor import incidents as incident_stage
 from celery_doctor import timeline as timeline_stage
+from celery_doctor.broker import BrokerError, ProbeOptions, probe_broker
 from celery_doctor.ingest import read_logs
-from celery_doctor.model import Report
-from celery_doctor.rules import logs_rules
+from celery_doctor.model import Category, Evidence, Finding, Report, Severity
+from celery_doctor.rules import combine, logs_rules
+from celery_doctor.rules.broker_rules import broker_findings
 
 
 def analyse_logs(paths: list[str], format_hint: str | None = None,
@@ -27,4 +33,97 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
         sources=result.sources, summary=found.summary, warnings=warnings,
         data={"activity": {name: [[a.isoformat(), b.isoformat(), n] for a, b, n in curve]
                            for name, curve in timeline.activity.items()}},
+    )
+
+
+def check_broker(url: str, options: ProbeOptions | None = None) -> Report:
+    """The `broker` command: probe one broker, judge what it enforces."""
+    facts = probe_broker(url, options)
+    return Report(
+        command="broker",
+        findings=broker_findings(facts),
+        summary={"broker": facts.kind, "version": facts.version,
+                 "login": {True: "ok", False: "refused", None: "not tried"}[facts.logged_in],
+                 "probe_s": facts.elapsed_s},
+        data={"broker": dataclasses.asdict(facts)},
+        warnings=list(facts.notes),
+    )
+
+
+def expand_log_paths(patterns: list[str]) -> list[str]:
+    """Globs and directories (every file inside, recursively) into a sorted list of files."""
+    paths: list[str] = []
+    for pattern in patterns:
+        if pattern == "-":
+            paths.append(pattern)
+            continue
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        for match in matches:
+            path = Path(match)
+            if path.is_dir():
+                paths.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
+            else:
+                paths.append(match)
+    return paths
+
+
+@dataclass
+class DiagnoseOptions:
+    logs: list[str] = field(default_factory=list)
+    config: str | None = None
+    app: str | None = None
+    python: str | None = None
+    broker: str | None = None
+    repro: str | None = None  # a fault spec to reproduce against the broker
+    from_version: str | None = None
+    to_version: str | None = None
+    idle_timeout: str | None = None  # seconds or a middlebox profile name
+    timeout: float = 5.0
+
+
+def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None] | None = None) -> Report:
+    """Every step the expert would take, on whatever evidence was given, ranked into causes."""
+    findings: list[Finding] = []
+    parts: dict[str, Report] = {}
+    inputs = combine.Inputs()
+    if options.logs:
+        parts["logs"] = analyse_logs(expand_log_paths(options.logs), progress=progress)
+        inputs.logs = True
+        inputs.broker_log = any(s.format.startswith(("rabbitmq", "redis")) for s in parts["logs"].sources)
+    if options.broker:
+        try:
+            parts["broker"] = check_broker(options.broker, ProbeOptions(timeout=options.timeout, churn_interval=2.0))
+        except BrokerError as exc:
+            # in diagnose an unreachable broker is evidence, not a usage error
+            parts["broker"] = Report(command="broker", findings=[Finding(
+                category=Category.UNKNOWN, severity=Severity.HIGH, title="The broker did not answer the probe",
+                explanation=str(exc), evidence=[Evidence(source="broker probe", line=0, text=str(exc))],
+                confidence=0.5)])
+        inputs.broker = True
+    for part in parts.values():
+        findings += part.findings
+    if not inputs.logs:
+        inputs.missing.append("worker and broker logs (--logs) to see who closed the connection and when")
+    elif not inputs.broker_log:
+        inputs.missing.append("the broker's own log for the same window (--logs rabbit@host.log)")
+    if not (options.config or options.app):
+        inputs.missing.append("the Celery config (--config or --app) to check the settings in effect")
+    if not inputs.broker:
+        inputs.missing.append("a broker probe (--broker URL) to check its health and limits")
+    ranked = combine.rank(findings, inputs)
+    logs_report = parts.get("logs")
+    summary: dict[str, object] = {"inputs": sorted(parts)}
+    if ranked:
+        summary["top_cause"] = ranked[0].category.value
+        summary["confidence"] = round(ranked[0].confidence, 2)
+    if logs_report is not None:
+        summary.update({k: v for k, v in logs_report.summary.items() if k != "events_by_kind"})
+    return Report(
+        command="diagnose", findings=ranked,
+        incidents=logs_report.incidents if logs_report else [],
+        events=logs_report.events if logs_report else [],
+        sources=logs_report.sources if logs_report else [],
+        summary=summary,
+        data={name: part.data for name, part in parts.items()},
+        warnings=[w for part in parts.values() for w in part.warnings],
     )
