@@ -295,5 +295,38 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
         click.echo("proxy stopped", err=True)
 
 
+@main.command()
+@click.option("--logs", "logs_", multiple=True, metavar="FILE|GLOB|DIR",
+              help="Worker, beat, RabbitMQ or Redis logs (repeatable; globs and directories too).")
+@click.option("--config", "config_path", default=None, metavar="PATH", help="celeryconfig.py or Django settings.")
+@click.option("--app", default=None, metavar="MODULE", help="The importable Celery app (effective settings).")
+@click.option("--python", default=None, metavar="PATH", help="The interpreter of the user's environment.")
+@click.option("--broker", "broker_url", default=None, metavar="URL", help="Probe this broker.")
+@click.option("--repro", "repro_fault", default=None, metavar="FAULT",
+              help="Reproduce with this fault (e.g. idle-cut:10:rst) against the broker.")
+@click.option("--from", "from_version", default=None, metavar="VERSION", help="Celery version before the upgrade.")
+@click.option("--to", "to_version", default=None, metavar="VERSION", help="Celery version after the upgrade.")
+@click.option("--idle-timeout", default=None, metavar="SECONDS|PROFILE",
+              help="The middlebox idle timeout, in seconds or a profile (aws-elb, azure-lb, ...).")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=120), default=5.0, show_default=True,
+              help="Seconds allowed for each network step of the broker probe.")
+@output_options
+def diagnose(logs_: tuple[str, ...], config_path: str | None, app: str | None, python: str | None,
+             broker_url: str | None, repro_fault: str | None, from_version: str | None, to_version: str | None,
+             idle_timeout: str | None, timeout: float, fmt: str, output: str | None, fail_on: str) -> None:
+    """Rank the likely causes from whatever evidence you have, with the lines that prove them."""
+    from celery_doctor.pipeline import DiagnoseOptions
+    from celery_doctor.pipeline import diagnose as run_diagnose
+
+    if not (logs_ or config_path or app or broker_url or repro_fault):
+        raise InputError("nothing to diagnose: give --logs, --config, --app, --broker or --repro")
+    options = DiagnoseOptions(logs=list(logs_), config=config_path, app=app, python=python, broker=broker_url,
+                              repro=repro_fault, from_version=from_version, to_version=to_version,
+                              idle_timeout=idle_timeout, timeout=timeout)
+    with progress_bar("reading logs") as progress:
+        report = run_diagnose(options, progress=progress)
+    emit(report, fmt, output, fail_on)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
