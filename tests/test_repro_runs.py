@@ -7,12 +7,19 @@ engine on the run's own logs. Nothing is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import re
+import signal
+import socket
 import statistics
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import amqp
 import pytest
 
 from celery_doctor.model import Category, Kind
@@ -162,3 +169,58 @@ def test_scenario_wall_times_are_reported(tmp_path: Path, rabbitmq_url: str) -> 
     assert result.data["wall_s"] > 0 and result.data["ledger"]["succeeded"] == 5
     assert statistics.fmean([result.data["wall_s"]]) == result.data["wall_s"]
     _no_leftovers(result)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_no_worker_proxy_or_queue_behind(tmp_path: Path, rabbitmq_url: str, sig: int) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "celery_doctor.cli", "repro", "--fault", "idle-cut:5",
+                             "--broker", rabbitmq_url, "--workdir", str(tmp_path), "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    settings = None
+    while time.monotonic() < deadline:
+        logs = list(tmp_path.glob("*/worker.log"))
+        if logs and " ready." in logs[0].read_text(errors="replace"):
+            settings = json.loads(logs[0].with_name("settings-worker.json").read_text())
+            break
+        time.sleep(0.2)
+    assert settings is not None, "the worker never became ready"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert subprocess.run(["pgrep", "-f", settings["queue"]], capture_output=True).stdout == b""
+    conn = amqp.Connection(host="127.0.0.1:5672", userid="guest", password="guest", connect_timeout=5)
+    conn.connect()
+    try:
+        with pytest.raises(amqp.exceptions.NotFound):
+            conn.channel().queue_declare(settings["queue"], passive=True)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def test_proxy_command_forwards_and_prints_its_decisions(rabbitmq_url: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "celery_doctor.cli", "proxy", "--listen", f"127.0.0.1:{port}",
+                             "--upstream", "127.0.0.1:5672", "--fault", "idle-cut:1:rst", "--duration", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        conn = None
+        while conn is None and time.monotonic() < deadline:
+            try:
+                conn = amqp.Connection(host=f"127.0.0.1:{port}", userid="guest", password="guest",
+                                       connect_timeout=2)
+                conn.connect()
+            except OSError:
+                conn = None
+                time.sleep(0.2)
+        assert conn is not None and conn.server_properties.get("product") == "RabbitMQ"
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "connected" in out and "proxy_cut" in out and "cut after" in out

@@ -556,21 +556,25 @@ class _Run:
             time.sleep(0.2)
 
     def _canary(self) -> dict[str, Any]:
-        """After the fault is gone: does the worker still take new work, and how fast?"""
+        """After the fault is gone: does the worker still take new work, and how fast?
+        A canary the broker refused (still restarting) is published again."""
         t0 = time.monotonic()
-        wait = max(8.0, 2 * self.plan.heartbeat + 6.0)
-        reply = self._publish(1, 0, "doctor.noop", (), prefix=f"{self.prefix}-canary")
-        deadline = t0 + wait + 12.0
+        deadline = t0 + max(8.0, 2 * self.plan.heartbeat + 6.0) + 12.0
+        published = False
+        attempts = 0
         while time.monotonic() < deadline:
+            if not published and attempts < 10:
+                attempts += 1
+                reply = self._publish(1, 0, "doctor.noop", (), prefix=f"{self.prefix}-canary")
+                published = bool(reply and reply.get("ok"))
             tasks = ledger.build(ledger.read_lines(self.path("ledger.jsonl")))
-            done = [t for t in tasks.values() if "-canary-" in t.id and t.succeeded]
-            if done:
-                return {"published": bool(reply and reply.get("ok")), "executed": True,
+            if any("-canary-" in t.id and t.succeeded for t in tasks.values()):
+                return {"published": True, "executed": True, "attempts": attempts,
                         "latency_s": round(time.monotonic() - t0, 2)}
             if self.worker is not None and self.worker.poll() is not None:
                 break
-            time.sleep(0.2)
-        return {"published": bool(reply and reply.get("ok")), "executed": False,
+            time.sleep(0.2 if published else 1.0)
+        return {"published": published, "executed": False, "attempts": attempts,
                 "waited_s": round(time.monotonic() - t0, 2)}
 
     # -- analysis --------------------------------------------------------------------------------

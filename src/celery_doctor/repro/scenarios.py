@@ -137,6 +137,8 @@ def _idle_wait(fault: Fault | None, heartbeat: float) -> float:
     """Idle long enough for an idle cut to fire (and recur), or for a blackhole to pass."""
     if fault is None:
         return 6.0
+    if fault.find("broker-restart"):
+        return 12.0  # the hook stops and starts the broker; the worker's retry backs off
     cut = fault.find("idle-cut")
     if cut is not None and cut.seconds is not None:
         # three periods: cuts recur at the idle timeout when nothing keeps the flow busy
