@@ -141,13 +141,14 @@ def test_broker_url_is_routed_through_the_proxy_with_credentials_kept() -> None:
 
 
 def test_rabbitmq_log_keeps_only_the_runs_connections_and_global_lines() -> None:
+    ts = "2026-01-01 10:00:00.000000+00:00"
     lines = [
-        "2026-01-01 10:00:00.000000+00:00 [info] <0.1.0> accepting AMQP connection <0.1.0> (127.0.0.1:40001 -> 127.0.0.1:5672)",
-        "2026-01-01 10:00:00.000000+00:00 [info] <0.2.0> accepting AMQP connection <0.2.0> (127.0.0.1:50002 -> 127.0.0.1:5672)",
-        "2026-01-01 10:00:05.000000+00:00 [error] <0.1.0> closing AMQP connection <0.1.0> (127.0.0.1:40001 -> 127.0.0.1:5672):",
-        "2026-01-01 10:00:05.000000+00:00 [error] <0.1.0> missed heartbeats from client, timeout: 2s",
-        "2026-01-01 10:00:06.000000+00:00 [warning] <0.2.0> client unexpectedly closed TCP connection",
-        "2026-01-01 10:00:07.000000+00:00 [info] <0.300.0> Stopping RabbitMQ applications and their dependencies",
+        f"{ts} [info] <0.1.0> accepting AMQP connection <0.1.0> (127.0.0.1:40001 -> 127.0.0.1:5672)",
+        f"{ts} [info] <0.2.0> accepting AMQP connection <0.2.0> (127.0.0.1:50002 -> 127.0.0.1:5672)",
+        f"{ts} [error] <0.1.0> closing AMQP connection <0.1.0> (127.0.0.1:40001 -> 127.0.0.1:5672):",
+        f"{ts} [error] <0.1.0> missed heartbeats from client, timeout: 2s",
+        f"{ts} [warning] <0.2.0> client unexpectedly closed TCP connection",
+        f"{ts} [info] <0.300.0> Stopping RabbitMQ applications and their dependencies",
     ]
     kept = brokers.rabbitmq_lines_for(lines, {40001})
     assert kept == [lines[0], lines[2], lines[3], lines[5]]
