@@ -148,30 +148,48 @@ def idle_cut(ctx: LogContext) -> Iterable[Finding]:
 
 
 def path_loss(ctx: LogContext) -> Iterable[Finding]:
-    """Both ends stop hearing each other with no reset: packets dropped, half-open sockets."""
-    hits = [i for i in ctx.incidents if i.closed_by == ClosedBy.NETWORK and any(
+    """Both ends stop hearing each other with no reset (packets dropped, half-open sockets), or
+    the path resets busy connections (a middlebox under load: conntrack, LB rebalancing)."""
+    silent = [i for i in ctx.incidents if i.closed_by == ClosedBy.NETWORK and any(
         e.kind in (Kind.HEARTBEAT_MISSED_CLIENT, Kind.HEARTBEAT_MISSED_BROKER, Kind.PROXY_BLACKHOLE)
         or error_family(e) == "timeout" for e in i.events)]
-    if not hits:
-        return []
-    both = any(i.events and {e.side for e in i.events} >= {Side.CLIENT, Side.BROKER} for i in hits)
-    return [Finding(
-        category=Category.NETWORK_PATH_LOSS, severity=Severity.HIGH,
-        title="Packets silently dropped between worker and broker",
-        explanation=(
-            f"In {len(hits)} incident(s) "
-            + ("both the broker (missed heartbeats from client) and the client (missed heartbeats "
-               "or a socket timeout) stopped hearing the other" if both else
-               "the connection stopped carrying packets without a reset")
-            + ": the path dropped packets (a blackhole, a half-open flow after a silent middlebox "
-            "cut, a failing link). Heartbeats detected it; without them the sockets would hang."),
-        evidence=_evidence(_events(hits)),
-        fix=Fix(text="Keep heartbeats on so both sides detect a dead path quickly, and look at the "
-                     "network between the hosts (packet loss, silent idle drops, MTU).",
-                snippet=snippet({"broker_heartbeat": "30"}, ctx.celery_version),
-                verify="celery-doctor repro --fault blackhole:5:20 --scenario idle"),
-        confidence=0.8 if both else 0.55,
-    )]
+    busy_resets = [i for i in ctx.incidents if i not in silent and i.closed_by == ClosedBy.NETWORK
+                   and i.phase == Phase.LOAD]
+    findings = []
+    if silent:
+        both = any({e.side for e in i.events} >= {Side.CLIENT, Side.BROKER} for i in silent)
+        findings.append(Finding(
+            category=Category.NETWORK_PATH_LOSS, severity=Severity.HIGH,
+            title="Packets silently dropped between worker and broker",
+            explanation=(
+                f"In {len(silent)} incident(s) "
+                + ("both the broker (missed heartbeats from client) and the client (missed heartbeats "
+                   "or a socket timeout) stopped hearing the other" if both else
+                   "the connection stopped carrying packets without a reset")
+                + ": the path dropped packets (a blackhole, a half-open flow after a silent middlebox "
+                "cut, a failing link). Heartbeats detected it; without them the sockets would hang."),
+            evidence=_evidence(_events(silent)),
+            fix=Fix(text="Keep heartbeats on so both sides detect a dead path quickly, and look at the "
+                         "network between the hosts (packet loss, silent idle drops, MTU).",
+                    snippet=snippet({"broker_heartbeat": "30"}, ctx.celery_version),
+                    verify="celery-doctor repro --fault blackhole:5:20 --scenario idle"),
+            confidence=0.8 if both else 0.55,
+        ))
+    if busy_resets:
+        findings.append(Finding(
+            category=Category.NETWORK_PATH_LOSS, severity=Severity.HIGH,
+            title="Busy connections reset on the path",
+            explanation=(
+                f"{len(busy_resets)} connection(s) were reset while tasks were flowing, with neither "
+                "side closing first: something on the path (a load balancer, NAT or firewall under "
+                "load, a flapping link) resets active flows."),
+            evidence=_evidence(_events(busy_resets)),
+            fix=Fix(text="Look at the middlebox between worker and broker (connection tracking limits, "
+                         "rebalancing, health checks); use late acks so reset deliveries are redelivered.",
+                    verify="celery-doctor repro --fault reset-under-load:0.02 --scenario load"),
+            confidence=0.6,
+        ))
+    return findings
 
 
 def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
