@@ -161,10 +161,15 @@ def _activity(report: Report) -> dict[str, list[tuple[datetime, datetime, int]]]
 
 
 class _Ids:
-    """Stable DOM ids for sources (by lane index) and for event marks (lane + line)."""
+    """Stable DOM ids for sources (by lane index) and for event marks (lane + line), and the
+    short name each source is shown under (the shortest path tail that tells them apart)."""
 
     def __init__(self, names: list[str]) -> None:
         self.lane = {name: i for i, name in enumerate(names)}
+        self._short = _unique_tails(names)
+
+    def short(self, name: str) -> str:
+        return self._short.get(name) or _unique_tails([name])[name]
 
     def mark(self, source: str, line: int) -> str | None:
         lane = self.lane.get(source)
@@ -221,7 +226,7 @@ def _timeline(report: Report, names: list[str], ids: _Ids, activity: dict[str, A
         y = AXIS_TOP + i * (LANE_H + LANE_GAP)
         info = infos.get(name)
         lanes.append({
-            "index": i, "y": y, "name": name, "short": _short_name(name),
+            "index": i, "y": y, "name": name, "short": ids.short(name),
             "format": info.format if info else "", "side": _lane_side(report.events, name),
             "offset": f"clock {info.offset_s:+.1f}s" if info and info.offset_s else "",
             "load": [], "idle": [], "load_max": 0,
@@ -294,10 +299,19 @@ def _timeline(report: Report, names: list[str], ids: _Ids, activity: dict[str, A
     }
 
 
-def _short_name(name: str, limit: int = 26) -> str:
-    base = name.rstrip("/").rsplit("/", 2)
-    short = "/".join(base[-2:]) if len(base) > 1 else name
-    return short if len(short) <= limit else "…" + short[-(limit - 1):]
+def _unique_tails(names: list[str], limit: int = 28) -> dict[str, str]:
+    """``a/x/worker.log, a/y/worker.log, a/x/broker.log`` -> ``x/worker.log, y/worker.log, broker.log``."""
+    parts = {name: [p for p in name.replace("\\", "/").split("/") if p] or [name] for name in names}
+    out: dict[str, str] = {}
+    for name, segs in parts.items():
+        for n in range(1, len(segs) + 1):
+            tail = segs[-n:]
+            clash = any(other != name and o[-n:] == tail for other, o in parts.items())
+            if not clash:
+                break
+        short = "/".join(tail)
+        out[name] = short if len(short) <= limit else "…" + short[-(limit - 1):]
+    return out
 
 
 def _lane_side(events: list[Event], name: str) -> str:
@@ -384,7 +398,7 @@ def _legend(marks: Any, lanes: list[dict[str, Any]], bands: list[dict[str, Any]]
 def _evidence_rows(items: list[Evidence], ids: _Ids, incident_of: dict[tuple[str, int], int]
                    ) -> list[dict[str, Any]]:
     return [{
-        "where": f"{_short_name(ev.source, 40)}:{ev.line}", "path": ev.source,
+        "where": f"{ids.short(ev.source)}:{ev.line}", "path": ev.source,
         "ts": f"{_utc(ev.ts):%H:%M:%S}" if ev.ts else "",
         "text": _first_line(ev.text, 600), "tail": _tail(ev.text), "more": len(ev.text.splitlines()) > 2,
         "full": ev.text,
@@ -411,7 +425,7 @@ def _incident_row(inc: Incident, ids: _Ids) -> dict[str, Any]:
         "phase": inc.phase.value, "idle": duration(inc.idle_before_s), "uptime": duration(inc.uptime_s),
         "period": duration(inc.period_s), "outage": duration(inc.outage_s),
         "confidence": round(inc.confidence * 100), "reason": inc.reason,
-        "lines": [{"where": f"{_short_name(e.source, 40)}:{e.line}", "kind": e.kind.value,
+        "lines": [{"where": f"{ids.short(e.source)}:{e.line}", "kind": e.kind.value,
                    "ts": f"{_utc(e.ts):%H:%M:%S.%f}"[:-3], "mark": ids.mark(e.source, e.line),
                    "text": _first_line(e.text, 300)} for e in inc.events[:6]],
         "more": max(0, len(inc.events) - 6), "first": f"{first.source}:{first.line}",
@@ -501,7 +515,8 @@ def _view(report: Report) -> dict[str, Any]:
         "stats": _stats(report),
         "timeline": _timeline(report, names, ids, activity, evidence, incident_of),
         "events": [{"id": ids.mark(e.source, e.line), "ts": f"{_utc(e.ts):%H:%M:%S.%f}"[:-3],
-                    "where": f"{e.source}:{e.line}", "kind": e.kind.value, "side": e.side.value,
+                    "where": f"{ids.short(e.source)}:{e.line}", "path": e.source, "kind": e.kind.value,
+                    "side": e.side.value,
                     "group": KIND_GROUP.get(e.kind, "other"), "text": _first_line(e.text, 500)}
                    for e in report.events if e.kind not in LOAD_KINDS][:MAX_EVENT_ROWS],
         "events_total": sum(1 for e in report.events if e.kind not in LOAD_KINDS),
