@@ -352,3 +352,14 @@ def test_chromium_screenshot_is_a_real_page(tmp_path: Path) -> None:
     assert len(colours) > 50  # text, badges, marks: not a blank or single-colour page
     red = sum(n for n, (r, g, b) in colours if r > 180 and g < 90 and b < 90)
     assert red > 0  # the HIGH badge / severity bar / lost marks are drawn in red
+
+
+def test_sources_with_the_same_file_name_stay_apart() -> None:
+    report = idle_cut_report(cuts=2)
+    twin = "other/host-b/worker.log"
+    report.sources.append(SourceInfo(name=twin, format="celery"))
+    report.events.append(Event(ts=T0 + timedelta(seconds=9), source=twin, line=1, side=Side.CLIENT,
+                               kind=Kind.CONNECTED, text="Connected to amqp://guest:**@h//"))
+    text = render(report, "html")
+    names = re.findall(r'<text class="lane-name"[^>]*><title>[^<]*</title>([^<]*)</text>', text)
+    assert names == ["idle/worker.log", "broker.log", "proxy.jsonl", "host-b/worker.log"]
