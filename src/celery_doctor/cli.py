@@ -328,5 +328,42 @@ def diagnose(logs_: tuple[str, ...], config_path: str | None, app: str | None, p
     emit(report, fmt, output, fail_on)
 
 
+@main.command()
+@click.option("-r", "--requirement", "requirement", default=None, metavar="FILE",
+              help="requirements.txt, pyproject.toml, poetry.lock, uv.lock, Pipfile.lock or pip freeze "
+                   "output (- for stdin). Without it: the interpreter given by --python.")
+@click.option("--python", "python", default=None, metavar="PY",
+              help="The interpreter whose environment (or Python version) to check [default: this one].")
+@click.option("--to", "to", default=None, metavar="VERSION", help="Plan a ladder of pinned sets up to this celery.")
+@click.option("--write-constraints", "constraints_dir", default=None, metavar="DIR",
+              help="Write one pip constraints file per ladder step into DIR.")
+@click.option("--check-install", is_flag=True,
+              help="For each ladder step this interpreter can run: install it in a throwaway venv and start a "
+                   "worker against --broker (slow).")
+@click.option("--broker", "broker_url", default=None, metavar="URL",
+              help="The broker URL the workers use (picks transport checks; --check-install connects to it).")
+@output_options
+def pins(requirement: str | None, python: str | None, to: str | None, constraints_dir: str | None,
+         check_install: bool, broker_url: str | None, fmt: str, output: str | None, fail_on: str) -> None:
+    """Check that celery, kombu, amqp, billiard, vine, redis and Python fit together; plan the upgrade.
+
+    Finds declared-requirement violations, known-bad combinations (with their source), unsupported
+    Pythons and missing transports; with --to, a ladder of fully pinned sets.
+    """
+    from celery_doctor.pins import run_pins
+    from celery_doctor.rules.pins_rules import pins_findings
+
+    if check_install and not to:
+        raise InputError("--check-install needs --to VERSION (it installs the ladder's steps)")
+    assessment, data = run_pins(requirement, python, to, constraints_dir, check_install, broker_url)
+    report = Report(command="pins", findings=pins_findings(assessment), data=data,
+                    summary={"input": assessment.env.origin, "format": assessment.env.format,
+                             "celery": assessment.versions.get("celery"),
+                             "python": ", ".join(assessment.pythons) or None,
+                             "ladder_steps": len(data.get("ladder", []))},
+                    warnings=list(assessment.env.notes))
+    emit(report, fmt, output, fail_on)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -128,3 +128,6 @@ SECTIONS["broker"] = broker_sections
 from celery_doctor.report.repro_text import sections as repro_sections  # noqa: E402  (registration)
 
 SECTIONS["repro"] = repro_sections
+from celery_doctor.report.pins_text import pins_sections  # noqa: E402  (registration)
+
+SECTIONS["pins"] = pins_sections
