@@ -137,11 +137,14 @@ def assess(env: Environment, catalogue: Catalogue, python: str | None = None,
             resolved = {n: v for n, v in full.items() if n not in versions}
             versions.update(resolved)
         except Unsatisfiable as exc:
-            problems.append(Problem(
-                kind="unsatisfiable", severity="high", title="pip cannot install this set",
-                explanation=f"{exc}: the declared requirements of these releases contradict each other.",
-                lines=[ln for n in tracked for ln in _line(env, n)],
-                fix="Pin the set from a ladder step (celery-doctor pins --to VERSION)."))
+            if all(p.version for p in tracked.values()):
+                pass  # every version is pinned: the declared-range checks below say what contradicts
+            else:
+                problems.append(Problem(
+                    kind="unsatisfiable", severity="high", title="pip cannot install this set",
+                    explanation=f"{exc}: the declared requirements of these releases contradict each other.",
+                    lines=[ln for n in tracked for ln in _line(env, n)],
+                    fix="Pin the set from a ladder step (celery-doctor pins --to VERSION)."))
     assessment = Assessment(env=env, versions=versions, resolved=resolved, pythons=pythons, broker=broker,
                             problems=problems)
     _declared(assessment, catalogue)
@@ -212,13 +215,15 @@ def _python_support(a: Assessment, catalogue: Catalogue) -> None:
         rel = catalogue.release(name, version)
         if rel is None:
             continue
+        exact = len(a.pythons) == 1
         refused = [p for p in a.pythons if rel.supports_python(p) is False]
-        untested = [p for p in a.pythons if rel.supports_python(p) is not False and rel.classified_for(p) is False
+        untested = [p for p in a.pythons if exact and rel.supports_python(p) is not False
+                    and rel.classified_for(p) is False
                     and rel.python_classifiers
                     and Version(p).release[:2] > Version(rel.python_classifiers[-1]).release[:2]]
         if refused:
             a.problems.append(Problem(
-                kind="python", severity="high",
+                kind="python", severity="high" if exact else "medium",
                 title=f"{name} {version} does not support Python {', '.join(refused)}",
                 explanation=f"{name} {version} declares Requires-Python '{rel.requires_python}'; pip refuses it "
                             f"on Python {', '.join(refused)}.",
@@ -281,12 +286,17 @@ def _known_bad(a: Assessment, catalogue: Catalogue) -> None:
         if entry.broker and not a.broker:
             explanation += f" Only with the {entry.broker} transport (pass --broker to be sure)."
         a.problems.append(Problem(
-            kind="known_bad", severity=entry.severity, title=f"{combo}: {entry.id}",
+            kind="known_bad", severity=entry.severity, title=f"{combo}: {_headline(entry.symptom)} [{entry.id}]",
             explanation=explanation, packages=involved,
             lines=[ln for n in involved for ln in _line(a.env, n)],
             fix=f"Fixed in: {entry.fixed_in}." + (
                 " Pin " + ", ".join(f"{n}{s}" for n, s in entry.avoid.items()) + "." if entry.avoid else ""),
             sources=list(entry.source), confidence=max(confidence, 0.3)))
+
+
+def _headline(symptom: str, width: int = 90) -> str:
+    first = symptom.split(": ", 1)[-1] if symptom.startswith(("Unrecoverable", "Known")) else symptom
+    return first if len(first) <= width else first[: width - 3].rstrip() + "..."
 
 
 def _yanked(a: Assessment, catalogue: Catalogue) -> None:

@@ -120,7 +120,7 @@ def plan(catalogue: Catalogue, current: str, target: str, python: str | None = N
          broker: str | None = None, keep_librabbitmq: bool = False) -> list[Step]:
     """Steps from ``current`` (a celery version) to ``target`` (a version or an X.Y line)."""
     versions = catalogue.versions("celery")
-    if catalogue.release("celery", target) is None:
+    if target.count(".") == 1 or catalogue.release("celery", target) is None:
         line_newest = newest_patch(catalogue, "celery", target) if target.count(".") == 1 else None
         if line_newest is None:
             raise PinsError(f"--to {target}: no such celery release (known {versions[0]} .. {versions[-1]})")
@@ -145,17 +145,9 @@ def plan(catalogue: Catalogue, current: str, target: str, python: str | None = N
     py = python
     for number, (celery, stop) in enumerate(stops, 1):
         notes: list[str] = []
-        # the Python of this step: stay where the user is while the step allows it, else the nearest newer
-        probe_pins = solve_step(catalogue, celery, None, stop.get("prefer", {}), broker, keep_librabbitmq)
-        pythons = supported_pythons(probe_pins, catalogue)
-        step_py = _choose_python(py, pythons)
-        try:
-            pins = solve_step(catalogue, celery, step_py, stop.get("prefer", {}), broker, keep_librabbitmq)
-        except Unsatisfiable:
-            pins, step_py = probe_pins, step_py
-        pythons = supported_pythons(pins, catalogue) or pythons
-        if step_py not in pythons and pythons:
-            step_py = _choose_python(step_py, pythons)
+        # the Python of this step: stay where the user is while celery allows it, else the nearest newer
+        pins, step_py = _solve_for_python(catalogue, celery, py, stop.get("prefer", {}), broker, keep_librabbitmq)
+        pythons = supported_pythons(pins, catalogue)
         if py and step_py and _xy(py) != step_py:
             notes.append(f"Python {_xy(py)} -> {step_py}: change the interpreter at this step "
                          f"(celery {celery} supports {', '.join(pythons)}).")
@@ -169,6 +161,29 @@ def plan(catalogue: Catalogue, current: str, target: str, python: str | None = N
         steps.append(Step(number=number, celery=celery, pins=pins, pythons=pythons, python=step_py or "",
                           changes=changes, notes=notes))
     return steps
+
+
+def _celery_pythons(catalogue: Catalogue, celery: str) -> list[str]:
+    rel = catalogue.release("celery", celery)
+    assert rel is not None
+    return [p for p in PYTHONS if rel.supports_python(p + ".0") is not False and rel.classified_for(p) is not False]
+
+
+def _solve_for_python(catalogue: Catalogue, celery: str, current: str | None, prefer: dict[str, str],
+                      broker: str | None, keep_librabbitmq: bool) -> tuple[dict[str, str], str]:
+    """Solve at the user's Python when celery supports it, else at the nearest newer one that works."""
+    candidates = _celery_pythons(catalogue, celery)
+    first = _choose_python(current, candidates)
+    order = [first] + [p for p in candidates if Version(p) > Version(first)] + \
+        [p for p in reversed(candidates) if Version(p) < Version(first)]
+    for py in order:
+        try:
+            pins = solve_step(catalogue, celery, py, prefer, broker, keep_librabbitmq)
+        except Unsatisfiable:
+            continue
+        if py in supported_pythons(pins, catalogue):
+            return pins, py
+    raise Unsatisfiable(f"no pinned set for celery {celery} on any Python it supports")
 
 
 def _xy(python: str) -> str:
