@@ -363,3 +363,25 @@ def test_sources_with_the_same_file_name_stay_apart() -> None:
     text = render(report, "html")
     names = re.findall(r'<text class="lane-name"[^>]*><title>[^<]*</title>([^<]*)</text>', text)
     assert names == ["idle/worker.log", "broker.log", "proxy.jsonl", "host-b/worker.log"]
+
+
+IDLE_CUT = Path(__file__).resolve().parent / "fixtures" / "rabbitmq-idle-cut"
+
+
+def test_a_recorded_idle_cut_renders_in_chromium(tmp_path: Path) -> None:
+    """The real pipeline on a real recording (tests/fixtures/rabbitmq-idle-cut), in the browser."""
+    import celery_doctor.ingest
+
+    if not hasattr(celery_doctor.ingest, "read_logs"):
+        pytest.skip("the ingest stage (celery_doctor.ingest.read_logs) is not written yet")
+    from celery_doctor.pipeline import analyse_logs
+
+    report = analyse_logs([str(IDLE_CUT / "worker.log"), str(IDLE_CUT / "broker.log"), str(IDLE_CUT / "proxy.jsonl")])
+    assert report.incidents and report.findings
+    path = _write(tmp_path, report)
+    done = _browser(tmp_path, "--dump-dom", path.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = _parse(done.stdout)
+    assert {"timeline-svg", "finding-1", "band-1", "lane-0", "lane-1", "lane-2"} <= dom.ids
+    assert {a["class"].split()[1] for a in dom.with_class("mark")} >= {"g-lost", "g-closed", "g-cut"}
+    assert set(_local_hrefs(dom)) - dom.ids == set()
