@@ -261,12 +261,15 @@ def delete_rabbit_queue(queue: str) -> None:
 # -- one recording ----------------------------------------------------------------------------
 
 
+Expected = dict[str, str | None]  # closed_by, phase, category
+
+
 @dataclass
 class Scenario:
     name: str
     brokers: tuple[str, ...]
     describe: str
-    expected: dict[str, dict[str, str | None]]  # broker -> closed_by, phase, category
+    expected: dict[str, Expected]  # broker -> closed_by, phase, category
     run: Callable[[Recording], None]
     pool: str = "prefork"
     heartbeat: float = 4.0
@@ -560,8 +563,10 @@ def run_idle_cut(rec: Recording) -> None:
         # kombu's consumer re-issues BRPOP every second, so only the worker's other (command)
         # connection goes idle; tasks published after each cut show whether anything noticed
         for i in range(rec.repeat):
-            wait_until(f"idle cut {i + 1}", lambda n=i + 1: rec.proxy_events("proxy_cut") >= n,
-                       25)
+            def cut_seen(n: int = i + 1) -> bool:
+                return rec.proxy_events("proxy_cut") >= n
+
+            wait_until(f"idle cut {i + 1}", cut_seen, 25)
             rec.send_adds(2)
             rec.wait_succeeded(5 + 2 * i)
         time.sleep(1)
@@ -673,10 +678,10 @@ def run_server_timeout(rec: Recording) -> None:
     rec.wait_succeeded(3, 30)
 
 
-IDLE = {"closed_by": "network", "phase": "idle", "category": "network_idle_timeout"}
-RESTART = {"closed_by": "broker", "phase": "idle", "category": "broker_restart_or_failover"}
-AUTH = {"closed_by": "broker", "phase": "startup", "category": "auth_or_permissions"}
-HEALTHY = {"closed_by": None, "phase": None, "category": "no_incident"}
+IDLE: Expected = {"closed_by": "network", "phase": "idle", "category": "network_idle_timeout"}
+RESTART: Expected = {"closed_by": "broker", "phase": "idle", "category": "broker_restart_or_failover"}
+AUTH: Expected = {"closed_by": "broker", "phase": "startup", "category": "auth_or_permissions"}
+HEALTHY: Expected = {"closed_by": None, "phase": None, "category": "no_incident"}
 
 SCENARIOS = {s.name: s for s in [
     Scenario("healthy", ("rabbitmq", "redis"),
