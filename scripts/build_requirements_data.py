@@ -61,6 +61,22 @@ def pip(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
                           timeout=timeout, check=False)
 
 
+# Yanked releases are missing from pip's version list but still installed by exact pins:
+# fetch the ones the known-bad list or real requirement files name (pip marks them yanked).
+YANKED_TOO = {"celery": ["5.0.6", "5.2.5"], "amqp": ["5.0.3", "5.0.4"]}
+
+
+def exact_pins_in_known_bad() -> dict[str, set[str]]:
+    path = ROOT / "src" / "celery_doctor" / "data" / "known_bad.json"
+    out: dict[str, set[str]] = {}
+    for entry in json.loads(path.read_text())["entries"]:
+        for name, spec in entry["when"].items():
+            for clause in spec.split(","):
+                if clause.startswith("==") and "*" not in clause:
+                    out.setdefault(name, set()).add(clause[2:])
+    return out
+
+
 def release_versions(name: str, oldest: str) -> list[str]:
     out = pip("index", "versions", name).stdout
     match = re.search(r"Available versions:\s*(.+)", out)
@@ -229,6 +245,8 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         versions = release_versions(name, oldest)
+        extra = set(YANKED_TOO.get(name, ())) | exact_pins_in_known_bad().get(name, set())
+        versions = sorted(set(versions) | extra, key=Version)
         print(f"{name}: {len(versions)} releases", file=sys.stderr)
         releases: dict[str, object] = {}
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
