@@ -13,15 +13,16 @@ from typing import Any
 MASK = "***"
 
 # scheme://user:password@host  -> scheme://user:***@host (also a password with no user)
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*:)(?P<secret>[^@\s'\"]+)(?=@)")
+_URL_PASSWORD = re.compile(r"(?P<head>://[^:/@\s'\"]*:)(?P<secret>[^@\s'\"/]+)(?=@)")
 # password=..., "password": "...", PASSWORD: ..., token=..., --password ...
 _KEY_VALUE = re.compile(
-    r"(?P<head>(?i:\b[\w.\-]*(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|auth)"
+    r"(?=[PpSsTtAa-])"  # a cheap first-character test keeps this fast on large reports
+    r"(?P<head>(?i:(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|auth)"
     r"[\w\-]*)['\"]?\s*[:=]\s*['\"]?|--(?:password|token)[ =])"
     r"(?P<secret>[^\s'\",;&)}\]]+)"
 )
 # Authorization: Basic xxx / Bearer xxx
-_AUTH_HEADER = re.compile(r"(?i)(?P<head>\b(?:basic|bearer)\s+)(?P<secret>[A-Za-z0-9+/=._\-]{8,})")
+_AUTH_HEADER = re.compile(r"(?=[Bb])(?i:(?P<head>\b(?:basic|bearer)\s+)(?P<secret>[A-Za-z0-9+/=._\-]{8,}))")
 # AMQPLAIN/PLAIN SASL responses echoed by brokers: "\x00user\x00password"
 _SASL = re.compile(r"(?P<head>\\x00[^\\\s]+\\x00)(?P<secret>[^\\\s'\"]+)")
 
@@ -52,7 +53,12 @@ def redact_data(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
         return redact(value, extra_secrets)
     if isinstance(value, dict):
         out = {}
+        # {"name": "broker_password", "value": "..."} rows: the key is in another field
+        named = any(isinstance(value.get(k), str) and _is_secret_key(value[k]) for k in ("name", "key", "setting"))
         for key, item in value.items():
+            if named and key in ("value", "effective", "intended", "default") and isinstance(item, str) and item:
+                out[key] = MASK
+                continue
             if isinstance(key, str) and _is_secret_key(key) and isinstance(item, str) and item:
                 out[key] = MASK
             else:
