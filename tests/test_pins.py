@@ -20,7 +20,6 @@ from celery_doctor.pins.interface import PinsError
 from celery_doctor.pins.ladder import plan
 from celery_doctor.pins.readers import read_file, read_interpreter
 from celery_doctor.pins.readers.pyproject import poetry_range
-
 from conftest import FIXTURES
 
 PINS = FIXTURES / "pins"
@@ -146,7 +145,7 @@ def test_pipfile_lock_celery41_kombu42():
 
 
 def test_freeze_with_vine5_under_celery447():
-    code, report = run("-r", str(PINS / "freeze-celery447-vine5.txt"))
+    _code, report = run("-r", str(PINS / "freeze-celery447-vine5.txt"))
     titles = [f["title"] for f in report["findings"]]
     assert "vine5_celery4" in known_bad_ids(report)
     assert any("outside the range celery 4.4.7 declares (==1.3.0)" in t for t in titles)
@@ -154,25 +153,25 @@ def test_freeze_with_vine5_under_celery447():
 
 
 def test_celery31_with_unpinned_redis_picks_redis3_and_breaks():
-    code, report = run("-r", str(PINS / "requirements-celery31-redis.txt"))
+    _code, report = run("-r", str(PINS / "requirements-celery31-redis.txt"))
     assert "redis3_kombu30" in known_bad_ids(report)
 
 
 def test_amqp_504():
-    code, report = run("-r", str(PINS / "requirements-celery50-amqp504.txt"))
+    _code, report = run("-r", str(PINS / "requirements-celery50-amqp504.txt"))
     assert "amqp504" in known_bad_ids(report)
     assert "https://github.com/celery/kombu/issues/1290" in sources(report)
 
 
 def test_kombu534_in_uv_lock_hits_the_redis_reconnect_bug_only_for_redis():
-    code, report = run("-r", str(PINS / "uv-celery536" / "uv.lock"), "--broker", "redis://127.0.0.1:6379/0")
+    _, report = run("-r", str(PINS / "uv-celery536" / "uv.lock"), "--broker", "redis://127.0.0.1:6379/0")
     assert "kombu-lt-5.4_redis-reconnect" in known_bad_ids(report)
-    code, report = run("-r", str(PINS / "uv-celery536" / "uv.lock"), "--broker", "amqp://guest@127.0.0.1//")
+    _code, report = run("-r", str(PINS / "uv-celery536" / "uv.lock"), "--broker", "amqp://guest@127.0.0.1//")
     assert "kombu-lt-5.4_redis-reconnect" not in known_bad_ids(report)
 
 
 def test_redis8_forced_under_kombu562_is_outside_the_redis_extra():
-    code, report = run("-r", str(PINS / "requirements-redis8-kombu562.txt"), "--broker", "redis://h:6379/0")
+    _code, report = run("-r", str(PINS / "requirements-redis8-kombu562.txt"), "--broker", "redis://h:6379/0")
     assert any("redis 8.1.0 is outside the range kombu[redis] 5.6.2 declares" in f["title"]
                for f in report["findings"])
 
@@ -212,7 +211,7 @@ def _assess_text(text: str, python: str):
 
 
 def test_ladder_cli_writes_constraints(tmp_path):
-    code, report = run("-r", str(PINS / "requirements-2019-celery43.txt"), "--to", "5.4",
+    _code, report = run("-r", str(PINS / "requirements-2019-celery43.txt"), "--to", "5.4",
                        "--write-constraints", str(tmp_path))
     steps = report["data"]["ladder"]
     assert steps[0]["celery"] == "4.4.7" and steps[-1]["celery"].startswith("5.4")
@@ -223,7 +222,7 @@ def test_ladder_cli_writes_constraints(tmp_path):
 
 def test_constraints_install_with_pip(tmp_path):
     """pip itself accepts the newest step's constraints file (a dry-run resolve, no install)."""
-    code, report = run("-r", str(PINS / "uv-celery536" / "uv.lock"), "--to", "5.6",
+    _code, report = run("-r", str(PINS / "uv-celery536" / "uv.lock"), "--to", "5.6",
                        "--write-constraints", str(tmp_path))
     last = sorted(tmp_path.iterdir())[-1]
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet",

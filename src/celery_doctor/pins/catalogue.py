@@ -25,7 +25,7 @@ def _load(name: str) -> dict[str, Any]:
         text = resources.files("celery_doctor").joinpath("data", name).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise PinsError(f"the package data file data/{name} is missing (reinstall celery-doctor)") from exc
-    return json.loads(text)  # type: ignore[no-any-return]
+    return json.loads(text)
 
 
 def marker_env(python: str) -> dict[str, str]:

@@ -129,7 +129,8 @@ def _worker(result: InstallCheck, py: str, workdir: str, broker_url: str, env: d
                           "no 'ready.' line within the time allowed"):
                 result.log_tail = _tail(log_path.read_text(errors="replace"))
                 return
-            sent = _run([py, "-c", "import os; from cd_check_app import ping; ping.apply_async(queue=os.environ['CD_CHECK_QUEUE'])"], TASK_TIMEOUT_S,
+            publish = "import os; from cd_check_app import ping; ping.apply_async(queue=os.environ['CD_CHECK_QUEUE'])"
+            sent = _run([py, "-c", publish], TASK_TIMEOUT_S,
                         env=env, cwd=workdir)
             if not _stage(result, "task sent", sent.returncode == 0,
                           "published cd_check.ping" if sent.returncode == 0 else (_tail(sent.stderr, 1) or ["?"])[-1]):

@@ -48,7 +48,7 @@ class Step:
 @functools.cache
 def _stops() -> list[dict[str, Any]]:
     text = resources.files("celery_doctor").joinpath("data", "ladder.json").read_text(encoding="utf-8")
-    return json.loads(text)["stops"]  # type: ignore[no-any-return]
+    return json.loads(text)["stops"]
 
 
 def _line(version: str) -> str:
@@ -77,7 +77,7 @@ def supported_pythons(pins: dict[str, str], catalogue: Catalogue) -> list[str]:
     return out
 
 
-def _accept(catalogue: Catalogue, python: str | None, broker: str | None):  # type: ignore[no-untyped-def]
+def _accept(catalogue: Catalogue, python: str | None, broker: str | None):
     def accept(name: str, version: str, chosen: dict[str, str]) -> bool:
         trial = {**chosen, name: version}
         return not known_bad_hits(trial, [python] if python else [], broker, catalogue.known_bad)

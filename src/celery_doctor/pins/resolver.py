@@ -67,7 +67,7 @@ def resolve(request: Request, catalogue: Catalogue) -> dict[str, str]:
         steps += 1
         if steps > MAX_STEPS:
             raise Unsatisfiable("the resolver gave up (too many combinations)")
-        specs, extras, needed = constraints(chosen, request.extras)
+        specs, _extras, needed = constraints(chosen, request.extras)
         # every choice so far must still satisfy what later choices demand
         for name, version in chosen.items():
             if name in specs and not specs[name].contains(version, prereleases=True):

@@ -36,7 +36,7 @@ def _read(path):
     try:
         with open(path, "rb") as handle:
             return handle.read(65536).decode("utf-8", "replace")
-    except (IOError, OSError):
+    except OSError:
         return ""
 
 
@@ -71,22 +71,22 @@ def transport_check(url):
     result = {"url_scheme": url.split("://", 1)[0], "ok": False}
     try:
         from kombu import Connection
-    except Exception as exc:  # noqa: BLE001 - any import failure is the answer
-        result["error"] = "import kombu: %s: %s" % (type(exc).__name__, exc)
+    except Exception as exc:
+        result["error"] = f"import kombu: {type(exc).__name__}: {exc}"
         return result
     try:
         conn = Connection(url)
         transport = conn.transport  # instantiates the transport class: imports, no network
-        result["transport"] = "%s.%s" % (type(transport).__module__, type(transport).__name__)
+        result["transport"] = f"{type(transport).__module__}.{type(transport).__name__}"
         result["ok"] = True
-    except Exception as exc:  # noqa: BLE001
-        result["error"] = "%s: %s" % (type(exc).__name__, exc)
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
     return result
 
 
 def main(argv):
     info = {
-        "python": "%d.%d.%d" % tuple(sys.version_info[:3]),
+        "python": ".".join(str(n) for n in sys.version_info[:3]),
         "implementation": platform.python_implementation(),
         "executable": sys.executable,
         "prefix": sys.prefix,

@@ -43,12 +43,12 @@ def run_probe(python: str | None, broker_url: str | None = None) -> dict:
             raise PinsError(f"--python {python}: cannot run it: {exc.strerror or exc}") from exc
     try:
         answer = json.loads(proc.stdout.strip().splitlines()[-1])
-        answer["packages"]  # noqa: B018 - shape check
+        answer["packages"]
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise PinsError(f"--python {python or exe}: not a Python interpreter celery-doctor can read ({last})") \
             from exc
-    return answer  # type: ignore[no-any-return]
+    return answer
 
 
 def read_interpreter(python: str | None, broker_url: str | None = None) -> Environment:

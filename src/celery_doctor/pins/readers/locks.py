@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from celery_doctor.pins.interface import Environment, Pin, PinsError, canonical
 from celery_doctor.pins.readers.pyproject import poetry_range

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from packaging.requirements import InvalidRequirement, Requirement
 
-from celery_doctor.pins.interface import Environment, Pin, PinsError, canonical
+from celery_doctor.pins.interface import Environment, PinsError, canonical
 from celery_doctor.pins.readers.requirements_txt import pin_from_requirement
 
 

@@ -77,7 +77,8 @@ def read_requirements(path: Path, text: str, env: Environment | None = None,
         try:
             req = Requirement(body)
         except InvalidRequirement as exc:
-            raise PinsError(f"{path}:{number}: not a requirement line: {line[:80]!r} ({str(exc).splitlines()[0]})") from exc
+            reason = str(exc).splitlines()[0]
+            raise PinsError(f"{path}:{number}: not a requirement line: {line[:80]!r} ({reason})") from exc
         pin = pin_from_requirement(req, number, line)
         if req.marker is not None and not req.marker.evaluate():
             # a marker for another platform: keep it, the checks may still care
