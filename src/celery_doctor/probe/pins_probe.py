@@ -1,3 +1,4 @@
+# ruff: noqa: UP030, UP031, UP032  (runs on Python 2.7 / 3.4+: no f-strings)
 """Report the interpreter and its installed distributions as JSON (stdlib only).
 
 Runs inside the user's interpreter, which may be Python 2.7 or 3.5+, so: no f-strings,
@@ -72,15 +73,15 @@ def transport_check(url):
     try:
         from kombu import Connection
     except Exception as exc:
-        result["error"] = f"import kombu: {type(exc).__name__}: {exc}"
+        result["error"] = "import kombu: {0}: {1}".format(type(exc).__name__, exc)
         return result
     try:
         conn = Connection(url)
         transport = conn.transport  # instantiates the transport class: imports, no network
-        result["transport"] = f"{type(transport).__module__}.{type(transport).__name__}"
+        result["transport"] = "{0}.{1}".format(type(transport).__module__, type(transport).__name__)
         result["ok"] = True
     except Exception as exc:
-        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["error"] = "{0}: {1}".format(type(exc).__name__, exc)
     return result
 
 
