@@ -1,4 +1,4 @@
-# ruff: noqa: UP030, UP031, UP032  (runs on Python 2.7 / 3.4+: no f-strings)
+# ruff: noqa: UP030, UP032  (runs on Python 2.7 / 3.4+: no f-strings)
 """Report the interpreter and its installed distributions as JSON (stdlib only).
 
 Runs inside the user's interpreter, which may be Python 2.7 or 3.5+, so: no f-strings,
