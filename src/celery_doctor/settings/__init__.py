@@ -1,0 +1,1 @@
+"""Celery settings: static reader, effective reader, per-release data, migrate."""
