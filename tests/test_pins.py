@@ -280,3 +280,12 @@ def test_text_output_shows_the_ladder():
 def test_pins_error_is_a_doctor_error():
     with pytest.raises(PinsError):
         plan(CAT, "4.4.7", "4.4.7")
+
+
+def test_ladder_with_an_amqp_broker_keeps_contemporaneous_kombu():
+    """The Redis-only reconnect bug does not push an AMQP user's kombu forward; it still plans every step."""
+    steps = plan(CAT, "4.1.0", "5.7", python="3.6.15", broker="amqp")
+    by_celery = {s.celery: s for s in steps}
+    assert by_celery["5.2.7"].pins["kombu"].startswith("5.2.")
+    redis_steps = plan(CAT, "4.1.0", "5.7", python="3.6.15", broker="redis")
+    assert {s.celery: s for s in redis_steps}["5.2.7"].pins["kombu"] >= "5.4"

@@ -56,7 +56,7 @@ def _line(version: str) -> str:
     return f"{v.major}.{v.minor}"
 
 
-def supported_pythons(pins: dict[str, str], catalogue: Catalogue) -> list[str]:
+def supported_pythons(pins: dict[str, str], catalogue: Catalogue, broker: str | None = None) -> list[str]:
     """X.Y versions every pinned release accepts (Requires-Python and, where listed, classifiers of
     celery itself) and that no known-bad entry hits."""
     out = []
@@ -70,7 +70,7 @@ def supported_pythons(pins: dict[str, str], catalogue: Catalogue) -> list[str]:
             if name == "celery" and rel.classified_for(py) is False:
                 ok = False
                 break
-        if ok and known_bad_hits(pins, [py], None, catalogue.known_bad):
+        if ok and known_bad_hits(pins, [py], broker, catalogue.known_bad):
             ok = False
         if ok:
             out.append(py)
@@ -147,7 +147,7 @@ def plan(catalogue: Catalogue, current: str, target: str, python: str | None = N
         notes: list[str] = []
         # the Python of this step: stay where the user is while celery allows it, else the nearest newer
         pins, step_py = _solve_for_python(catalogue, celery, py, stop.get("prefer", {}), broker, keep_librabbitmq)
-        pythons = supported_pythons(pins, catalogue)
+        pythons = supported_pythons(pins, catalogue, broker)
         if py and step_py and _xy(py) != step_py:
             notes.append(f"Python {_xy(py)} -> {step_py}: change the interpreter at this step "
                          f"(celery {celery} supports {', '.join(pythons)}).")
@@ -181,7 +181,7 @@ def _solve_for_python(catalogue: Catalogue, celery: str, current: str | None, pr
             pins = solve_step(catalogue, celery, py, prefer, broker, keep_librabbitmq)
         except Unsatisfiable:
             continue
-        if py in supported_pythons(pins, catalogue):
+        if py in supported_pythons(pins, catalogue, broker):
             return pins, py
     raise Unsatisfiable(f"no pinned set for celery {celery} on any Python it supports")
 
