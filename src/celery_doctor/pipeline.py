@@ -14,7 +14,6 @@ from pathlib import Path
 from celery_doctor import incidents as incident_stage
 from celery_doctor import timeline as timeline_stage
 from celery_doctor.broker import BrokerError, ProbeOptions, probe_broker
-from celery_doctor.ingest import read_logs
 from celery_doctor.model import Category, Evidence, Finding, Report, Severity
 from celery_doctor.rules import combine, logs_rules
 from celery_doctor.rules.broker_rules import broker_findings
@@ -23,6 +22,8 @@ from celery_doctor.rules.broker_rules import broker_findings
 def analyse_logs(paths: list[str], format_hint: str | None = None,
                  progress: Callable[[str, int, int], None] | None = None) -> Report:
     """The `logs` command: read, merge onto one clock, find incidents, name first causes."""
+    from celery_doctor.ingest import read_logs  # the heavy reader only when logs are given
+
     result = read_logs(paths, format_hint=format_hint, progress=progress)
     timeline = timeline_stage.build(result)
     found = incident_stage.detect(timeline)
