@@ -328,6 +328,83 @@ def diagnose(logs_: tuple[str, ...], config_path: str | None, app: str | None, p
     emit(report, fmt, output, fail_on)
 
 
+class _ConfigGroup(click.Group):
+    """`config PATH...` and `config --app MODULE` run the hidden `check`; `config migrate FILE` migrates."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["check", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_ConfigGroup)
+def config() -> None:
+    """Are the settings you meant really in effect? `config PATH...`, `config --app MODULE`,
+    or `config migrate FILE`."""
+
+
+@config.command("check", hidden=True)
+@click.argument("paths", nargs=-1)
+@click.option("--app", default=None, metavar="MODULE",
+              help="Import this app (e.g. proj.celery:app) in --python and show the effective settings.")
+@click.option("--python", default=None, metavar="PY", help="Interpreter of your environment [default: this one].")
+@click.option("--to", "to_version", default=None, metavar="VERSION", help="Target Celery [default: newest].")
+@click.option("--from", "from_version", default=None, metavar="VERSION", help="Celery you upgrade from.")
+@click.option("--idle-timeout", default=None, metavar="SECONDS|PROFILE",
+              help="Middlebox idle timeout: seconds or aws-elb, aws-alb, aws-nlb, azure-lb, gcp-nat, gcp-vpc.")
+@click.option("--timeout", type=click.FloatRange(min=1, max=600), default=30.0, show_default=True,
+              help="Seconds allowed for importing the app (--app).")
+@output_options
+def config_check(paths: tuple[str, ...], app: str | None, python: str | None, to_version: str | None,
+                 from_version: str | None, idle_timeout: str | None, timeout: float, fmt: str,
+                 output: str | None, fail_on: str) -> None:
+    """Audit celeryconfig.py / Django settings + celery.py statically, or the app's effective settings."""
+    from celery_doctor.rules.settings_rules import config_report, effective_report
+
+    if not paths and not app:
+        raise InputError("config: give a config file or project directory, or --app MODULE")
+    if app:
+        report = effective_report(app, python, list(paths), to_version, from_version, idle_timeout, timeout)
+    else:
+        report = config_report(list(paths), to_version, from_version, idle_timeout)
+    emit(report, fmt, output, fail_on)
+
+
+@config.command("migrate")
+@click.argument("file")
+@click.option("--to", "to_version", default=None, metavar="VERSION", help="Target Celery [default: newest].")
+@click.option("--django", is_flag=True, help="Write Django's CELERY_ namespace form (CELERY_BROKER_URL).")
+@click.option("--write", "write_", is_flag=True, help="Apply the change (keeps FILE.orig, never overwritten).")
+@click.option("--format", "fmt", type=click.Choice(["diff", "json"]), default="diff", show_default=True)
+def config_migrate(file: str, to_version: str | None, django: bool, write_: bool, fmt: str) -> None:
+    """Rename old setting names in FILE; comments and layout stay. Prints a diff unless --write."""
+    import json as _json
+
+    from celery_doctor.settings import migrate as migrate_stage
+
+    migration = migrate_stage.migrate_file(file, to_version, django)
+    backup = migrate_stage.write(migration) if write_ else None
+    lines = [f"{file}:{line}: cannot convert {name}: {why}" for line, name, why in migration.unconvertible]
+    lines += [f"note: {note}" for note in migration.notes]
+    if fmt == "json":
+        from celery_doctor.redact import redact_data
+
+        payload = {"file": file, "changed": migration.changed, "written": bool(write_ and migration.changed),
+                   "backup": backup, "renamed": [{"line": n, "old": o, "new": w} for n, o, w in migration.renamed],
+                   "unconvertible": [{"line": n, "name": o, "why": w} for n, o, w in migration.unconvertible],
+                   "notes": migration.notes, "diff": migration.diff()}
+        click.echo(_json.dumps(redact_data(payload), indent=2))
+    else:
+        if not write_:
+            click.echo(redact(migration.diff()), nl=False)
+        done = (f"{file}: {len(migration.renamed)} names renamed" + (f", original kept in {backup}" if backup else "")
+                if write_ and migration.changed else
+                f"{file}: {len(migration.renamed)} names to rename (use --write to apply)" if migration.changed else
+                f"{file}: nothing to rename")
+        for line in [done, *lines]:
+            click.echo(redact(line), err=True)
+
+
 @main.command()
 @click.option("-r", "--requirement", "requirement", default=None, metavar="FILE",
               help="requirements.txt, pyproject.toml, poetry.lock, uv.lock, Pipfile.lock or pip freeze "

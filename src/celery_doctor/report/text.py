@@ -131,3 +131,6 @@ SECTIONS["repro"] = repro_sections
 from celery_doctor.report.pins_text import pins_sections  # noqa: E402  (registration)
 
 SECTIONS["pins"] = pins_sections
+from celery_doctor.report.config_text import config_sections  # noqa: E402  (registration)
+
+SECTIONS["config"] = config_sections
