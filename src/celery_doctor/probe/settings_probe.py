@@ -49,6 +49,12 @@ def plain(value):
     return {"repr": repr(value)}
 
 
+def is_app(value):
+    # class attributes only: touching app.tasks or app.conf would load (and judge) the config
+    return value is not None and not isinstance(value, type) and \
+        hasattr(type(value), "config_from_object") and hasattr(type(value), "conf")
+
+
 def find_app(spec):
     import importlib
 
@@ -61,10 +67,10 @@ def find_app(spec):
         return module, obj
     for name in ("app", "celery"):
         candidate = getattr(module, name, None)
-        if candidate is not None and hasattr(candidate, "conf") and hasattr(candidate, "tasks"):
+        if is_app(candidate):
             return module, candidate
-    for value in vars(module).values():
-        if type(value).__name__ == "Celery" or (hasattr(value, "conf") and hasattr(value, "config_from_object")):
+    for value in list(vars(module).values()):
+        if is_app(value):
             return module, value
     # proj -> proj.celery, as `celery -A proj` does
     try:
@@ -77,7 +83,7 @@ def find_app(spec):
 def find_app_in(module):
     for name in ("app", "celery"):
         candidate = getattr(module, name, None)
-        if candidate is not None and hasattr(candidate, "conf"):
+        if is_app(candidate):
             return module, candidate
     raise LookupError("no Celery app found in module {0}".format(module.__name__))
 
