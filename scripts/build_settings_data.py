@@ -90,7 +90,7 @@ class Evaluator:
             raise ValueError("no NAMESPACES table found")
         return namespaces
 
-    def eval(self, node: ast.AST) -> Any:  # noqa: C901 - one branch per node type
+    def eval(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
@@ -100,7 +100,7 @@ class Evaluator:
             return items if isinstance(node, ast.List) else tuple(items)
         if isinstance(node, ast.Dict):
             out: dict[Any, Any] = {}
-            for k, v in zip(node.keys, node.values):
+            for k, v in zip(node.keys, node.values, strict=True):
                 if k is None:
                     merged = self.eval(v)
                     if isinstance(merged, dict):
@@ -244,7 +244,7 @@ def defaults_source(archive: Path) -> str:
 def build(cache: Path, jobs: int) -> dict[str, Any]:
     versions = releases()
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        archives = dict(zip(versions, pool.map(lambda v: archive_for(v, cache), versions)))
+        archives = dict(zip(versions, pool.map(lambda v: archive_for(v, cache), versions), strict=True))
     per_release: list[tuple[str, dict[str, Any]]] = []
     skipped = []
     for version in versions:

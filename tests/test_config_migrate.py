@@ -36,7 +36,7 @@ def helper():
 
 def _load(source: str) -> Celery:
     module = types.ModuleType("migrated_config")
-    exec(compile(source, "migrated_config", "exec"), module.__dict__)  # noqa: S102 - our own fixture
+    exec(compile(source, "migrated_config", "exec"), module.__dict__)
     app = Celery("check", set_as_current=False)
     app.config_from_object(module)
     return app
@@ -96,7 +96,7 @@ def test_django_form_and_namespace_advice() -> None:
     assert "CELERY_BROKER_HEARTBEAT = 600" in migration.migrated
     assert any("namespace='CELERY'" in note for note in migration.notes)
     module = types.ModuleType("s")
-    exec(compile(migration.migrated, "s", "exec"), module.__dict__)  # noqa: S102
+    exec(compile(migration.migrated, "s", "exec"), module.__dict__)
     app = Celery("dj", set_as_current=False)
     app.config_from_object(module, namespace="CELERY")
     assert app.conf.worker_prefetch_multiplier == 1 and app.conf.broker_heartbeat == 600

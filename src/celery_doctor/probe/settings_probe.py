@@ -1,4 +1,5 @@
-# ruff: noqa: UP030, UP032, UP008, UP004  (runs on Python 2.7 / 3.5+: no f-strings, no annotations)
+# ruff: noqa: UP030, UP032, B904, RUF005, SIM105, SIM108, SIM118
+# (runs on Python 2.7 / 3.5+: no f-strings, no annotations, no `raise from`)
 """Import a Celery app and print its effective settings, with where each came from, as JSON.
 
 Runs inside the user's interpreter (Python 2.7 or 3.5+, Celery 3.1 to 5.x), stdlib only:
@@ -36,7 +37,7 @@ def plain(value):
     if value is None or isinstance(value, (bool, int, float)):
         return value
     try:
-        text_types = (str, unicode)  # noqa: F821  (Python 2)
+        text_types = (str, unicode)
     except NameError:
         text_types = (str,)
     if isinstance(value, text_types):

@@ -101,9 +101,9 @@ def _names_findings(analysis: an.Analysis) -> list[Finding]:
                 title=f"{name} no longer exists in Celery {target}: silently ignored",
                 explanation=f"{name} was removed{detail}; keeping it changes nothing.{alt}",
                 evidence=[_ev(row)], confidence=0.9,
-                fix=Fix(text=f"Use {row.suggestion}." if row.suggestion else "Delete the line (or find what replaced it "
-                        "in the release notes).", snippet=f"{row.suggestion} = {an.show(row.item.value)}"
-                        if row.suggestion else None),
+                fix=Fix(text=f"Use {row.suggestion}." if row.suggestion else
+                        "Delete the line (or find what replaced it in the release notes).",
+                        snippet=f"{row.suggestion} = {an.show(row.item.value)}" if row.suggestion else None),
                 facts={"setting": row.setting, "written": name, "honoured": False}))
         elif row.status == an.NOT_YET:
             out.append(Finding(
@@ -167,7 +167,7 @@ def _namespace_findings(analysis: an.Analysis) -> list[Finding]:
 
 
 def _amqp_backend(analysis: an.Analysis) -> list[Finding]:
-    value, origin = analysis.value("result_backend")
+    value, _ = analysis.value("result_backend")
     text = value if isinstance(value, str) else (value.fallback if isinstance(value, Dynamic) else None)
     if not isinstance(text, str) or not (text == "amqp" or text.startswith("amqp://")) or \
             catalogue.releases().index(analysis.target) < catalogue.releases().index(catalogue.resolve("5.0")):
@@ -214,9 +214,11 @@ def _value_findings(analysis: an.Analysis, middlebox: Middlebox | None) -> list[
         extra = (f" With {middlebox.label} ({middlebox.idle_timeout_s} s idle timeout) on the path, an idle "
                  "connection is cut and the worker finds out only when it next writes.") if middlebox else ""
         out.append(Finding(
-            category=Category.HEARTBEAT_MISCONFIG, severity=sev, title="AMQP heartbeats are disabled (broker_heartbeat = 0)",
+            category=Category.HEARTBEAT_MISCONFIG, severity=sev,
+            title="AMQP heartbeats are disabled (broker_heartbeat = 0)",
             explanation="Without heartbeats neither side notices a dead or silently dropped connection: the worker "
-                        "sits on a half-open socket until TCP gives up, and the broker keeps its unacked messages." + extra,
+                        "sits on a half-open socket until TCP gives up, and the broker keeps its unacked "
+                        "messages." + extra,
             evidence=_row_for(analysis, "broker_heartbeat"), confidence=0.8,
             fix=Fix(text="Enable heartbeats well under any idle timeout on the path.",
                     snippet=_spell("broker_heartbeat", analysis,
@@ -291,7 +293,8 @@ def _redis_findings(analysis: an.Analysis, middlebox: Middlebox | None) -> list[
             explanation="An idle Redis connection dropped by a load balancer, NAT or the server's own `timeout` is "
                         "noticed only at the next command (ConnectionError: Connection closed by server / reset by "
                         "peer). A health check pings connections idle longer than the interval before using them."
-                        + (f" {middlebox.label} drops flows idle for {middlebox.idle_timeout_s} s." if middlebox else ""),
+                        + (f" {middlebox.label} drops flows idle for {middlebox.idle_timeout_s} s."
+                           if middlebox else ""),
             evidence=_row_for(analysis, "broker_transport_options") or _row_for(analysis, "broker_url"),
             confidence=0.5,
             fix=Fix(text="Enable keepalive and a health check shorter than any idle timeout on the path.",

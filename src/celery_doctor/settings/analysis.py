@@ -107,8 +107,8 @@ def classify(item: Assignment, target: str, facts: ConfigFacts) -> Row | None:
         return Row(item, REMOVED, guess, spelled(guess) if guess else None,
                    note=f"last in Celery {last}" if last else "")
     if not prefix and name.startswith("CELERY_") and name[7:].lower() in names:
-        setting = name[7:].lower()
-        old = catalogue.table(target)[setting].get("old", [setting.upper()])[0]
+        setting: str | None = name[7:].lower()
+        old = catalogue.table(target)[name[7:].lower()].get("old", [name[7:]])[0]
         note = "namespace" if facts.django or facts.celery_py else "prefix"
         return Row(item, IGNORED_NO_NAMESPACE, setting, old, note=note)
     mapped = catalogue.any_to_new().get(name)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
+import libcst.metadata
 
 from celery_doctor.settings import catalogue
 from celery_doctor.settings.interface import SettingsError
@@ -151,21 +152,22 @@ class _Renamer(cst.CSTTransformer):
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         func = original.func
         is_update = isinstance(func, cst.Attribute) and func.attr.value == "update" and _is_conf(func.value)
-        is_cfo = isinstance(func, cst.Attribute) and func.attr.value == "config_from_object" or (
+        is_cfo = (isinstance(func, cst.Attribute) and func.attr.value == "config_from_object") or (
             isinstance(func, cst.Name) and func.value == "config_from_object")
         is_celery = (isinstance(func, cst.Name) and func.value == "Celery") or (
             isinstance(func, cst.Attribute) and func.attr.value == "Celery")
         if not (is_update or is_cfo or is_celery):
             return updated
         args = []
-        for orig_arg, arg in zip(original.args, updated.args):
-            if arg.keyword is not None and (is_update or is_celery):
-                new = self.names.new_key(arg.keyword.value)
+        for orig_arg, arg in zip(original.args, updated.args, strict=True):
+            keyword = arg.keyword
+            if keyword is not None and (is_update or is_celery):
+                new = self.names.new_key(keyword.value)
                 if new:
-                    self._record(orig_arg, arg.keyword.value, new)
-                    arg = arg.with_changes(keyword=arg.keyword.with_changes(value=new))
-                elif self.names.removed(arg.keyword.value):
-                    self._unconvertible(orig_arg, arg.keyword.value)
+                    self._record(orig_arg, keyword.value, new)
+                    arg = arg.with_changes(keyword=keyword.with_changes(value=new))
+                elif self.names.removed(keyword.value):
+                    self._unconvertible(orig_arg, keyword.value)
             elif arg.keyword is None and (is_update or is_cfo) and isinstance(arg.value, cst.Dict):
                 arg = arg.with_changes(value=self._dict(arg.value, orig_arg.value))
             args.append(arg)
@@ -173,7 +175,8 @@ class _Renamer(cst.CSTTransformer):
 
     def _dict(self, node: cst.Dict, original: cst.BaseExpression) -> cst.Dict:
         elements = []
-        for element, orig in zip(node.elements, original.elements if isinstance(original, cst.Dict) else ()):
+        originals = original.elements if isinstance(original, cst.Dict) else node.elements
+        for element, orig in zip(node.elements, originals, strict=True):
             if isinstance(element, cst.DictElement) and isinstance(element.key, cst.SimpleString):
                 key = _string_value(element.key)
                 new = self.names.new_key(key) if key else None

@@ -103,7 +103,8 @@ def _env_lookup(node: ast.AST) -> Dynamic | None:
 
 def _is_conf(node: ast.AST) -> bool:
     """``app.conf`` / ``celery_app.conf`` / ``current_app.conf`` / plain ``conf``."""
-    return (isinstance(node, ast.Attribute) and node.attr == "conf") or (isinstance(node, ast.Name) and node.id == "conf")
+    return (isinstance(node, ast.Attribute) and node.attr == "conf") or (
+        isinstance(node, ast.Name) and node.id == "conf")
 
 
 def _module_statements(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -170,7 +171,7 @@ class _Reader:
 
     def dict_items(self, node: ast.AST, via: str, anchor: ast.AST) -> None:
         if isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values):
+            for key, value in zip(node.keys, node.values, strict=True):
                 if isinstance(key, ast.Constant) and isinstance(key.value, str):
                     self.add(key.value, value, key, via, prefixed=False)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
@@ -197,7 +198,7 @@ class _Reader:
                 self.facts.django = True
             for kw in node.keywords:
                 if kw.arg == "namespace" and isinstance(kw.value, ast.Constant):
-                    self.facts.namespace = kw.value.value or None
+                    self.facts.namespace = str(kw.value.value) if kw.value.value else None
                     self.facts.namespace_line = (self.name, lineno, text)
             if node.args:
                 self.dict_items(node.args[0], "dict_literal", node)
@@ -207,7 +208,7 @@ class _Reader:
                     continue
                 if kw.arg == "namespace" and isinstance(kw.value, ast.Constant):
                     lineno, text = self.line(kw)
-                    self.facts.namespace = kw.value.value or None
+                    self.facts.namespace = str(kw.value.value) if kw.value.value else None
                     self.facts.namespace_line = (self.name, lineno, text)
                 elif kw.arg in CELERY_KWARG_SETTINGS:
                     self.add(CELERY_KWARG_SETTINGS[kw.arg], kw.value, kw, "celery_kwarg", prefixed=False)
