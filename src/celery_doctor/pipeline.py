@@ -91,6 +91,17 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
         parts["logs"] = analyse_logs(expand_log_paths(options.logs), progress=progress)
         inputs.logs = True
         inputs.broker_log = any(s.format.startswith(("rabbitmq", "redis")) for s in parts["logs"].sources)
+    if options.config or options.app:
+        from celery_doctor.rules.settings_rules import config_report, effective_report
+
+        paths = [options.config] if options.config else []
+        if options.app:
+            parts["config"] = effective_report(options.app, options.python, paths, options.to_version,
+                                               options.from_version, options.idle_timeout, 30.0)
+        else:
+            parts["config"] = config_report(paths, options.to_version, options.from_version, options.idle_timeout)
+        for finding in parts["config"].findings:
+            finding.facts.setdefault("source", "config")
     if options.broker:
         try:
             parts["broker"] = check_broker(options.broker, ProbeOptions(timeout=options.timeout, churn_interval=2.0))

@@ -8,7 +8,6 @@ another (a regular idle cut in the logs *and* heartbeats disabled in the config)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -57,29 +56,44 @@ def _find(findings: list[Finding], category: Category) -> Finding | None:
     return next((f for f in findings if f.category == category), None)
 
 
-def _text(findings: list[Finding], category: Category) -> str:
-    return "\n".join(f.title + " " + f.explanation + " " + " ".join(e.text for e in f.evidence)
-                     for f in findings if f.category == category)
+def _setting(findings: list[Finding], name: str) -> list[Finding]:
+    return [f for f in findings if f.facts.get("setting") == name]
+
+
+# settings whose silent loss changes how the broker connection behaves
+CONNECTION_SETTINGS = {"broker_url", "broker_heartbeat", "broker_heartbeat_checkrate", "broker_transport_options",
+                       "broker_pool_limit", "broker_connection_timeout", "broker_connection_retry",
+                       "broker_connection_max_retries", "broker_use_ssl", "broker_login_method"}
 
 
 def cross_check(findings: list[Finding]) -> None:
     """Raise or lower causes where one input confirms or contradicts another (in place)."""
     idle = _find(findings, Category.NETWORK_IDLE_TIMEOUT)
-    heartbeat_cfg = _text(findings, Category.HEARTBEAT_MISCONFIG)
-    if idle is not None and re.search(r"heartbeat[^\n]*(disabled|\b0\b|off|None)", heartbeat_cfg, re.I):
-        idle.confidence = min(0.97, idle.confidence + 0.15)
-        hb = _find(findings, Category.HEARTBEAT_MISCONFIG)
-        if hb is not None:
-            idle.evidence += [e for e in hb.evidence if e not in idle.evidence][:3]
+    beats = _setting(findings, "broker_heartbeat")
+    if idle is not None:
+        off = [f for f in beats if f.facts.get("value") == 0]
+        estimate = idle.facts.get("idle_timeout_s")
+        on = [f for f in beats if isinstance(f.facts.get("value"), int | float) and f.facts["value"] > 0]
+        if off:
+            idle.confidence = min(0.97, idle.confidence + 0.15)
+            idle.evidence += [e for f in off for e in f.evidence if e not in idle.evidence]
             idle.explanation += ("\nThe configuration disables heartbeats, so nothing crosses an idle "
                                  "connection and the middlebox's idle timer runs out.")
-    old = _find(findings, Category.OLD_SETTING_NAMES_IGNORED)
-    if old is not None and any(f.category in CAUSES - {Category.OLD_SETTING_NAMES_IGNORED} for f in findings) \
-            and re.search(r"HEARTBEAT|BROKER_URL|BROKER_TRANSPORT|BROKER_POOL|BROKER_CONNECTION",
-                          _text(findings, Category.OLD_SETTING_NAMES_IGNORED)):
-        old.confidence = min(0.9, old.confidence + 0.1)
-        old.explanation += ("\nThe ignored names govern the broker connection: the failures in the logs "
-                            "run with Celery's defaults, not with the values you set.")
+        elif estimate and any(f.facts["value"] / 2 < estimate for f in on):
+            # heartbeats at that rate should have kept the flow busy: something else is going on
+            idle.confidence = max(0.2, idle.confidence - 0.2)
+            idle.contradicting += [e for f in on for e in f.evidence]
+            idle.explanation += ("\nAgainst it: the configured heartbeat should keep the flow busy more often "
+                                 "than the observed idle time; check that the worker really sends heartbeats.")
+    ignored = [f for f in findings if f.category == Category.OLD_SETTING_NAMES_IGNORED
+               and f.facts.get("honoured") is False and f.facts.get("setting") in CONNECTION_SETTINGS]
+    failures = any(f.category in CAUSES - {Category.OLD_SETTING_NAMES_IGNORED} and f.facts.get("source") != "config"
+                   for f in findings)
+    for f in ignored:
+        if failures:
+            f.confidence = min(0.9, f.confidence + 0.1)
+            f.explanation += ("\nIt governs the broker connection: the failures in the logs ran with "
+                              "Celery's default for it, not with the value you set.")
 
 
 def rank(findings: Iterable[Finding], inputs: Inputs) -> list[Finding]:

@@ -144,6 +144,7 @@ def idle_cut(ctx: LogContext) -> Iterable[Finding]:
         title=f"Idle connections cut by a middlebox{f' after ~{_fmt_s(estimate)}' if estimate else ''}",
         explanation=explanation, evidence=_evidence(_events(members)), fix=fix,
         confidence=min(confidence, 0.95),
+        facts={"idle_timeout_s": estimate, "cuts": len(members), "regular": regular, "source": "logs"},
     )]
 
 
