@@ -82,6 +82,18 @@ class DiagnoseOptions:
     timeout: float = 5.0
 
 
+def reproduce(options: DiagnoseOptions) -> Report:
+    """diagnose --repro FAULT: the same failure on a minimal bench, with the user's config on top."""
+    from celery_doctor.repro import harness
+    from celery_doctor.repro.proxy import parse_fault
+
+    fault = parse_fault(options.repro or "")
+    run_options = harness.RunOptions(scenario="idle", fault=fault, broker_url=options.broker,
+                                     config=Path(options.config) if options.config else None,
+                                     python=options.python or harness.RunOptions.python)
+    return harness.to_report([harness.run(run_options)])
+
+
 def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None] | None = None) -> Report:
     """Every step the expert would take, on whatever evidence was given, ranked into causes."""
     findings: list[Finding] = []
@@ -100,8 +112,6 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
                                                options.from_version, options.idle_timeout, 30.0)
         else:
             parts["config"] = config_report(paths, options.to_version, options.from_version, options.idle_timeout)
-        for finding in parts["config"].findings:
-            finding.facts.setdefault("source", "config")
     if options.broker:
         try:
             parts["broker"] = check_broker(options.broker, ProbeOptions(timeout=options.timeout, churn_interval=2.0))
@@ -112,7 +122,12 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
                 explanation=str(exc), evidence=[Evidence(source="broker probe", line=0, text=str(exc))],
                 confidence=0.5)])
         inputs.broker = True
-    for part in parts.values():
+    if options.repro:
+        parts["repro"] = reproduce(options)
+        inputs.repro = True
+    for name, part in parts.items():
+        for finding in part.findings:
+            finding.facts.setdefault("source", name)
         findings += part.findings
     if not inputs.logs:
         inputs.missing.append("worker and broker logs (--logs) to see who closed the connection and when")

@@ -87,8 +87,7 @@ def cross_check(findings: list[Finding]) -> None:
                                  "than the observed idle time; check that the worker really sends heartbeats.")
     ignored = [f for f in findings if f.category == Category.OLD_SETTING_NAMES_IGNORED
                and f.facts.get("honoured") is False and f.facts.get("setting") in CONNECTION_SETTINGS]
-    failures = any(f.category in CAUSES - {Category.OLD_SETTING_NAMES_IGNORED} and f.facts.get("source") != "config"
-                   for f in findings)
+    failures = any(f.category in CAUSES and f.facts.get("source") == "logs" for f in findings)
     for f in ignored:
         if failures:
             f.confidence = min(0.9, f.confidence + 0.1)
