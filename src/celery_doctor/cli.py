@@ -102,7 +102,7 @@ class DoctorGroup(click.Group):
             sys.exit(130)
 
 
-@click.group(cls=DoctorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="doctor", cls=DoctorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="celery-doctor")
 def main() -> None:
     """Find out why Celery workers lose their broker connection, and prove the fix."""
