@@ -102,7 +102,7 @@ def settings_of(app, celery_version):
     keys = set(defaults)
     for mapping in non_default_maps:
         try:
-            keys.update(k for k in mapping.keys() if isinstance(k, str))
+            keys.update(k for k in mapping.keys() if isinstance(k, str) and not k.startswith("_"))
         except Exception:
             pass
     for key in sorted(keys):
@@ -126,8 +126,8 @@ def settings_of(app, celery_version):
         env = ENV_OVERRIDES.get(key) if new_style else None
         if env and os.environ.get(env) and value == os.environ.get(env):
             origin = "env:" + env
-        if key not in defaults and origin == "default":
-            continue
+        if key not in defaults and (origin == "default" or callable(value) or type(value).__name__ == "module"):
+            continue  # module attributes of the config source (imports, helpers) are not settings
         out[key] = {"value": plain(value), "origin": origin}
     return out
 
