@@ -16,7 +16,7 @@ MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>://[^:/@\s'\"]*:)(?P<secret>[^@\s'\"/]+)(?=@)")
 # password=..., "password": "...", PASSWORD: ..., token=..., --password ...
 _KEY_VALUE = re.compile(
-    r"(?=[PpSsTtAa-])"  # a cheap first-character test keeps this fast on large reports
+    r"(?=[PpSsTtAa-])(?<![/.])"  # cheap first-character test (speed); not a path like /etc/passwd
     r"(?P<head>(?i:(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|auth)"
     r"[\w\-]*)['\"]?\s*[:=]\s*['\"]?|--(?:password|token)[ =])"
     r"(?P<secret>[^\s'\",;&)}\]]+)"
