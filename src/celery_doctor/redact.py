@@ -17,7 +17,7 @@ _URL_PASSWORD = re.compile(r"(?P<head>://[^:/@\s'\"]*:)(?P<secret>[^@\s'\"/]+)(?
 # password=..., "password": "...", PASSWORD: ..., token=..., --password ...
 _KEY_VALUE = re.compile(
     r"(?=[PpSsTtAa-])(?<![/.])"  # cheap first-character test (speed); not a path like /etc/passwd
-    r"(?P<head>(?i:(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|auth)"
+    r"(?P<head>(?i:(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key)"
     r"[\w\-]*)['\"]?\s*[:=]\s*['\"]?|--(?:password|token)[ =])"
     r"(?P<secret>[^\s'\",;&)}\]]+)"
 )

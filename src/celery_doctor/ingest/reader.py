@@ -1,0 +1,436 @@
+"""Stream one log source and turn its rare interesting lines into Events.
+
+A worker log of a gigabyte is mostly task lines. Parsing every line would cost minutes, so the
+reader walks the file in large chunks, finds the catalogue's literals with ``bytes.find``, and
+parses only the records around those hits (plus a bounded look back at the task lines before a
+client-side failure, to tell idle from busy). Memory is one chunk plus a bounded tail.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery_doctor.ingest import formats, signatures
+from celery_doctor.model import Event, Kind, Side, SourceInfo
+
+CHUNK = 16 * 1024 * 1024
+TAIL = 2 * 1024 * 1024  # kept from the previous chunk for look-back
+SLICE = 64 * 1024  # load-curve resolution before downsampling
+MAX_RECORD_LINES = 60
+MAX_TEXT = 16 * 1024
+LOOKBACK_TASKS = 1000
+LOAD_WINDOW_S = 60.0
+MAX_BUCKETS = 400
+
+TASK_ID = re.compile(r"(?:Task |Received task: )([\w.:\-]+)\[([0-9a-fA-F\-]{8,})\]")
+ERRNO = re.compile(r"(?:Errno |\(|Error )(\d{2,3})\b")
+PEER = re.compile(r"\(?(\[?[0-9a-fA-F.:]+\]?:\d+) -> (\[?[0-9a-fA-F.:]+\]?:\d+)")
+REDIS_PEER = re.compile(r"addr=(\S+)|client: (\S+)|Accepted (\S+)")
+CONN_PID = re.compile(r"connection (<[\d.]+>)")
+TIMEOUT_S = re.compile(r"timeout: (\d+)s")
+DURATION = re.compile(r"duration: '(?:(\d+)D, )?(?:(\d+)H, )?(?:(\d+)M, )?(?:(\d+)s|(\d+)ms)'")
+BANNER = {
+    "celery_version": re.compile(r"celery@\S+ v(\d+\.\d+\.\d+\S*)"),
+    "transport": re.compile(r"\.> transport:\s+(\S+)"),
+    "concurrency": re.compile(r"\.> concurrency:\s+(\d+)"),
+    "pool": re.compile(r"\.> concurrency:\s+\d+ \((\w+)\)"),
+}
+STATE = re.compile(r"state: (\w+)")
+RESOURCE = re.compile(r"(memory|disk) resource limit alarm", re.I)
+
+
+@dataclass
+class SourceState:
+    """What is known about one source while it streams."""
+
+    info: SourceInfo
+    family: str  # celery | rabbitmq | redis | json | multi
+    prefix: str | None
+    year: int
+    events: list[Event] = field(default_factory=list)
+    activity: list[tuple[datetime, datetime, int]] = field(default_factory=list)
+    last_task: datetime | None = None
+    last_ts: datetime | None = None
+    out_of_order: int = 0
+    services: dict[str, str] = field(default_factory=dict)  # docker-compose service -> family
+
+    def services_family(self, source: str) -> str:
+        service = source.rsplit(":", 1)[-1]
+        return f"{self.services.get(service, 'unknown')} (docker-compose)"
+
+
+@dataclass
+class Record:
+    start: int  # byte offset of its first line in the buffer
+    lines: list[str]
+    service: str | None
+    prefix_ts: datetime | None
+
+
+def strip_prefix(line: str, prefix: str | None) -> tuple[str, str | None, datetime | None]:
+    """(line without the collector prefix, service name, prefix timestamp)."""
+    if prefix is None:
+        return line, None, None
+    m = formats.PREFIXES[prefix].match(line)
+    if not m:
+        return line, None, None
+    groups = m.groupdict()
+    ts = formats.parse_iso(groups["ts"]) if groups.get("ts") else None
+    return line[m.end():], groups.get("svc"), ts
+
+
+def record_start(family: str, line: str, year: int) -> formats.Start | None:
+    if family == "celery":
+        return formats.start_celery(line)
+    if family == "rabbitmq":
+        return formats.start_rabbitmq(line)
+    if family == "redis":
+        return formats.start_redis(line, year)
+    return None
+
+
+def family_of(line: str, year: int) -> str | None:
+    """For multi-service files: which family a (prefix-stripped) line belongs to."""
+    for family in ("celery", "rabbitmq", "redis"):
+        if record_start(family, line, year):
+            return family
+    return None
+
+
+class Scanner:
+    """Scans one source's chunks; ``feed`` per chunk, ``finish`` at the end."""
+
+    def __init__(self, state: SourceState) -> None:
+        self.state = state
+        families = ("celery", "rabbitmq", "redis") if state.family == "multi" else (state.family,)
+        self.literals = tuple(sorted({lit for f in families for lit in signatures.literals(f)}))
+        self.client_like = "celery" in families
+        self.tail = b""
+        self.line_base = 0  # physical line number of the first byte of the current chunk
+        self.seen: set[int] = set()
+
+    # -- helpers over raw bytes ---------------------------------------------------------------
+    @staticmethod
+    def _line_at(buf: bytes, pos: int) -> tuple[int, int]:
+        start = buf.rfind(b"\n", 0, pos) + 1
+        end = buf.find(b"\n", pos)
+        return start, len(buf) if end < 0 else end
+
+    @staticmethod
+    def _decode(raw: bytes) -> str:
+        text = raw[:MAX_TEXT].decode("utf-8", errors="replace")
+        return text.rstrip("\r")
+
+    def _split(self, line: str) -> tuple[str, str | None, datetime | None]:
+        return strip_prefix(line, self.state.prefix)
+
+    def _family_for(self, line: str, service: str | None) -> str | None:
+        if self.state.family != "multi":
+            return self.state.family
+        if service and service in self.state.services:
+            return self.state.services[service]
+        found = family_of(line, self.state.year)
+        if found and service:
+            self.state.services[service] = found
+        return found
+
+    def _start_of(self, family: str, line: str) -> formats.Start | None:
+        return record_start(family, line, self.state.year)
+
+    # -- records ------------------------------------------------------------------------------
+    def _record(self, buf: bytes, pos: int) -> Record | None:
+        """The whole multi-line record around byte ``pos``."""
+        start, end = self._line_at(buf, pos)
+        line, service, pts = self._split(self._decode(buf[start:end]))
+        family = self._family_for(line, service)
+        if family is None:
+            return None
+        head = self._start_of(family, line)
+        # walk back to the line that starts the record (tracebacks, continuation lines)
+        steps = 0
+        while (head is None or self._continues(family, head, buf, start)) and start > 0 and steps < MAX_RECORD_LINES:
+            start, _ = self._line_at(buf, start - 1)
+            line, service, pts = self._split(self._decode(buf[start:buf.find(b"\n", start)]))
+            head = self._start_of(family, line)
+            steps += 1
+        if head is None:
+            return None
+        lines = [line]
+        cursor = buf.find(b"\n", start)
+        while 0 <= cursor < len(buf) - 1 and len(lines) < MAX_RECORD_LINES:
+            nxt_end = buf.find(b"\n", cursor + 1)
+            nxt_end = len(buf) if nxt_end < 0 else nxt_end
+            raw, nservice, _ = self._split(self._decode(buf[cursor + 1:nxt_end]))
+            if nservice != service and self.state.prefix == "docker-compose":
+                break
+            nhead = self._start_of(family, raw)
+            if nhead is not None and not (head.key and nhead.key == head.key):
+                break
+            if family == "rabbitmq" and nhead is not None:
+                raw = raw[formats.message_start(family, raw):]  # 3.9+: drop the repeated prefix
+            lines.append(raw)
+            cursor = nxt_end
+        return Record(start=start, lines=lines, service=service, prefix_ts=pts)
+
+    def _continues(self, family: str, head: formats.Start, buf: bytes, start: int) -> bool:
+        """RabbitMQ 3.9+: a line with the same ts+pid as the one before continues it."""
+        if family != "rabbitmq" or not head.key or start == 0:
+            return False
+        prev_start, prev_end = self._line_at(buf, start - 1)
+        prev, _, _ = self._split(self._decode(buf[prev_start:prev_end]))
+        return prev.startswith(head.key)
+
+    def _event(self, record: Record, line_no: int, buf: bytes) -> Event | None:
+        family = self._family_for(record.lines[0], record.service)
+        if family is None:
+            return None
+        head = self._start_of(family, record.lines[0])
+        if head is None:
+            return None
+        body = record.lines[0][formats.message_start(family, record.lines[0]):]
+        text = "\n".join([record.lines[0], *record.lines[1:]]).rstrip()
+        message = "\n".join([body, *record.lines[1:]])
+        sig = signatures.match(family, message)
+        kind = sig.kind if sig else None
+        if sig is None and family == "celery" and "Traceback (most recent call last)" in message:
+            kind = self._traceback_kind(body, record.lines)
+        if kind is None:
+            return None
+        ts = record.prefix_ts if (record.prefix_ts and head.naive) else head.ts
+        if head.naive:
+            self.state.info.meta["naive_tz"] = True
+        error = self._error(record.lines, message, family)
+        detail: dict[str, Any] = {}
+        peer = None
+        if family == "rabbitmq":
+            m = PEER.search(message)
+            peer = m.group(1) if m else None
+            if (pid := CONN_PID.search(message)) is not None:
+                detail["conn"] = pid.group(1)
+            if (t := TIMEOUT_S.search(message)) is not None:
+                detail["timeout_s"] = int(t.group(1))
+            if (st := STATE.search(message)) is not None:
+                detail["state"] = st.group(1)
+            if (d := DURATION.search(message)) is not None:
+                days, hours, mins, secs, ms = (int(x) if x else 0 for x in d.groups())
+                detail["duration_s"] = days * 86400 + hours * 3600 + mins * 60 + secs + ms / 1000
+            if (r := RESOURCE.search(message)) is not None:
+                detail["resource"] = r.group(1).lower()
+        elif family == "redis":
+            m = REDIS_PEER.search(message)
+            peer = next((g for g in m.groups() if g), None) if m else None
+        if family == "celery" and kind in (Kind.CONNECTION_LOST, Kind.CANNOT_CONNECT) and error and \
+                re.search(r"AccessRefused|ACCESS_REFUSED|login refused|WRONGPASS|NOAUTH|invalid password|"
+                          r"AuthenticationError|invalid username-password", error):
+            kind = Kind.AUTH_REFUSED
+        if family == "celery" and error and (en := ERRNO.search(error)) is not None:
+            detail["errno"] = int(en.group(1))
+        side = Side.CLIENT if family == "celery" else Side.BROKER
+        source = self.state.info.name + (f":{record.service}" if self.state.family == "multi" and record.service
+                                         else "")
+        if side == Side.CLIENT and kind not in (Kind.WORKER_READY, Kind.WORKER_SHUTDOWN):
+            detail.update(self._task_context(buf, record.start, ts))
+        return Event(ts=ts, source=source, line=line_no, side=side, kind=kind, text=text, peer=peer,
+                     error=error, signature=sig.id if sig else "celery.traceback.connection_error",
+                     level=head.level, detail=detail)
+
+    @staticmethod
+    def _traceback_kind(body: str, lines: list[str]) -> Kind | None:
+        """A logged traceback ending in a connection error, outside a task's own failure."""
+        if "] raised" in body or "raised unexpected" in body:
+            return None
+        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+        return Kind.CONNECTION_LOST if signatures.CONNECTION_ERROR.search(last) else None
+
+    @staticmethod
+    def _error(lines: list[str], message: str, family: str) -> str | None:
+        if family != "celery":
+            return None
+        if len(lines) > 1:
+            last = next((ln.strip() for ln in reversed(lines[1:]) if ln.strip()), "")
+            if last and not last.startswith(("File ", "^", "~")):
+                return last
+        m = re.search(r"\(([A-Z]\w+(?:Error|Exception|Refused|Forced|Closed)\(.*\))\)\s*$", lines[0])
+        if m:
+            return m.group(1)
+        m = re.search(r"Cannot connect to \S+: (.+?)\.?$", message.split("\n")[0])
+        return m.group(1) if m else None
+
+    # -- task activity -------------------------------------------------------------------------
+    def _task_lines_before(self, buf: bytes, pos: int) -> Iterator[tuple[datetime, str, str, str]]:
+        """(ts, 'received'|'done', task id, name), newest first, up to LOOKBACK_TASKS lines."""
+        nexts = {lit: buf.rfind(lit, 0, pos) for lit in signatures.TASK_LITERALS}
+        for _ in range(LOOKBACK_TASKS):
+            lit, at = max(nexts.items(), key=lambda kv: kv[1])
+            if at < 0:
+                return
+            start, end = self._line_at(buf, at)
+            nexts[lit] = buf.rfind(lit, 0, start)
+            line, _, _ = self._split(self._decode(buf[start:end]))
+            head = formats.start_celery(line)
+            m = TASK_ID.search(line)
+            if head is None or m is None:
+                continue
+            state = "received" if lit in (b"] received", b"Received task") else "done"
+            yield head.ts, state, m.group(2), m.group(1)
+
+    def _task_context(self, buf: bytes, pos: int, ts: datetime) -> dict[str, Any]:
+        last: datetime | None = None
+        recent = 0
+        done: set[str] = set()
+        running: list[dict[str, str]] = []
+        window = ts - timedelta(seconds=LOAD_WINDOW_S)
+        for task_ts, state, task_id, name in self._task_lines_before(buf, pos):
+            last = last or task_ts
+            if task_ts >= window:
+                recent += 1
+            if state == "done":
+                done.add(task_id)
+            elif task_id not in done:
+                running.append({"name": name, "id": task_id, "since": task_ts.isoformat()})
+        last = last or self.state.last_task
+        out: dict[str, Any] = {"tasks_before_60s": recent}
+        if last is not None:
+            out["last_activity_ts"] = last.isoformat()
+        if running:
+            out["running_tasks"] = running[:5]
+        return out
+
+    def _activity(self, chunk: bytes) -> None:
+        """Count task lines per slice of the chunk; each slice dated by its first record."""
+        for offset in range(0, len(chunk), SLICE):
+            end = min(len(chunk), offset + SLICE)
+            count = sum(chunk.count(lit, offset, end) for lit in signatures.TASK_LITERALS)
+            if not count:
+                continue
+            first = self._first_ts(chunk, offset, end)
+            last = self._last_task_ts(chunk, offset, end)
+            if first and last:
+                self.state.activity.append((first, max(first, last), count))
+                self.state.last_task = max(self.state.last_task or last, last)
+
+    def _first_ts(self, chunk: bytes, start: int, end: int) -> datetime | None:
+        pos = start if start == 0 else chunk.find(b"\n", start, end) + 1
+        for _ in range(20):
+            if pos <= 0 and start != 0:
+                return None
+            nl = chunk.find(b"\n", pos, end)
+            if nl < 0:
+                return None
+            line, _, _ = self._split(self._decode(chunk[pos:nl]))
+            head = formats.start_celery(line)
+            if head:
+                return head.ts
+            pos = nl + 1
+        return None
+
+    def _last_task_ts(self, chunk: bytes, start: int, end: int) -> datetime | None:
+        at = max(chunk.rfind(lit, start, end) for lit in signatures.TASK_LITERALS)
+        if at < 0:
+            return None
+        s, e = self._line_at(chunk, at)
+        line, _, _ = self._split(self._decode(chunk[s:e]))
+        head = formats.start_celery(line)
+        return head.ts if head else None
+
+    # -- driving ------------------------------------------------------------------------------
+    def feed(self, chunk: bytes) -> None:
+        """Scan one chunk that ends at a line boundary."""
+        hits = sorted({p for lit in self.literals for p in _find_all(chunk, lit)})
+        if hits:
+            buf = self.tail + chunk if self.client_like else chunk
+            shift = len(buf) - len(chunk)
+            line_pos, line_no = 0, self.line_base + 1
+            for hit in hits:
+                record = self._record(buf, hit + shift)
+                if record is None or record.start - shift in self.seen or record.start < shift:
+                    continue
+                self.seen.add(record.start - shift)
+                if record.start - shift < line_pos:  # a record that began before the last one
+                    line_pos, line_no = 0, self.line_base + 1
+                line_no += chunk.count(b"\n", line_pos, record.start - shift)
+                line_pos = record.start - shift
+                event = self._event(record, line_no, buf)
+                if event is not None:
+                    self._add(event)
+        if self.client_like:
+            self._activity(chunk)
+            self.tail = chunk[-TAIL:]
+        self.seen.clear()
+        self.line_base += chunk.count(b"\n")
+
+    def _add(self, event: Event) -> None:
+        if self.state.last_ts and event.ts < self.state.last_ts - timedelta(seconds=1):
+            self.state.out_of_order += 1
+        self.state.last_ts = event.ts
+        self.state.events.append(event)
+
+    def finish(self) -> None:
+        self.state.info.lines = self.line_base
+        self.state.info.events = len(self.state.events)
+        self.state.activity = downsample(self.state.activity)
+        if self.state.out_of_order:
+            self.state.info.warnings.append(
+                f"timestamps go backwards {self.state.out_of_order} time(s); events were re-sorted")
+
+
+def _find_all(chunk: bytes, literal: bytes) -> Iterator[int]:
+    pos = chunk.find(literal)
+    while pos >= 0:
+        yield pos
+        pos = chunk.find(literal, pos + len(literal))
+
+
+def downsample(buckets: list[tuple[datetime, datetime, int]]) -> list[tuple[datetime, datetime, int]]:
+    """Merge neighbouring buckets until at most MAX_BUCKETS remain (the curve's shape stays)."""
+    while len(buckets) > MAX_BUCKETS:
+        buckets = [(a[0], b[1], a[2] + b[2]) for a, b in zip(buckets[::2], buckets[1::2], strict=False)] + (
+            [buckets[-1]] if len(buckets) % 2 else [])
+    return buckets
+
+
+def scan_banner(sample: str, info: SourceInfo) -> None:
+    """The worker's startup banner: version, transport, pool and concurrency."""
+    for key, pattern in BANNER.items():
+        m = pattern.search(sample)
+        if m and key not in info.meta:
+            info.meta[key] = m.group(1)
+
+
+def scan_json(lines: Iterator[tuple[int, str]], state: SourceState,
+              classify: Callable[[str], tuple[str, Any] | None]) -> None:
+    """JSON-lines sources (python-json-logger, RabbitMQ's JSON, the fault proxy): small, read whole."""
+    for number, line in lines:
+        if not line.strip():
+            continue
+        parsed = formats.parse_json_line(line)
+        if parsed is None:
+            continue
+        ts, level, message, obj = parsed
+        found = classify(message) if obj.get("source") != "proxy" else None
+        if obj.get("source") == "proxy":
+            try:
+                kind = Kind(str(obj.get("kind")))
+            except ValueError:
+                kind = Kind.OTHER
+            event = Event(ts=ts, source=state.info.name, line=number, side=Side.PROXY, kind=kind,
+                          text=line.strip(), peer=str(obj.get("client") or "") or None, level=level or None,
+                          signature="celery-doctor.proxy",
+                          detail={k: obj[k] for k in ("fault", "message", "upstream") if k in obj})
+        elif found is not None:
+            family, sig = found
+            side = Side.CLIENT if family == "celery" else Side.BROKER
+            error = str(obj.get("exc_info") or "").strip().splitlines()[-1:] or None
+            peer_match = PEER.search(message)
+            event = Event(ts=ts, source=state.info.name, line=number, side=side, kind=sig.kind,
+                          text=line.strip()[:MAX_TEXT], peer=peer_match.group(1) if peer_match else None,
+                          error=error[0] if error else None, signature=sig.id, level=level or None)
+        else:
+            continue
+        if event is not None:
+            state.events.append(event)
+    state.info.events = len(state.events)

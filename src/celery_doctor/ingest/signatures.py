@@ -1,0 +1,178 @@
+"""The message catalogue, as data: which log line means which event.
+
+Each entry names the source file that emits the text (checked against the released sources;
+see docs/signatures.md). ``literal`` is what the fast scan looks for in raw bytes; ``pattern``
+(optional) must also match the whole record for the entry to apply. Order matters: the first
+matching entry of a family wins, so specific entries come before general ones.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from celery_doctor.model import Kind, Side
+
+
+@dataclass(frozen=True)
+class Signature:
+    id: str
+    family: str  # "celery" (worker/beat/kombu/clients), "rabbitmq", "redis"
+    kind: Kind
+    literal: str
+    source: str  # project and file that emits it
+    pattern: re.Pattern[str] | None = None
+    versions: str = "all"
+
+    @property
+    def side(self) -> Side:
+        return Side.CLIENT if self.family == "celery" else Side.BROKER
+
+
+def _re(text: str) -> re.Pattern[str]:
+    return re.compile(text, re.S)
+
+
+CELERY_CONSUMER = "celery celery/worker/consumer/consumer.py (3.1: celery/worker/consumer.py)"
+RABBIT_READER = "rabbitmq-server deps/rabbit/src/rabbit_reader.erl (<=3.8: src/rabbit_reader.erl)"
+
+SIGNATURES: tuple[Signature, ...] = (
+    # --- Celery worker / beat / kombu / client libraries (side: client) -------------------------
+    Signature("celery.consumer.connection_lost", "celery", Kind.CONNECTION_LOST,
+              "Connection to broker lost", CELERY_CONSUMER, versions="3.1+"),
+    Signature("celery.consumer.cannot_connect", "celery", Kind.CANNOT_CONNECT,
+              "Cannot connect to ", CELERY_CONSUMER, versions="3.1+"),
+    Signature("celery.consumer.connected", "celery", Kind.CONNECTED,
+              "Connected to ", "celery celery/worker/consumer/connection.py", _re(r"Connected to \w+://"),
+              versions="3.1+"),
+    Signature("celery.worker.unrecoverable_auth", "celery", Kind.AUTH_REFUSED,
+              "Unrecoverable error", "celery celery/worker/worker.py",
+              _re(r"Unrecoverable error.*(AccessRefused|ACCESS_REFUSED|login refused|\(403\))")),
+    Signature("celery.beat.connection_error", "celery", Kind.CONNECTION_LOST,
+              "beat: Connection error", "celery celery/beat.py", versions="3.1+"),
+    Signature("kombu.ensure.connection_error", "celery", Kind.CONNECTION_LOST,
+              "Connection error: ", "kombu kombu/connection.py, kombu/common.py (ensure errback)",
+              _re(r"Connection error: .*Retry in")),
+    Signature("celery.backend.redis_lost", "celery", Kind.CONNECTION_LOST,
+              "Connection to Redis lost", "celery celery/backends/redis.py", versions="4.0+"),
+    Signature("pyamqp.too_many_heartbeats", "celery", Kind.HEARTBEAT_MISSED_BROKER,
+              "Too many heartbeats missed", "py-amqp amqp/connection.py heartbeat_tick"),
+    Signature("celery.worker.ready", "celery", Kind.WORKER_READY,
+              " ready.", "celery celery/apps/worker.py", _re(r"@\S+ ready\.\s*$")),
+    Signature("celery.worker.shutdown", "celery", Kind.WORKER_SHUTDOWN,
+              " shutdown (MainProcess)", "celery celery/apps/worker.py", _re(r"(Warm|Cold) shutdown")),
+    Signature("billiard.worker_lost", "celery", Kind.WORKER_LOST,
+              "Worker exited prematurely", "billiard billiard/pool.py (WorkerLostError)"),
+    # --- RabbitMQ (side: broker) ------------------------------------------------------------------
+    Signature("rabbitmq.conn.heartbeat_missed", "rabbitmq", Kind.HEARTBEAT_MISSED_CLIENT,
+              "issed heartbeats from client", RABBIT_READER, versions="3.5.4+"),
+    Signature("rabbitmq.conn.closed_abruptly", "rabbitmq", Kind.CLIENT_CLOSED_ABRUPTLY,
+              "client unexpectedly closed TCP connection", RABBIT_READER, versions="3.6+"),
+    Signature("rabbitmq.conn.closed_abruptly_old", "rabbitmq", Kind.CLIENT_CLOSED_ABRUPTLY,
+              "connection_closed_abruptly", RABBIT_READER, versions="<=3.5"),
+    Signature("rabbitmq.conn.inet_error", "rabbitmq", Kind.CLIENT_CLOSED_ABRUPTLY,
+              "{inet_error,", RABBIT_READER),
+    Signature("rabbitmq.conn.socket_error", "rabbitmq", Kind.CLIENT_CLOSED_ABRUPTLY,
+              "Error on AMQP connection", RABBIT_READER, _re(r"econnreset|connection reset|etimedout|epipe")),
+    Signature("rabbitmq.auth.login_refused", "rabbitmq", Kind.AUTH_REFUSED,
+              "login refused", RABBIT_READER + " / rabbit_auth_backend_internal.erl"),
+    Signature("rabbitmq.auth.vhost_refused", "rabbitmq", Kind.ACCESS_REFUSED,
+              "access to vhost", RABBIT_READER + " / rabbit_access_control.erl",
+              _re(r"access to vhost \S+ refused")),
+    Signature("rabbitmq.auth.vhost_missing", "rabbitmq", Kind.ACCESS_REFUSED,
+              "not found", RABBIT_READER, _re(r"vhost \S+ not found|vhost_not_found")),
+    Signature("rabbitmq.auth.connection_limit", "rabbitmq", Kind.ACCESS_REFUSED,
+              "connection limit", RABBIT_READER, _re(r"connection limit \(\d+\) is reached"), versions="3.7+"),
+    Signature("rabbitmq.conn.forced", "rabbitmq", Kind.BROKER_FORCED_CLOSE,
+              "broker forced connection closure", RABBIT_READER),
+    Signature("rabbitmq.conn.forced_code", "rabbitmq", Kind.BROKER_FORCED_CLOSE,
+              "connection_forced", RABBIT_READER),
+    Signature("rabbitmq.conn.close_requested", "rabbitmq", Kind.BROKER_FORCED_CLOSE,
+              "Closing connection ", RABBIT_READER, _re(r"Closing connection \S+ because")),
+    Signature("rabbitmq.channel.consumer_timeout", "rabbitmq", Kind.CONSUMER_TIMEOUT,
+              "timed out", "rabbitmq-server deps/rabbit/src/rabbit_channel.erl",
+              _re(r"consumer ack timed out|delivery acknowledgement on channel \S+ timed out|"
+                  r"has timed out waiting (for|on) (delivery|a consumer|consumer) acknowledgement"),
+              versions="3.8.0+"),
+    Signature("rabbitmq.channel.error", "rabbitmq", Kind.CHANNEL_ERROR,
+              "hannel error", "rabbitmq-server rabbit_channel.erl / rabbit_reader.erl",
+              _re(r"Channel error on connection|channel \d+ - error")),
+    Signature("rabbitmq.channel.error_old", "rabbitmq", Kind.CHANNEL_ERROR,
+              "- error:", "rabbitmq-server src/rabbit_reader.erl (<=3.6)", _re(r"channel \d+ - error")),
+    Signature("rabbitmq.alarm.set", "rabbitmq", Kind.ALARM_SET,
+              "resource limit alarm set", "rabbitmq-server deps/rabbit/src/rabbit_alarm.erl"),
+    Signature("rabbitmq.alarm.cleared", "rabbitmq", Kind.ALARM_CLEARED,
+              "resource limit alarm cleared", "rabbitmq-server deps/rabbit/src/rabbit_alarm.erl"),
+    Signature("rabbitmq.conn.accepting", "rabbitmq", Kind.CONNECTION_ACCEPTED,
+              "accepting AMQP connection", RABBIT_READER),
+    Signature("rabbitmq.conn.closed_clean", "rabbitmq", Kind.CONNECTION_CLOSED_CLEAN,
+              "closing AMQP connection", RABBIT_READER),
+    Signature("rabbitmq.node.stopping", "rabbitmq", Kind.BROKER_STOP,
+              "asked to stop", "rabbitmq-server deps/rabbit/src/rabbit.erl"),
+    Signature("rabbitmq.node.stopping_app", "rabbitmq", Kind.BROKER_STOP,
+              "Stopping RabbitMQ", "rabbitmq-server deps/rabbit/src/rabbit.erl"),
+    Signature("rabbitmq.node.started", "rabbitmq", Kind.BROKER_START,
+              "Server startup complete", "rabbitmq-server deps/rabbit/src/rabbit.erl", versions="3.7+"),
+    Signature("rabbitmq.node.started_old", "rabbitmq", Kind.BROKER_START,
+              "Server startup complete", "rabbitmq-server src/rabbit.erl (boot banner)"),
+    # --- Redis server (side: broker) -------------------------------------------------------------
+    Signature("redis.client.idle_timeout", "redis", Kind.SERVER_CLOSED_IDLE,
+              "Closing idle client", "redis src/timeout.c (verbose)"),
+    Signature("redis.client.output_buffer_limit", "redis", Kind.SERVER_CLOSED_LIMIT,
+              "output buffer limits", "redis src/networking.c"),
+    Signature("redis.client.query_buffer_limit", "redis", Kind.SERVER_CLOSED_LIMIT,
+              "max query buffer", "redis src/networking.c"),
+    Signature("redis.client.evicted", "redis", Kind.SERVER_CLOSED_LIMIT,
+              "Evicting client", "redis src/networking.c", versions="7.0+"),
+    Signature("redis.client.read_error", "redis", Kind.CLIENT_CLOSED_ABRUPTLY,
+              "Reading from client", "redis src/networking.c (verbose)"),
+    Signature("redis.client.closed", "redis", Kind.CONNECTION_CLOSED_CLEAN,
+              "Client closed connection", "redis src/networking.c (verbose)"),
+    Signature("redis.client.accepted", "redis", Kind.CONNECTION_ACCEPTED,
+              "Accepted ", "redis src/networking.c (verbose)", _re(r"Accepted (\d|\[|/)")),
+    Signature("redis.server.shutdown", "redis", Kind.BROKER_STOP,
+              "shutdown", "redis src/server.c", _re(r"scheduling shutdown|User requested shutdown")),
+    Signature("redis.server.exit", "redis", Kind.BROKER_STOP,
+              "ready to exit, bye bye", "redis src/server.c"),
+    Signature("redis.server.ready", "redis", Kind.BROKER_START,
+              "Ready to accept connections", "redis src/server.c", versions="4.0+"),
+    Signature("redis.server.started", "redis", Kind.BROKER_START,
+              "Server started, Redis version", "redis src/redis.c", versions="<=3.2"),
+    Signature("redis.repl.master_lost", "redis", Kind.FAILOVER,
+              "Connection with master lost", "redis src/replication.c"),
+    Signature("redis.repl.master_mode", "redis", Kind.FAILOVER,
+              "MASTER MODE enabled", "redis src/replication.c"),
+    Signature("redis.sentinel.switch_master", "redis", Kind.FAILOVER,
+              "+switch-master", "redis src/sentinel.c"),
+)
+
+FAMILY_SIGNATURES: dict[str, tuple[Signature, ...]] = {
+    family: tuple(s for s in SIGNATURES if s.family == family) for family in ("celery", "rabbitmq", "redis")
+}
+
+# Task lines: counted for the load curve and looked back at from each failure, never returned.
+TASK_LITERALS = (b"] received", b"Received task", b" succeeded in ", b"] raised ")
+
+# The last traceback line names what broke; these tell a connection error from any other.
+CONNECTION_ERROR = re.compile(
+    r"(ConnectionResetError|ConnectionRefusedError|BrokenPipeError|ConnectionAbortedError|"
+    r"ConnectionForced|RecoverableConnectionError|AccessRefused|OperationalError|socket\.timeout|"
+    r"TimeoutError|redis\.exceptions\.\w*Error|ConnectionError|SSLError|OSError|IOError|"
+    r"Too many heartbeats|reset by peer|Broken pipe|Socket closed|Connection refused|"
+    r"Server unexpectedly closed|Connection closed by server|Bad frame read)")
+
+
+def match(family: str, text: str) -> Signature | None:
+    """The first catalogue entry of ``family`` that matches a record's text."""
+    for sig in FAMILY_SIGNATURES.get(family, ()):
+        if sig.literal in text and (sig.pattern is None or sig.pattern.search(text)):
+            return sig
+    return None
+
+
+def literals(family: str) -> tuple[bytes, ...]:
+    """The byte strings the fast scan looks for in a source of ``family``."""
+    found = {s.literal.encode() for s in FAMILY_SIGNATURES.get(family, ())}
+    if family == "celery":
+        found |= {b"Traceback (most recent call last)"}
+    return tuple(sorted(found))

@@ -1,0 +1,123 @@
+"""Open an input (plain, .gz, stdin), sniff its family and collector prefix, stream it."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import sys
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from celery_doctor.ingest import formats
+from celery_doctor.ingest.interface import IngestError
+from celery_doctor.ingest.reader import CHUNK, family_of, strip_prefix
+
+SNIFF_BYTES = 256 * 1024
+FAMILIES = ("celery", "rabbitmq", "redis", "json")
+
+
+def open_binary(path: str) -> tuple[BinaryIO, int]:
+    """(stream, size or 0) for a path or '-'; raises IngestError with a readable reason."""
+    if path == "-":
+        return sys.stdin.buffer, 0
+    file = Path(path)
+    if file.is_dir():
+        raise IngestError(f"{path}: is a directory (give the files inside, or use diagnose --logs DIR)")
+    try:
+        handle: BinaryIO = file.open("rb")
+        size = file.stat().st_size
+    except FileNotFoundError:
+        raise IngestError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read ({exc.strerror})") from None
+    magic = handle.read(2)
+    handle.seek(0)
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=handle, mode="rb"), size  # type: ignore[return-value]
+    return handle, size
+
+
+def chunks(stream: BinaryIO, first: bytes, warnings: list[str]) -> Iterator[bytes]:
+    """Chunks that end at a line boundary; a truncated .gz yields what it could and warns."""
+    carry = first
+    while True:
+        try:
+            block = stream.read(CHUNK)
+        except (EOFError, OSError, zlib.error) as exc:
+            warnings.append(f"compressed data ends early ({exc.__class__.__name__}): read up to the break")
+            block = b""
+        if not block:
+            if carry:
+                yield carry if carry.endswith(b"\n") else carry + b"\n"
+            return
+        data = carry + block
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:  # one enormous line: keep reading, but never hold more than 4 chunks of it
+            carry = data if len(data) < 4 * CHUNK else data[-CHUNK:]
+            continue
+        carry = data[cut:]
+        yield data[:cut]
+
+
+def read_head(stream: BinaryIO, warnings: list[str]) -> bytes:
+    try:
+        return stream.read(SNIFF_BYTES)
+    except (EOFError, OSError, zlib.error) as exc:
+        warnings.append(f"compressed data ends early ({exc.__class__.__name__})")
+        return b""
+
+
+def looks_binary(head: bytes) -> bool:
+    if not head:
+        return False
+    sample = head[:8192]
+    return sample.count(b"\x00") > 0 or sum(b < 9 or 13 < b < 32 for b in sample) > len(sample) * 0.1
+
+
+def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | None]:
+    """(family, prefix) for the first lines of a file; family 'multi' for interleaved services."""
+    lines = [ln for ln in head.decode("utf-8", errors="replace").splitlines()[:400] if ln.strip()]
+    if not lines:
+        return None, None
+    prefix = None
+    for name, pattern in formats.PREFIXES.items():
+        if sum(bool(pattern.match(ln)) for ln in lines) >= max(1, 0.6 * len(lines)):
+            prefix = name
+            break
+    stripped = [strip_prefix(ln, prefix) for ln in lines]
+    if hint:
+        return hint, prefix
+    if sum(ln.lstrip().startswith("{") for ln, _, _ in stripped) >= max(1, 0.6 * len(stripped)):
+        return "json", prefix
+    votes: dict[str, int] = {}
+    services: dict[str, set[str]] = {}
+    for line, service, _ in stripped:
+        family = family_of(line, year)
+        if family:
+            votes[family] = votes.get(family, 0) + 1
+            services.setdefault(family, set()).add(service or "")
+    if not votes:
+        return None, prefix
+    if prefix == "docker-compose" and len(votes) > 1:
+        return "multi", prefix
+    return max(votes, key=lambda f: votes[f]), prefix
+
+
+def default_year(path: str) -> tuple[int, bool]:
+    """The year for Redis lines that carry none: the file's mtime year (and say it was guessed)."""
+    try:
+        return datetime.fromtimestamp(Path(path).stat().st_mtime, tz=UTC).year, True
+    except OSError:
+        return datetime.now(tz=UTC).year, True
+
+
+def text_lines(rest: Iterator[bytes]) -> Iterator[tuple[int, str]]:
+    """Numbered decoded lines (for the small JSON sources)."""
+    number = 0
+    for block in rest:
+        for raw in io.BytesIO(block):
+            number += 1
+            yield number, raw.decode("utf-8", errors="replace").rstrip("\r\n")
