@@ -33,8 +33,7 @@ CONTEXT = {Kind.BROKER_STOP, Kind.BROKER_START, Kind.ALARM_SET, Kind.FAILOVER,
            Kind.WORKER_SHUTDOWN, Kind.PROXY_HEAL, Kind.BLOCKED}
 GAP_S = 5.0  # events closer than this belong to the same failure
 CONTEXT_BEFORE_S = 30.0
-STARTUP_S = 5.0  # a failure this soon after the first connect is still part of startup
-IDLE_MIN_S = 5.0  # silence at least this long before a failure counts as idle
+IDLE_MIN_S = 2.0  # no task for this long before a failure (and none running) counts as idle
 REGULAR_CV = 0.25  # intervals varying less than this (std/mean) make a period
 
 # Error families, from the exception text the client logged (last traceback line).
@@ -101,7 +100,7 @@ def detect(timeline: Timeline) -> IncidentSet:
     for number, draft in enumerate(drafts, 1):
         closed_by, reason, confidence = _verdict(draft, timeline)
         uptime, idle = _uptime_and_idle(draft, last_connect)
-        phase = _phase(draft, first_connect, uptime, idle)
+        phase = _phase(draft, timeline, first_connect, idle)
         outage = (draft.reconnected_at - draft.first).total_seconds() if draft.reconnected_at else None
         incidents.append(Incident(
             id=number, events=draft.context + draft.events, closed_by=closed_by, phase=phase,
@@ -265,8 +264,7 @@ def _parse_ts(value: Any) -> datetime | None:
     return None
 
 
-def _phase(draft: _Draft, first_connect: dict[str, datetime], uptime: float | None,
-           idle: float | None) -> Phase:
+def _phase(draft: _Draft, timeline: Timeline, first_connect: dict[str, datetime], idle: float | None) -> Phase:
     kinds = {e.kind for e in draft.events}
     if kinds & {Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.TLS_ERROR}:
         return Phase.STARTUP
@@ -275,11 +273,10 @@ def _phase(draft: _Draft, first_connect: dict[str, datetime], uptime: float | No
     client = next((e for e in draft.events if e.side == Side.CLIENT), None)
     if client is not None:
         first = first_connect.get(client.source)
-        if first is None or client.ts < first:
-            return Phase.STARTUP  # never connected yet
-        if uptime is not None and (client.ts - first).total_seconds() <= STARTUP_S:
-            return Phase.STARTUP
-        if client.detail.get("running_tasks"):
+        ready = next((e.ts for e in timeline.events if e.source == client.source and e.kind == Kind.WORKER_READY), None)
+        if first is None or client.ts < first or (ready is not None and client.ts < ready):
+            return Phase.STARTUP  # never connected yet, or failed before the worker was ready
+        if running_task_age(draft.events, draft.first) is not None:
             return Phase.LOAD
         if idle is not None and idle >= IDLE_MIN_S:
             return Phase.IDLE
@@ -288,7 +285,25 @@ def _phase(draft: _Draft, first_connect: dict[str, datetime], uptime: float | No
         return Phase.UNKNOWN
     if any(e.detail.get("state") in ("starting", "opening", "securing", "tuning") for e in draft.events):
         return Phase.STARTUP
+    if kinds == {Kind.CLIENT_CLOSED_ABRUPTLY} and any(
+            timeline.covers(s, draft.first) for s in {e.source for e in timeline.events if e.side == Side.CLIENT}):
+        return Phase.SHUTDOWN  # not the worker (its log says nothing): a process that exited
     return Phase.UNKNOWN
+
+
+def running_task_age(events: list[Event], at: datetime) -> float | None:
+    """Seconds the oldest task had been running at ``at``, from the client events' look-back."""
+    ages = []
+    for e in events:
+        for task in e.detail.get("running_tasks") or []:
+            since = _parse_ts(task.get("since"))
+            if since is not None and since <= at:
+                ages.append((at - since).total_seconds())
+        for task in e.detail.get("recent_long_tasks") or []:
+            since, until = _parse_ts(task.get("since")), _parse_ts(task.get("until"))
+            if since is not None and until is not None and since <= at <= until:
+                ages.append((at - since).total_seconds())
+    return max(ages) if ages else None
 
 
 def _set_periods(incidents: list[Incident]) -> None:

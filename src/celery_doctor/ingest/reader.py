@@ -26,6 +26,7 @@ LOOKBACK_TASKS = 1000
 LOAD_WINDOW_S = 60.0
 MAX_BUCKETS = 400
 
+RUNTIME = re.compile(r" succeeded in (\d+(?:\.\d+)?)s")
 TASK_ID = re.compile(r"(?:Task |Received task: )([\w.:\-]+)\[([0-9a-fA-F\-]{8,})\]")
 ERRNO = re.compile(r"(?:Errno |\(|Error )(\d{2,3})\b")
 PEER = re.compile(r"\(?(\[?[0-9a-fA-F.:]+\]?:\d+) -> (\[?[0-9a-fA-F.:]+\]?:\d+)")
@@ -250,6 +251,9 @@ class Scanner:
     def _error(lines: list[str], message: str, family: str) -> str | None:
         if family != "celery":
             return None
+        connect = re.search(r"Cannot connect to \S+?: (.+?)\.*$", lines[0])
+        if connect:  # the reason is on the first line; the rest says when it retries
+            return connect.group(1)
         if len(lines) > 1:
             last = next((ln.strip() for ln in reversed(lines[1:]) if ln.strip()), "")
             if last and not last.startswith(("File ", "^", "~")):
@@ -257,12 +261,12 @@ class Scanner:
         m = re.search(r"\(([A-Z]\w+(?:Error|Exception|Refused|Forced|Closed)\(.*\))\)\s*$", lines[0])
         if m:
             return m.group(1)
-        m = re.search(r"Cannot connect to \S+: (.+?)\.?$", message.split("\n")[0])
-        return m.group(1) if m else None
+        return None
 
     # -- task activity -------------------------------------------------------------------------
-    def _task_lines_before(self, buf: bytes, pos: int) -> Iterator[tuple[datetime, str, str, str]]:
-        """(ts, 'received'|'done', task id, name), newest first, up to LOOKBACK_TASKS lines."""
+    def _task_lines_before(self, buf: bytes, pos: int
+                           ) -> Iterator[tuple[datetime, str, str, str, float | None]]:
+        """(ts, 'received'|'done', task id, name, runtime), newest first, up to LOOKBACK_TASKS lines."""
         nexts = {lit: buf.rfind(lit, 0, pos) for lit in signatures.TASK_LITERALS}
         for _ in range(LOOKBACK_TASKS):
             lit, at = max(nexts.items(), key=lambda kv: kv[1])
@@ -276,20 +280,28 @@ class Scanner:
             if head is None or m is None:
                 continue
             state = "received" if lit in (b"] received", b"Received task") else "done"
-            yield head.ts, state, m.group(2), m.group(1)
+            runtime = RUNTIME.search(line)
+            yield head.ts, state, m.group(2), m.group(1), float(runtime.group(1)) if runtime else None
 
     def _task_context(self, buf: bytes, pos: int, ts: datetime) -> dict[str, Any]:
+        """What the worker was doing before this event: last activity, recent load, and the
+        tasks that were running (still, or until just now: a broker may have closed earlier)."""
         last: datetime | None = None
         recent = 0
-        done: set[str] = set()
+        done: dict[str, tuple[datetime, float | None]] = {}
         running: list[dict[str, str]] = []
+        long_tasks: list[dict[str, str]] = []
         window = ts - timedelta(seconds=LOAD_WINDOW_S)
-        for task_ts, state, task_id, name in self._task_lines_before(buf, pos):
+        for task_ts, state, task_id, name, runtime in self._task_lines_before(buf, pos):
             last = last or task_ts
             if task_ts >= window:
                 recent += 1
             if state == "done":
-                done.add(task_id)
+                done.setdefault(task_id, (task_ts, runtime))
+                if runtime and runtime >= 1.0 and len(long_tasks) < 5:
+                    since = task_ts - timedelta(seconds=runtime)
+                    long_tasks.append({"name": name, "id": task_id, "since": since.isoformat(),
+                                       "until": task_ts.isoformat()})
             elif task_id not in done:
                 running.append({"name": name, "id": task_id, "since": task_ts.isoformat()})
         last = last or self.state.last_task
@@ -298,6 +310,8 @@ class Scanner:
             out["last_activity_ts"] = last.isoformat()
         if running:
             out["running_tasks"] = running[:5]
+        if long_tasks:
+            out["recent_long_tasks"] = long_tasks
         return out
 
     def _activity(self, chunk: bytes) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
-from celery_doctor.incidents import error_family
+from celery_doctor.incidents import error_family, running_task_age
 from celery_doctor.model import (
     Category,
     ClosedBy,
@@ -249,16 +248,8 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
 
 
 def _running_task(incident: Incident) -> float | None:
-    """Age in seconds of the oldest task running at the client's first event, if any."""
-    for e in incident.events:
-        for task in e.detail.get("running_tasks") or []:
-            since = task.get("since")
-            if since:
-                try:
-                    return (e.ts - datetime.fromisoformat(since)).total_seconds()
-                except ValueError:
-                    continue
-    return None
+    """Age in seconds of the oldest task running when the incident began, if any."""
+    return running_task_age(incident.events, incident.ts)
 
 
 def broker_restart(ctx: LogContext) -> Iterable[Finding]:
