@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from celery_doctor.model import DoctorError
 from celery_doctor.pipeline import analyse_logs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,10 +23,14 @@ def main() -> int:
     rows = []
     for case in sorted(p for p in cases_dir.iterdir() if (p / "case.json").exists()):
         truth = json.loads((case / "case.json").read_text())
-        logs = sorted(str(p) for p in (case / "logs").glob("*")) if (case / "logs").is_dir() else []
+        logs = sorted(str(p) for p in (case / "logs").glob("*") if not p.name.startswith("."))
         if not logs:
             continue
-        report = analyse_logs(logs)
+        try:
+            report = analyse_logs(logs)
+        except DoctorError as exc:
+            rows.append(f"ERR {case.name[:44]:44} {exc}")
+            continue
         top = report.findings[0].category.value if report.findings else "-"
         closed = ",".join(sorted({i.closed_by.value for i in report.incidents})) or "-"
         phase = ",".join(sorted({i.phase.value for i in report.incidents})) or "-"

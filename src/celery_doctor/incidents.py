@@ -47,6 +47,7 @@ ERROR_FAMILIES = (
     ("refused", re.compile(r"Connection refused|Errno 111\b|ECONNREFUSED|\b111\b.*refused", re.I)),
     ("dns", re.compile(r"Name or service not known|nodename nor servname|getaddrinfo|"
                        r"Temporary failure in name resolution|Errno -[23]\b", re.I)),
+    ("unreachable", re.compile(r"No route to host|Errno 113\b|Network is unreachable|Errno 101\b", re.I)),
     ("reset", re.compile(r"reset by peer|Errno 104\b|ECONNRESET|\(104,|10054", re.I)),
     ("broken_pipe", re.compile(r"Broken pipe|Errno 32\b|EPIPE|\(32,", re.I)),
     ("eof", re.compile(r"Server unexpectedly closed|Connection closed by server|Socket closed|"
@@ -57,7 +58,7 @@ ERROR_FAMILIES = (
 
 def error_family(event: Event) -> str | None:
     """The failure family of a client event ('reset', 'eof', 'auth', ...), None if unknown."""
-    text = event.error or event.text
+    text = f"{event.error or ''}\n{event.text}"
     for name, pattern in ERROR_FAMILIES:
         if pattern.search(text):
             return name
@@ -90,17 +91,13 @@ class IncidentSet:
 
 def detect(timeline: Timeline) -> IncidentSet:
     drafts = _group(timeline)
-    first_connect: dict[str, datetime] = {}
-    for e in timeline.events:
-        if e.kind == Kind.CONNECTED and e.side == Side.CLIENT:
-            first_connect.setdefault(e.source, e.ts)
     last_connect = _last_connect_index(timeline)
 
     incidents = []
     for number, draft in enumerate(drafts, 1):
         closed_by, reason, confidence = _verdict(draft, timeline)
         uptime, idle = _uptime_and_idle(draft, last_connect)
-        phase = _phase(draft, timeline, first_connect, idle)
+        phase = _phase(draft, timeline, idle)
         outage = (draft.reconnected_at - draft.first).total_seconds() if draft.reconnected_at else None
         incidents.append(Incident(
             id=number, events=draft.context + draft.events, closed_by=closed_by, phase=phase,
@@ -207,7 +204,10 @@ def _verdict(draft: _Draft, timeline: Timeline) -> tuple[ClosedBy, str, float]:
         return ClosedBy.CLIENT, "the client closed after missing the broker's heartbeats", 0.7
     if "timeout" in families:
         return ClosedBy.NETWORK, "the client's socket timed out: the path stopped carrying packets", 0.6
-    if "refused" in families or "dns" in families:
+    if families & {"refused", "dns", "unreachable"}:
+        if draft.reconnected_at is not None and _was_connected(draft, timeline):
+            return (ClosedBy.BROKER, "the broker went away (refused or unresolvable) and came back: "
+                    "a restart or failover", 0.5)
         return ClosedBy.UNKNOWN, "the client could not reach the broker (refused / name lookup)", 0.5
     if "tls" in families or kinds[Kind.TLS_ERROR]:
         return ClosedBy.UNKNOWN, "the TLS layer failed; broker or TLS proxy", 0.4
@@ -219,6 +219,26 @@ def _verdict(draft: _Draft, timeline: Timeline) -> tuple[ClosedBy, str, float]:
             return ClosedBy.BROKER, "the peer closed the socket in order (EOF/FIN): the broker or a proxy", 0.4
         return ClosedBy.UNKNOWN, "the client saw a reset; without the broker's log either side could have cut it", 0.3
     return ClosedBy.UNKNOWN, "the logs do not say which side closed the connection", 0.2
+
+
+def _was_connected(draft: _Draft, timeline: Timeline) -> bool:
+    """Whether the client had been running before this outage (not a worker still starting)."""
+    client = next(e for e in draft.events if e.side == Side.CLIENT)
+    if _startup_seen(timeline, client.source, client.ts):
+        return False
+    retry = re.search(r"\((\d+)/\d+\)", client.text)
+    return retry is None or int(retry.group(1)) > 1 or any(
+        e.source == client.source and e.ts < client.ts for e in timeline.events)
+
+
+def _startup_seen(timeline: Timeline, source: str, before: datetime) -> bool:
+    """The log shows this worker starting (banner, or readiness only after ``before``)."""
+    ready = [e.ts for e in timeline.events if e.source == source and e.kind == Kind.WORKER_READY]
+    connected = [e.ts for e in timeline.events if e.source == source and e.kind == Kind.CONNECTED and e.ts < before]
+    if ready:
+        return before < ready[0]
+    info = next((s for s in timeline.sources if s.name == source), None)
+    return bool(info and info.meta.get("celery_version")) and not connected
 
 
 def _broker_source_names(timeline: Timeline) -> set[str]:
@@ -264,7 +284,7 @@ def _parse_ts(value: Any) -> datetime | None:
     return None
 
 
-def _phase(draft: _Draft, timeline: Timeline, first_connect: dict[str, datetime], idle: float | None) -> Phase:
+def _phase(draft: _Draft, timeline: Timeline, idle: float | None) -> Phase:
     kinds = {e.kind for e in draft.events}
     if kinds & {Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.TLS_ERROR}:
         return Phase.STARTUP
@@ -272,10 +292,8 @@ def _phase(draft: _Draft, timeline: Timeline, first_connect: dict[str, datetime]
         return Phase.SHUTDOWN
     client = next((e for e in draft.events if e.side == Side.CLIENT), None)
     if client is not None:
-        first = first_connect.get(client.source)
-        ready = next((e.ts for e in timeline.events if e.source == client.source and e.kind == Kind.WORKER_READY), None)
-        if first is None or client.ts < first or (ready is not None and client.ts < ready):
-            return Phase.STARTUP  # never connected yet, or failed before the worker was ready
+        if _startup_seen(timeline, client.source, client.ts):
+            return Phase.STARTUP  # the worker was still starting (not ready, or never connected)
         if running_task_age(draft.events, draft.first) is not None:
             return Phase.LOAD
         if idle is not None and idle >= IDLE_MIN_S:

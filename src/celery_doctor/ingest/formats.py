@@ -35,6 +35,8 @@ PREFIXES: dict[str, re.Pattern[str]] = {
     "journald": re.compile(r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d:?\d\d) \S+ "
                            r"(?P<svc>[\w.\-@/]+?)(?:\[\d+\])?: "),
     "kubectl": re.compile(r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) "),
+    # syslog / Papertrail: "Jun 12 06:16:56 app/worker.1:  " (no year, no zone: the inner line's time wins)
+    "syslog": re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d (?:\S+ )?(?P<svc>[\w.\-/]+?)(?:\[\d+\])?: +"),
 }
 
 

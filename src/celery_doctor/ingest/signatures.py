@@ -48,6 +48,10 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature("celery.worker.unrecoverable_auth", "celery", Kind.AUTH_REFUSED,
               "Unrecoverable error", "celery celery/worker/worker.py",
               _re(r"Unrecoverable error.*(AccessRefused|ACCESS_REFUSED|login refused|\(403\))")),
+    Signature("celery.worker.unrecoverable_connection", "celery", Kind.CONNECTION_LOST,
+              "Unrecoverable error", "celery celery/worker/worker.py",
+              _re(r"Unrecoverable error: \w*(OperationalError|ConnectionError|ConnectionReset|BrokenPipe|"
+                  r"RecoverableConnectionError|ConnectionForced|socket\.timeout|OSError|IOError)")),
     Signature("celery.beat.connection_error", "celery", Kind.CONNECTION_LOST,
               "beat: Connection error", "celery celery/beat.py", versions="3.1+"),
     Signature("kombu.ensure.connection_error", "celery", Kind.CONNECTION_LOST,

@@ -256,10 +256,10 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
     hits = [i for i in ctx.incidents if any(
         e.kind in (Kind.BROKER_FORCED_CLOSE, Kind.BROKER_STOP, Kind.FAILOVER) or error_family(e) == "forced"
         for e in i.events)]
-    # Redis: the server closed every client in order, then refused connections, then came back
-    redis_restarts = [i for i in ctx.incidents if i not in hits and i.outage_s and any(
-        error_family(e) in ("eof", "refused") for e in i.events if e.side == Side.CLIENT)
-        and any(error_family(e) == "refused" for e in i.events if e.side == Side.CLIENT)]
+    # no broker log: the broker stopped answering (refused, unresolvable) and came back
+    redis_restarts = [i for i in ctx.incidents if i not in hits and i.outage_s and i.phase != Phase.STARTUP
+                      and i.closed_by == ClosedBy.BROKER
+                      and any(error_family(e) in ("refused", "dns", "unreachable") for e in i.events)]
     hits += redis_restarts
     if not hits:
         return []
