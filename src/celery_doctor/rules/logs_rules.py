@@ -53,6 +53,9 @@ def context_for(timeline: Timeline, incidents: list[Incident]) -> LogContext:
     hb = [e.detail["timeout_s"] for e in timeline.events
           if e.kind == Kind.HEARTBEAT_MISSED_CLIENT and e.detail.get("timeout_s")]
     transport = str(meta.get("transport") or "")
+    client_text = "\n".join(e.text for e in timeline.events if e.side == Side.CLIENT and e.kind != Kind.OTHER)
+    if not transport and ("redis/" in client_text or "redis.exceptions" in client_text or "redis://" in client_text):
+        transport = "redis"
     if not transport:
         broker_formats = {s.format for s in timeline.sources}
         transport = "redis" if any("redis" in f for f in broker_formats) else (
@@ -310,7 +313,7 @@ def redis_timeout(ctx: LogContext) -> Iterable[Finding]:
     server = [i for i in ctx.incidents if any(e.kind == Kind.SERVER_CLOSED_IDLE for e in i.events)]
     # without the server log: orderly closes of idle Redis connections point at `timeout`
     client = [i for i in ctx.incidents if ctx.transport == "redis" and i not in server
-              and i.phase == Phase.IDLE and i.closed_by in (ClosedBy.BROKER, ClosedBy.UNKNOWN)
+              and i.phase in (Phase.IDLE, Phase.UNKNOWN) and i.closed_by in (ClosedBy.BROKER, ClosedBy.UNKNOWN)
               and any(error_family(e) == "eof" for e in i.events)]
     hits = server + client
     if not hits:
@@ -329,7 +332,7 @@ def redis_timeout(ctx: LogContext) -> Iterable[Finding]:
                 snippet=snippet({"broker_transport_options": "{'health_check_interval': 10}"},
                                 ctx.celery_version),
                 verify="celery-doctor broker redis://HOST:6379/0"),
-        confidence=0.9 if server else 0.5,
+        confidence=0.9 if server else (0.5 if all(i.phase == Phase.IDLE for i in client) else 0.4),
     )]
 
 
@@ -398,21 +401,35 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
     clients = [s.name for s in ctx.timeline.sources
                if any(e.source == s.name and e.side == Side.CLIENT for e in ctx.timeline.events)]
     watched = [i for i in hits if any(ctx.timeline.covers(name, i.ts) for name in clients)]
-    confidence = 0.75 if watched else 0.45
-    return [Finding(
+    findings = []
+    if len(watched) < len(hits):
+        # without the client's log a short-lived publisher and a network cut look the same
+        findings.append(Finding(
+            category=Category.UNKNOWN, severity=Severity.MEDIUM,
+            title="Clients dropped connections without closing; the client side is not in the logs",
+            explanation=(f"The broker logged {len(hits) - len(watched)} connection(s) closed without an AMQP "
+                         "close while no client log covers those moments. Short-lived publishers that exit "
+                         "without closing, a middlebox cutting flows, and crashing clients all look like this "
+                         "from the broker. Add the worker's or the publishing application's log for the same "
+                         "window to tell them apart."),
+            evidence=_evidence(_events(i for i in hits if i not in watched)),
+            confidence=0.3,
+        ))
+    findings.append(Finding(
         category=Category.BENIGN_CLIENT_DISCONNECT, severity=Severity.INFO,
         title="Clients that exit without closing their connection",
         explanation=(
             f"The broker logged {len(hits)} connection(s) closed without an AMQP close, and "
             + ("the worker log shows no failure at those moments: " if watched else
-               "no client log covers those moments: ")
-            + "typically short-lived publishers (scripts, web requests, cron jobs) that exit "
-            "without closing. The broker only warns; nothing is lost."),
+               "no client log covers those moments; if they come from ")
+            + "short-lived publishers (scripts, web requests, cron jobs) that exit without closing, "
+            "the broker only warns and nothing is lost."),
         evidence=_evidence(_events(hits)),
         fix=Fix(text="Close connections (or use `with app.connection_for_write()` / "
                      "`app.pool.acquire()`) in short-lived publishers; otherwise ignore these warnings."),
-        confidence=confidence,
-    )]
+        confidence=0.75 if watched and len(watched) == len(hits) else 0.35,
+    ))
+    return findings
 
 
 RULES: tuple[Rule, ...] = (idle_cut, path_loss, heartbeat_silence, broker_restart, auth,
