@@ -24,7 +24,8 @@ ANCHORS = {
                   Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.TLS_ERROR},
     Side.BROKER: {Kind.HEARTBEAT_MISSED_CLIENT, Kind.CLIENT_CLOSED_ABRUPTLY,
                   Kind.BROKER_FORCED_CLOSE, Kind.SERVER_CLOSED_IDLE, Kind.SERVER_CLOSED_LIMIT,
-                  Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.CONSUMER_TIMEOUT, Kind.TLS_ERROR},
+                  Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.CONSUMER_TIMEOUT, Kind.TLS_ERROR,
+                  Kind.CHANNEL_ERROR},
     Side.PROXY: {Kind.PROXY_CUT, Kind.PROXY_BLACKHOLE, Kind.PROXY_REFUSE},
     Side.HARNESS: set(),
 }
@@ -181,6 +182,8 @@ def _verdict(draft: _Draft, timeline: Timeline) -> tuple[ClosedBy, str, float]:
         return ClosedBy.BROKER, "the broker forced the connection closed (shutdown or admin)", 0.9
     if kinds[Kind.SERVER_CLOSED_IDLE] or kinds[Kind.SERVER_CLOSED_LIMIT]:
         return ClosedBy.BROKER, "the Redis server closed the client (idle timeout or limit)", 0.9
+    if kinds[Kind.CHANNEL_ERROR]:
+        return ClosedBy.BROKER, "the broker closed the channel (or connection) after a protocol error", 0.8
     if kinds[Kind.CONSUMER_TIMEOUT]:
         return ClosedBy.BROKER, "the broker timed out waiting for a delivery acknowledgement", 0.85
     if kinds[Kind.HEARTBEAT_MISSED_CLIENT]:
