@@ -70,12 +70,12 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
             info.warnings.append("binary data, not a log: skipped")
             return None
         year = year or datetime.now(tz=UTC).year
-        family, prefix = sniff(head, hint, year)
+        family, prefix, services = sniff(head, hint, year)
         if family is None:
             info.warnings.append("unknown log format (not a Celery, RabbitMQ, Redis or JSON log): skipped")
             return None
         info.format = family + (f" ({prefix})" if prefix else "")
-        state = SourceState(info=info, family=family, prefix=prefix, year=year)
+        state = SourceState(info=info, family=family, prefix=prefix, year=year, services=services)
         if family in ("celery", "multi"):
             scan_banner(head[:65536].decode("utf-8", errors="replace"), info)
         if family == "redis" and guessed and b" 20" not in head[:4096]:

@@ -77,11 +77,12 @@ def looks_binary(head: bytes) -> bool:
     return sample.count(b"\x00") > 0 or sum(b < 9 or 13 < b < 32 for b in sample) > len(sample) * 0.1
 
 
-def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | None]:
-    """(family, prefix) for the first lines of a file; family 'multi' for interleaved services."""
+def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | None, dict[str, str]]:
+    """(family, prefix, service -> family) for the first lines of a file; family 'multi' for
+    docker-compose output that interleaves services of different families."""
     lines = [ln for ln in head.decode("utf-8", errors="replace").splitlines()[:400] if ln.strip()]
     if not lines:
-        return None, None
+        return None, None, {}
     prefix = None
     for name, pattern in formats.PREFIXES.items():
         if sum(bool(pattern.match(ln)) for ln in lines) >= max(1, 0.6 * len(lines)):
@@ -89,21 +90,21 @@ def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | N
             break
     stripped = [strip_prefix(ln, prefix) for ln in lines]
     if hint:
-        return hint, prefix
+        return hint, prefix, {}
     if sum(ln.lstrip().startswith("{") for ln, _, _ in stripped) >= max(1, 0.6 * len(stripped)):
-        return "json", prefix
+        return "json", prefix, {}
     votes: dict[str, int] = {}
-    services: dict[str, set[str]] = {}
+    services: dict[str, str] = {}
     for line, service, _ in stripped:
         family = family_of(line, year)
         if family:
             votes[family] = votes.get(family, 0) + 1
-            services.setdefault(family, set()).add(service or "")
+            services.setdefault(service or "", family)
     if not votes:
-        return None, prefix
+        return None, prefix, {}
     if prefix == "docker-compose" and len(votes) > 1:
-        return "multi", prefix
-    return max(votes, key=lambda f: votes[f]), prefix
+        return "multi", prefix, services
+    return max(votes, key=lambda f: votes[f]), prefix, services
 
 
 def default_year(path: str) -> tuple[int, bool]:
