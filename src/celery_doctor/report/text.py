@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from datetime import datetime
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from celery_doctor.model import Finding, Incident, Report, Severity
+from celery_doctor.model import Finding, Incident, Kind, Report, Severity
 from celery_doctor.report.interface import Renderer
 
 SEVERITY_STYLE = {
@@ -71,16 +72,77 @@ def incidents_table(report: Report, limit: int = 30) -> Table:
     return table
 
 
+def evidence_line(text: str, limit: int = 220) -> str:
+    """First line of a record, plus its last line when that is where the reason is."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    shown = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+# what each event kind looks like on the timeline strip (most telling first)
+STRIP_MARKS = (
+    ({Kind.PROXY_CUT, Kind.PROXY_BLACKHOLE}, "#"),
+    ({Kind.CONNECTION_LOST, Kind.HEARTBEAT_MISSED_BROKER, Kind.CANNOT_CONNECT, Kind.AUTH_REFUSED}, "x"),
+    ({Kind.HEARTBEAT_MISSED_CLIENT, Kind.CLIENT_CLOSED_ABRUPTLY, Kind.BROKER_FORCED_CLOSE, Kind.SERVER_CLOSED_IDLE,
+      Kind.SERVER_CLOSED_LIMIT, Kind.ACCESS_REFUSED, Kind.CONSUMER_TIMEOUT, Kind.CHANNEL_ERROR}, "!"),
+    ({Kind.BROKER_STOP, Kind.BROKER_START, Kind.ALARM_SET, Kind.FAILOVER}, "B"),
+    ({Kind.CONNECTED, Kind.CONNECTION_ACCEPTED}, "+"),
+)
+
+
+def timeline_strip(report: Report, width: int) -> Text | None:
+    """One row per source: x client-side failure, ! broker-side close, # proxy cut, + (re)connect,
+    B broker stop/start/alarm, - task activity."""
+    if not report.events:
+        return None
+    start, end = report.events[0].ts, report.events[-1].ts
+    span = max((end - start).total_seconds(), 1.0)
+    names = [s.name for s in report.sources if any(e.source == s.name for e in report.events)] or \
+        sorted({e.source for e in report.events})
+    label = min(28, max(len(n) for n in names))
+    cols = max(20, width - label - 4)
+    out = Text(f"Timeline {start:%Y-%m-%d %H:%M:%S} .. {end:%H:%M:%S} UTC "
+               "(x client failure, ! broker close, # proxy cut, + connect, B broker, - tasks)\n", style="bold")
+    activity = report.data.get("activity", {}) if isinstance(report.data.get("activity"), dict) else {}
+    for name in names:
+        row = [" "] * cols
+        for a, b, _count in activity.get(name, []):
+            for col in (_col(start, span, cols, a), _col(start, span, cols, b)):
+                if col is not None:
+                    row[col] = "-"
+        for marks, char in reversed(STRIP_MARKS):
+            for e in report.events:
+                if e.source == name and e.kind in marks:
+                    col = _col(start, span, cols, e.ts.isoformat())
+                    if col is not None:
+                        row[col] = char
+        short = name if len(name) <= label else "…" + name[-(label - 1):]
+        out.append(f"{short:>{label}} |{''.join(row)}|\n")
+    return out
+
+
+def _col(start: datetime, span: float, cols: int, when: str) -> int | None:
+    try:
+        ts = datetime.fromisoformat(when)
+    except ValueError:
+        return None
+    return min(cols - 1, max(0, int((ts - start).total_seconds() / span * (cols - 1))))
+
+
 def finding_panel(finding: Finding) -> Panel:
     body: list[RenderableType] = [Text(finding.explanation)]
     if finding.evidence:
         body.append(Text("\nEvidence:", style="bold"))
         for ev in finding.evidence[:6]:
-            body.append(Text(f"  {ev.source}:{ev.line}  {ev.text.splitlines()[0][:160]}"))
+            body.append(Text(f"  {ev.source}:{ev.line}  {evidence_line(ev.text)}"))
+        if len(finding.evidence) > 6:
+            body.append(Text(f"  ... {len(finding.evidence) - 6} more (--format json)", style="dim"))
     if finding.contradicting:
         body.append(Text("\nAgainst:", style="bold"))
         for ev in finding.contradicting[:3]:
-            body.append(Text(f"  {ev.source}:{ev.line}  {ev.text.splitlines()[0][:160]}"))
+            body.append(Text(f"  {ev.source}:{ev.line}  {evidence_line(ev.text)}"))
     if finding.fix:
         body.append(Text("\nFix: ", style="bold green") + Text(finding.fix.text))
         if finding.fix.snippet:
@@ -94,8 +156,17 @@ def finding_panel(finding: Finding) -> Panel:
     return Panel(Group(*body), title=title, title_align="left")
 
 
+def _plain(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
 def summary_text(report: Report) -> Text:
-    parts = [f"{k.replace('_', ' ')}: {v}" for k, v in report.summary.items() if v not in (None, {}, [])]
+    parts = [f"{k.replace('_', ' ')}: {_plain(v)}" for k, v in report.summary.items()
+             if v not in (None, {}, []) and k != "events_by_kind"]
     return Text(" | ".join(parts))
 
 
@@ -106,31 +177,36 @@ class TextRenderer(Renderer):
                           highlight=False, soft_wrap=False)
         for warning in report.warnings:
             console.print(Text(f"warning: {warning}", style="yellow"))
-        if report.sources:
-            console.print(sources_table(report))
         for section in SECTIONS.get(report.command, lambda r: [])(report):
             console.print(section)
-        if report.incidents:
-            console.print(incidents_table(report))
         if report.summary:
             console.print(summary_text(report))
-        if report.findings:
-            console.print(Text("Findings", style="bold underline"))
-            for finding in report.findings:
-                console.print(finding_panel(finding))
-        else:
+        # the answer first: the top causes in full, the rest one line each
+        for finding in report.findings[:3]:
+            console.print(finding_panel(finding))
+        for finding in report.findings[3:]:
+            console.print(Text(f"  also: {finding.severity.value} {finding.category.value} "
+                               f"({finding.confidence:.0%}) {finding.title}"))
+        if not report.findings:
             console.print(Text("No findings.", style="green"))
+        strip = timeline_strip(report, width)
+        if strip is not None:
+            console.print(strip)
+        if report.incidents:
+            console.print(incidents_table(report))
+        if report.sources:
+            console.print(sources_table(report))
         return buffer.getvalue()
 
-from celery_doctor.report.broker_text import broker_sections  # noqa: E402  (registration)
 
-SECTIONS["broker"] = broker_sections
-from celery_doctor.report.repro_text import sections as repro_sections  # noqa: E402  (registration)
+def _register() -> None:
+    """Commands with a payload of their own add a section builder (imported late: they use this module)."""
+    from celery_doctor.report.broker_text import broker_sections
+    from celery_doctor.report.config_text import config_sections
+    from celery_doctor.report.pins_text import pins_sections
+    from celery_doctor.report.repro_text import sections as repro_sections
 
-SECTIONS["repro"] = repro_sections
-from celery_doctor.report.pins_text import pins_sections  # noqa: E402  (registration)
+    SECTIONS.update(broker=broker_sections, config=config_sections, pins=pins_sections, repro=repro_sections)
 
-SECTIONS["pins"] = pins_sections
-from celery_doctor.report.config_text import config_sections  # noqa: E402  (registration)
 
-SECTIONS["config"] = config_sections
+_register()
