@@ -13,7 +13,7 @@ import pytest
 from celery_doctor.ingest import IngestError, read_logs
 from celery_doctor.model import Kind, Side
 
-from .conftest import FIXTURES
+from conftest import FIXTURES
 
 WORKER_5X = """\
 [2026-11-23 21:19:50,001: INFO/MainProcess] Connected to amqp://guest:**@rabbit:5672//

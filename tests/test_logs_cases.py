@@ -12,7 +12,7 @@ from celery_doctor.ingest import IngestError
 from celery_doctor.model import Category, ClosedBy
 from celery_doctor.pipeline import analyse_logs
 
-from .conftest import CASES
+from conftest import CASES
 
 WITH_LOGS = sorted(p for p in CASES.glob("*/logs") if any(not f.name.startswith(".") for f in p.iterdir()))
 # Cases whose pasted excerpt holds the lines that show the cause (the others lack the other side's

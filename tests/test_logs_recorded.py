@@ -14,7 +14,7 @@ import pytest
 from celery_doctor.model import Category, Kind
 from celery_doctor.pipeline import analyse_logs
 
-from .conftest import FIXTURES
+from conftest import FIXTURES
 
 RECORDINGS = sorted(p.parent for p in FIXTURES.glob("*/truth.json"))
 
