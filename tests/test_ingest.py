@@ -12,7 +12,6 @@ import pytest
 
 from celery_doctor.ingest import IngestError, read_logs
 from celery_doctor.model import Kind, Side
-
 from conftest import FIXTURES
 
 WORKER_5X = """\

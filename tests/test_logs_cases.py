@@ -11,7 +11,6 @@ import pytest
 from celery_doctor.ingest import IngestError
 from celery_doctor.model import Category, ClosedBy
 from celery_doctor.pipeline import analyse_logs
-
 from conftest import CASES
 
 WITH_LOGS = sorted(p for p in CASES.glob("*/logs") if any(not f.name.startswith(".") for f in p.iterdir()))

@@ -13,7 +13,6 @@ import pytest
 
 from celery_doctor.model import Category, Kind
 from celery_doctor.pipeline import analyse_logs
-
 from conftest import FIXTURES
 
 RECORDINGS = sorted(p.parent for p in FIXTURES.glob("*/truth.json"))
