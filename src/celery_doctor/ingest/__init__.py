@@ -9,6 +9,7 @@ from celery_doctor.ingest import signatures
 from celery_doctor.ingest.interface import IngestError, IngestResult
 from celery_doctor.ingest.reader import Scanner, SourceState, scan_banner, scan_json
 from celery_doctor.ingest.sources import (
+    celery_layout,
     chunks,
     default_year,
     looks_binary,
@@ -77,7 +78,10 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
         info.format = family + (f" ({prefix})" if prefix else "")
         state = SourceState(info=info, family=family, prefix=prefix, year=year, services=services)
         if family in ("celery", "multi"):
-            scan_banner(head[:65536].decode("utf-8", errors="replace"), info)
+            sample = head[:65536].decode("utf-8", errors="replace")
+            scan_banner(sample, info)
+            if family == "celery" and prefix is None:
+                info.meta["layout"] = celery_layout(sample)
         if family == "redis" and guessed and b" 20" not in head[:4096]:
             info.warnings.append(f"Redis lines carry no year: assumed {year} (the file's date)")
         if family == "json":

@@ -19,10 +19,12 @@ from celery_doctor.model import Event, Kind, Side, SourceInfo
 
 CHUNK = 16 * 1024 * 1024
 TAIL = 2 * 1024 * 1024  # kept from the previous chunk for look-back
-SLICE = 64 * 1024  # load-curve resolution before downsampling
+SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
 MAX_RECORD_LINES = 60
 MAX_TEXT = 16 * 1024
-LOOKBACK_TASKS = 1000
+HEAD_SCAN = 256 * 1024  # the start of a file is searched for the whole catalogue (banner, readiness)
+LOOKBACK_TASKS = 200
+LOOKBACK_BYTES = 256 * 1024
 LOAD_WINDOW_S = 60.0
 MAX_BUCKETS = 400
 
@@ -108,7 +110,11 @@ class Scanner:
     def __init__(self, state: SourceState) -> None:
         self.state = state
         families = ("celery", "rabbitmq", "redis") if state.family == "multi" else (state.family,)
-        self.literals = tuple(sorted({lit for f in families for lit in signatures.literals(f)}))
+        self.full_scan = signatures.scan_for(families, None)
+        self.scan = signatures.scan_for(families, state.info.meta.get("layout"))
+        self.first_chunk = True
+        # 3.1 logs "Received task: x[id]", 4.0+ "Task x[id] received"
+        self.arrival_literal = b"Received task" if state.info.meta.get("layout") == "celery-3.1" else b"] received"
         self.client_like = "celery" in families
         self.tail = b""
         self.line_base = 0  # physical line number of the first byte of the current chunk
@@ -233,7 +239,7 @@ class Scanner:
         side = Side.CLIENT if family == "celery" else Side.BROKER
         source = self.state.info.name + (f":{record.service}" if self.state.family == "multi" and record.service
                                          else "")
-        if side == Side.CLIENT and kind not in (Kind.WORKER_READY, Kind.WORKER_SHUTDOWN):
+        if side == Side.CLIENT and kind not in (Kind.WORKER_READY, Kind.WORKER_SHUTDOWN, Kind.CONNECTED):
             detail.update(self._task_context(buf, record.start, ts))
         return Event(ts=ts, source=source, line=line_no, side=side, kind=kind, text=text, peer=peer,
                      error=error, signature=sig.id if sig else "celery.traceback.connection_error",
@@ -267,13 +273,14 @@ class Scanner:
     def _task_lines_before(self, buf: bytes, pos: int
                            ) -> Iterator[tuple[datetime, str, str, str, float | None]]:
         """(ts, 'received'|'done', task id, name, runtime), newest first, up to LOOKBACK_TASKS lines."""
-        nexts = {lit: buf.rfind(lit, 0, pos) for lit in signatures.TASK_LITERALS}
+        floor = max(0, pos - LOOKBACK_BYTES)
+        nexts = {lit: buf.rfind(lit, floor, pos) for lit in signatures.TASK_LITERALS}
         for _ in range(LOOKBACK_TASKS):
             lit, at = max(nexts.items(), key=lambda kv: kv[1])
             if at < 0:
                 return
             start, end = self._line_at(buf, at)
-            nexts[lit] = buf.rfind(lit, 0, start)
+            nexts[lit] = buf.rfind(lit, floor, start)
             line, _, _ = self._split(self._decode(buf[start:end]))
             head = formats.start_celery(line)
             m = TASK_ID.search(line)
@@ -315,16 +322,20 @@ class Scanner:
         return out
 
     def _activity(self, chunk: bytes) -> None:
-        """Count task lines per slice of the chunk; each slice dated by its first record."""
-        for offset in range(0, len(chunk), SLICE):
-            end = min(len(chunk), offset + SLICE)
-            count = sum(chunk.count(lit, offset, end) for lit in signatures.TASK_LITERALS)
+        """The load curve: task arrivals per slice of the chunk, counted in a sample of each slice
+        (exact for small files) and dated by the slice's first and last task lines."""
+        arrivals = self.arrival_literal
+        slice_len = min(1024 * 1024, max(4096, len(chunk) // 16))
+        for offset in range(0, len(chunk), slice_len):
+            end = min(len(chunk), offset + slice_len)
+            sample_end = min(end, offset + SAMPLE)
+            count = chunk.count(arrivals, offset, sample_end) * (end - offset) / max(1, sample_end - offset)
             if not count:
                 continue
             first = self._first_ts(chunk, offset, end)
             last = self._last_task_ts(chunk, offset, end)
             if first and last:
-                self.state.activity.append((first, max(first, last), count))
+                self.state.activity.append((first, max(first, last), round(count)))
                 self.state.last_task = max(self.state.last_task or last, last)
 
     def _first_ts(self, chunk: bytes, start: int, end: int) -> datetime | None:
@@ -343,7 +354,7 @@ class Scanner:
         return None
 
     def _last_task_ts(self, chunk: bytes, start: int, end: int) -> datetime | None:
-        at = max(chunk.rfind(lit, start, end) for lit in signatures.TASK_LITERALS)
+        at = max(chunk.rfind(lit, max(start, end - SAMPLE), end) for lit in signatures.TASK_LITERALS)
         if at < 0:
             return None
         s, e = self._line_at(chunk, at)
@@ -354,7 +365,11 @@ class Scanner:
     # -- driving ------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
         """Scan one chunk that ends at a line boundary."""
-        hits = sorted({p for lit in self.literals for p in _find_all(chunk, lit)})
+        # the first chunk is searched for the whole catalogue (readiness), the rest with the fast scan
+        hits = [m.start() for m in self.scan.finditer(chunk)]
+        if self.first_chunk and self.full_scan is not self.scan:
+            hits = sorted(set(hits) | {m.start() for m in self.full_scan.finditer(chunk, 0, HEAD_SCAN)})
+        self.first_chunk = False
         if hits:
             buf = self.tail + chunk if self.client_like else chunk
             shift = len(buf) - len(chunk)
@@ -390,13 +405,6 @@ class Scanner:
         if self.state.out_of_order:
             self.state.info.warnings.append(
                 f"timestamps go backwards {self.state.out_of_order} time(s); events were re-sorted")
-
-
-def _find_all(chunk: bytes, literal: bytes) -> Iterator[int]:
-    pos = chunk.find(literal)
-    while pos >= 0:
-        yield pos
-        pos = chunk.find(literal, pos + len(literal))
 
 
 def downsample(buckets: list[tuple[datetime, datetime, int]]) -> list[tuple[datetime, datetime, int]]:

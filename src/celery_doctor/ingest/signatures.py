@@ -174,6 +174,20 @@ def match(family: str, text: str) -> Signature | None:
     return None
 
 
+# In Celery's default layout every connection failure is logged at WARNING or above, so one
+# regular expression with a literal prefix (": ") finds them, and the connects, in a single fast
+# pass, instead of one pass per catalogue literal.
+DEFAULT_LAYOUT_SCAN = re.compile(rb": (?:WARNING/|ERROR/|CRITICAL/|INFO/MainProcess\] Connected to )")
+
+
+def scan_for(families: tuple[str, ...], layout: object) -> re.Pattern[bytes]:
+    """One compiled search for the lines worth parsing in a source of these families."""
+    if families == ("celery",) and layout in ("celery", "celery-3.1"):
+        return DEFAULT_LAYOUT_SCAN
+    found = sorted({lit for f in families for lit in literals(f)}, key=len, reverse=True)
+    return re.compile(b"|".join(re.escape(lit) for lit in found))
+
+
 def literals(family: str) -> tuple[bytes, ...]:
     """The byte strings the fast scan looks for in a source of ``family``."""
     found = {s.literal.encode() for s in FAMILY_SIGNATURES.get(family, ())}

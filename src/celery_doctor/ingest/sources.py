@@ -40,26 +40,30 @@ def open_binary(path: str) -> tuple[BinaryIO, int]:
     return handle, size
 
 
-def chunks(stream: BinaryIO, first: bytes, warnings: list[str]) -> Iterator[bytes]:
-    """Chunks that end at a line boundary; a truncated .gz yields what it could and warns."""
+def chunks(stream: BinaryIO, first: bytes, warnings: list[str], limit: int | None = None) -> Iterator[bytes]:
+    """Chunks that end at a line boundary (one copy per chunk); a truncated .gz yields what it
+    could and warns. ``limit``: stop after that many bytes (a byte range of a split file)."""
     carry = first
+    left = None if limit is None else limit - len(first)
     while True:
+        want = CHUNK if left is None else min(CHUNK, left)
         try:
-            block = stream.read(CHUNK)
+            block = stream.read(want) if want > 0 else b""
         except (EOFError, OSError, zlib.error) as exc:
             warnings.append(f"compressed data ends early ({exc.__class__.__name__}): read up to the break")
             block = b""
+        if left is not None:
+            left -= len(block)
         if not block:
             if carry:
                 yield carry if carry.endswith(b"\n") else carry + b"\n"
             return
-        data = carry + block
-        cut = data.rfind(b"\n") + 1
+        cut = block.rfind(b"\n") + 1
         if cut == 0:  # one enormous line: keep reading, but never hold more than 4 chunks of it
-            carry = data if len(data) < 4 * CHUNK else data[-CHUNK:]
+            carry = carry + block if len(carry) < 4 * CHUNK else (carry + block)[-CHUNK:]
             continue
-        carry = data[cut:]
-        yield data[:cut]
+        yield b"".join((carry, memoryview(block)[:cut]))
+        carry = block[cut:]
 
 
 def read_head(stream: BinaryIO, warnings: list[str]) -> bytes:
@@ -122,3 +126,11 @@ def text_lines(rest: Iterator[bytes]) -> Iterator[tuple[int, str]]:
         for raw in io.BytesIO(block):
             number += 1
             yield number, raw.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def celery_layout(sample: str) -> str:
+    """'celery' (4.0+ default), 'celery-3.1' (default, 3.1 task lines) or 'custom'."""
+    lines = [ln for ln in sample.splitlines() if ln.startswith("[")]
+    if not lines or sum(bool(formats.CELERY.match(ln)) for ln in lines) < 0.9 * len(lines):
+        return "custom"
+    return "celery-3.1" if "Received task: " in sample else "celery"
