@@ -186,3 +186,27 @@ def test_out_of_order_timestamps_are_sorted_and_reported(tmp_path: Path) -> None
     shuffled = "\n".join([lines[3], *lines[4:8], lines[0]]) + "\n"
     result = read_logs([write(tmp_path, "w.log", shuffled)])
     assert any("backwards" in w for w in result.sources[0].warnings)
+
+
+def test_split_scan_gives_the_same_events_as_one_pass(tmp_path: Path) -> None:
+    """Large files are scanned in ranges by several processes; the result must not change."""
+    from celery_doctor.ingest.parallel import scan_split
+    from celery_doctor.ingest.reader import Scanner, SourceState
+    from celery_doctor.model import SourceInfo
+
+    text = (FIXTURES / "rabbitmq-idle-cut" / "worker.log").read_text()
+    path = write(tmp_path, "big.log", text * 400)  # ~1.2 MB, 1200 connection losses
+    size = Path(path).stat().st_size
+
+    def state() -> SourceState:
+        info = SourceInfo(name=path, format="celery", meta={"layout": "celery"})
+        return SourceState(info=info, family="celery", prefix=None, year=2026)
+
+    one = state()
+    scanner = Scanner(one)
+    scanner.feed(Path(path).read_bytes())
+    scanner.finish()
+    split = state()
+    scan_split(path, split, size, parts=3)
+    assert [(e.line, e.kind) for e in split.events] == [(e.line, e.kind) for e in one.events]
+    assert split.info.lines == one.info.lines == text.count("\n") * 400

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from celery_doctor.ingest import signatures
 from celery_doctor.ingest.interface import IngestError, IngestResult
+from celery_doctor.ingest.parallel import scan_split, workers_for
 from celery_doctor.ingest.reader import Scanner, SourceState, scan_banner, scan_json
 from celery_doctor.ingest.sources import (
     celery_layout,
@@ -87,6 +89,11 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
         if family == "json":
             scan_json(text_lines(chunks(stream, head, info.warnings)), state, _classify)
             info.lines = max((e.line for e in state.events), default=0)
+            return state
+        if path != "-" and not isinstance(stream, gzip.GzipFile) and workers_for(size) > 1:
+            scan_split(path, state, size)  # large plain file: one range per core
+            if progress is not None:
+                progress(info.name, size, size)
             return state
         scanner = Scanner(state)
         done = 0

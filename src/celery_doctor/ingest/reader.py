@@ -23,7 +23,7 @@ SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slic
 MAX_RECORD_LINES = 60
 MAX_TEXT = 16 * 1024
 HEAD_SCAN = 256 * 1024  # the start of a file is searched for the whole catalogue (banner, readiness)
-LOOKBACK_TASKS = 200
+LOOKBACK_TASKS = 50
 LOOKBACK_BYTES = 256 * 1024
 LOAD_WINDOW_S = 60.0
 MAX_BUCKETS = 400
@@ -367,30 +367,31 @@ class Scanner:
         """Scan one chunk that ends at a line boundary."""
         # the first chunk is searched for the whole catalogue (readiness), the rest with the fast scan
         hits = [m.start() for m in self.scan.finditer(chunk)]
+        line_pos, line_no = 0, self.line_base + 1  # line_no is the number of the line at line_pos
         if self.first_chunk and self.full_scan is not self.scan:
             hits = sorted(set(hits) | {m.start() for m in self.full_scan.finditer(chunk, 0, HEAD_SCAN)})
         self.first_chunk = False
-        if hits:
-            buf = self.tail + chunk if self.client_like else chunk
-            shift = len(buf) - len(chunk)
-            line_pos, line_no = 0, self.line_base + 1
-            for hit in hits:
-                record = self._record(buf, hit + shift)
-                if record is None or record.start - shift in self.seen or record.start < shift:
-                    continue
-                self.seen.add(record.start - shift)
-                if record.start - shift < line_pos:  # a record that began before the last one
-                    line_pos, line_no = 0, self.line_base + 1
-                line_no += chunk.count(b"\n", line_pos, record.start - shift)
-                line_pos = record.start - shift
-                event = self._event(record, line_no, buf)
-                if event is not None:
-                    self._add(event)
+        for hit in hits:
+            # look back into the previous chunk only for hits near this one's start (saves a copy)
+            near_start = hit < LOOKBACK_BYTES and bool(self.tail)
+            buf = self.tail + chunk[: hit + LOOKBACK_BYTES] if near_start else chunk
+            shift = len(self.tail) if near_start else 0
+            record = self._record(buf, hit + shift)
+            if record is None or record.start - shift in self.seen or record.start < shift:
+                continue
+            self.seen.add(record.start - shift)
+            if record.start - shift < line_pos:  # a record that began before the last one
+                line_pos, line_no = 0, self.line_base + 1
+            line_no += chunk.count(b"\n", line_pos, record.start - shift)
+            line_pos = record.start - shift
+            event = self._event(record, line_no, buf)
+            if event is not None:
+                self._add(event)
         if self.client_like:
             self._activity(chunk)
-            self.tail = chunk[-TAIL:]
+            self.tail = chunk[-LOOKBACK_BYTES:]
         self.seen.clear()
-        self.line_base += chunk.count(b"\n")
+        self.line_base = line_no - 1 + chunk.count(b"\n", line_pos)  # one newline pass per chunk in all
 
     def _add(self, event: Event) -> None:
         if self.state.last_ts and event.ts < self.state.last_ts - timedelta(seconds=1):
