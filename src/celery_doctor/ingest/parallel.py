@@ -54,10 +54,10 @@ def scan_split(path: str, state: SourceState, size: int, parts: int | None = Non
     cuts = boundaries(path, size, parts or workers_for(size))
     ranges = list(itertools.pairwise(cuts))
     with ProcessPoolExecutor(max_workers=len(ranges), mp_context=get_context("fork")) as pool:
-        parts = list(pool.map(_scan_range, [path] * len(ranges), [state] * len(ranges),
+        results = list(pool.map(_scan_range, [path] * len(ranges), [state] * len(ranges),
                               [a for a, _ in ranges], [b for _, b in ranges]))
     lines = 0
-    for part in parts:
+    for part in results:
         state.events.extend(replace(e, line=e.line + lines) for e in part.events)
         state.activity.extend(part.activity)
         state.out_of_order += part.out_of_order
