@@ -7,7 +7,9 @@ positive costs a few characters and a miss leaks a credential.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from enum import Enum
 from typing import Any
 
 MASK = "***"
@@ -71,3 +73,20 @@ def redact_data(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
 
 def _is_secret_key(key: str) -> bool:
     return bool(re.search(r"(?i)password|passwd|secret|token|api[_\-]?key", key))
+
+
+def redact_object(value: Any) -> Any:
+    """A copy of any report object (dataclasses included) with every string redacted: renderers
+    wrap long lines, so secrets must go before rendering, not only after."""
+    if isinstance(value, Enum):  # str-based enums stay enums
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: redact_object(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        return dataclasses.replace(value, **changes)
+    if isinstance(value, dict):
+        return redact_data(value)
+    if isinstance(value, list | tuple):
+        return type(value)(redact_object(item) for item in value)
+    return value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery_doctor.model import Report
-from celery_doctor.redact import redact
+from celery_doctor.redact import redact, redact_object
 from celery_doctor.report.interface import Renderer, ReportError
 
 FORMATS = ("text", "json", "markdown", "html")
@@ -30,8 +30,9 @@ def renderer_for(fmt: str) -> Renderer:
 
 
 def render(report: Report, fmt: str, *, color: bool = False, width: int = 110) -> str:
-    """Render ``report`` and pass the result through the one redaction step."""
-    return redact(renderer_for(fmt).render(report, color=color, width=width))
+    """Render ``report`` with every string redacted first (tables wrap lines), and the result again."""
+    clean = redact_object(report)
+    return redact(renderer_for(fmt).render(clean, color=color, width=width))
 
 
 __all__ = ["FORMATS", "Renderer", "ReportError", "render", "renderer_for"]
