@@ -102,6 +102,5 @@ def test_exit_status_follows_fail_on() -> None:
 def test_wrapped_table_cells_do_not_leak_a_password() -> None:
     """Text tables wrap long values: a URL password split over two lines must still be masked."""
     result = cli("config", str(FIXTURES / "configs" / "celeryconfig_31.py"), "--to", "5.7")
-    secret = "s3cretpw"  # the fixture's password, inside a long default broker URL
-    flat = result.stdout.replace("│", "").replace(" ", "").replace("\n", "")
-    assert secret not in flat
+    assert "s3cretpw" in (FIXTURES / "configs" / "celeryconfig_31.py").read_text()
+    assert "s3cr" not in result.stdout and "etpw" not in result.stdout  # not even a wrapped fragment
