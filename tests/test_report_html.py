@@ -370,10 +370,6 @@ IDLE_CUT = Path(__file__).resolve().parent / "fixtures" / "rabbitmq-idle-cut"
 
 def test_a_recorded_idle_cut_renders_in_chromium(tmp_path: Path) -> None:
     """The real pipeline on a real recording (tests/fixtures/rabbitmq-idle-cut), in the browser."""
-    import celery_doctor.ingest
-
-    if not hasattr(celery_doctor.ingest, "read_logs"):
-        pytest.skip("the ingest stage (celery_doctor.ingest.read_logs) is not written yet")
     from celery_doctor.pipeline import analyse_logs
 
     report = analyse_logs([str(IDLE_CUT / "worker.log"), str(IDLE_CUT / "broker.log"), str(IDLE_CUT / "proxy.jsonl")])
