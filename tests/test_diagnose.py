@@ -104,3 +104,14 @@ def test_wrapped_table_cells_do_not_leak_a_password() -> None:
     result = cli("config", str(FIXTURES / "configs" / "celeryconfig_31.py"), "--to", "5.7")
     assert "s3cretpw" in (FIXTURES / "configs" / "celeryconfig_31.py").read_text()
     assert "s3cr" not in result.stdout and "etpw" not in result.stdout  # not even a wrapped fragment
+
+
+def test_named_idle_timeout_confirms_or_contradicts_the_cut() -> None:
+    logs = [str(EXAMPLES / "idle-cut" / "*.log")]
+    truth = json.loads((EXAMPLES / "idle-cut" / "truth.json").read_text())
+    injected_s = truth["fault"].split(":")[1]
+    plain = diagnose(DiagnoseOptions(logs=logs)).findings[0].confidence
+    matching = diagnose(DiagnoseOptions(logs=logs, idle_timeout=injected_s)).findings[0]
+    other = diagnose(DiagnoseOptions(logs=logs, idle_timeout="aws-nlb")).findings[0]  # 350 s
+    assert matching.confidence > plain > other.confidence
+    assert "Against it" in other.explanation

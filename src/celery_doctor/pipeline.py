@@ -137,7 +137,9 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
         inputs.missing.append("the Celery config (--config or --app) to check the settings in effect")
     if not inputs.broker:
         inputs.missing.append("a broker probe (--broker URL) to check its health and limits")
-    ranked = combine.rank(findings, inputs)
+    from celery_doctor.middleboxes import parse_idle_timeout
+
+    ranked = combine.rank(findings, inputs, parse_idle_timeout(options.idle_timeout))
     logs_report = parts.get("logs")
     summary: dict[str, object] = {"inputs": sorted(parts)}
     if ranked:

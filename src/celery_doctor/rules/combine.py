@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from celery_doctor.middleboxes import Middlebox
 from celery_doctor.model import Category, Evidence, Finding, Severity
 
 # Causes of a lost connection; the other categories are context or verdicts of their own.
@@ -66,9 +67,19 @@ CONNECTION_SETTINGS = {"broker_url", "broker_heartbeat", "broker_heartbeat_check
                        "broker_connection_max_retries", "broker_use_ssl", "broker_login_method"}
 
 
-def cross_check(findings: list[Finding]) -> None:
+def cross_check(findings: list[Finding], middlebox: Middlebox | None = None) -> None:
     """Raise or lower causes where one input confirms or contradicts another (in place)."""
     idle = _find(findings, Category.NETWORK_IDLE_TIMEOUT)
+    estimate = idle.facts.get("idle_timeout_s") if idle is not None else None
+    if idle is not None and middlebox is not None and isinstance(estimate, int | float):
+        if abs(estimate - middlebox.idle_timeout_s) <= 0.2 * middlebox.idle_timeout_s + 2:
+            idle.confidence = min(0.97, idle.confidence + 0.1)
+            idle.explanation += (f"\nThe cuts come after the idle timeout of {middlebox.label} "
+                                 f"({middlebox.idle_timeout_s} s) that you named.")
+        else:
+            idle.confidence = max(0.2, idle.confidence - 0.1)
+            idle.explanation += (f"\nAgainst it: the cuts come after ~{estimate:.0f} s, not after the "
+                                 f"{middlebox.idle_timeout_s} s of {middlebox.label}: look for another device.")
     beats = _setting(findings, "broker_heartbeat")
     if idle is not None:
         off = [f for f in beats if f.facts.get("value") == 0]
@@ -95,10 +106,10 @@ def cross_check(findings: list[Finding]) -> None:
                               "Celery's default for it, not with the value you set.")
 
 
-def rank(findings: Iterable[Finding], inputs: Inputs) -> list[Finding]:
+def rank(findings: Iterable[Finding], inputs: Inputs, middlebox: Middlebox | None = None) -> list[Finding]:
     """Merge, cross-check and order: causes first by confidence, then the rest by severity."""
     merged = merge(findings)
-    cross_check(merged)
+    cross_check(merged, middlebox)
     causes = sorted((f for f in merged if f.category in CAUSES), key=lambda f: -f.confidence)
     if causes and causes[0].confidence < MIN_CAUSE_CONFIDENCE:
         for f in causes:
