@@ -210,3 +210,12 @@ def test_split_scan_gives_the_same_events_as_one_pass(tmp_path: Path) -> None:
     scan_split(path, split, size, parts=3)
     assert [(e.line, e.kind) for e in split.events] == [(e.line, e.kind) for e in one.events]
     assert split.info.lines == one.info.lines == text.count("\n") * 400
+
+
+def test_custom_task_ids_are_tracked_as_running(tmp_path: Path) -> None:
+    """apply_async(task_id=...) allows any string: a running task must still be seen."""
+    text = ("[2026-11-23 23:30:48,597: INFO/MainProcess] Task doctor.sleep[nightly-report-0042] received\n"
+            "[2026-11-23 23:30:54,609: WARNING/MainProcess] consumer: Connection to broker lost. "
+            "Trying to re-establish the connection... (ConnectionResetError(104, 'Connection reset by peer'))\n")
+    lost = read_logs([write(tmp_path, "w.log", text)]).events[0]
+    assert lost.detail["running_tasks"][0]["id"] == "nightly-report-0042"

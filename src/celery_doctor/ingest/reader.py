@@ -29,7 +29,7 @@ LOAD_WINDOW_S = 60.0
 MAX_BUCKETS = 400
 
 RUNTIME = re.compile(r" succeeded in (\d+(?:\.\d+)?)s")
-TASK_ID = re.compile(r"(?:Task |Received task: )([\w.:\-]+)\[([0-9a-fA-F\-]{8,})\]")
+TASK_ID = re.compile(r"(?:Task |Received task: )([\w.:\-]+)\[([^\]\s]+)\]")
 ERRNO = re.compile(r"(?:Errno |\(|Error )(\d{2,3})\b")
 PEER = re.compile(r"\(?(\[?[0-9a-fA-F.:]+\]?:\d+) -> (\[?[0-9a-fA-F.:]+\]?:\d+)")
 REDIS_PEER = re.compile(r"addr=(\S+)|client: (\S+)|Accepted (\S+)")
