@@ -219,3 +219,16 @@ def test_custom_task_ids_are_tracked_as_running(tmp_path: Path) -> None:
             "Trying to re-establish the connection... (ConnectionResetError(104, 'Connection reset by peer'))\n")
     lost = read_logs([write(tmp_path, "w.log", text)]).events[0]
     assert lost.detail["running_tasks"][0]["id"] == "nightly-report-0042"
+
+
+def test_undated_connection_errors_are_unknown_not_healthy(tmp_path: Path) -> None:
+    """A pasted traceback without times cannot be placed, but must never read as 'no incident'."""
+    from celery_doctor.model import Category
+    from celery_doctor.pipeline import analyse_logs
+
+    path = write(tmp_path, "paste.txt", "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+                 "ConnectionResetError: [Errno 104] Connection reset by peer\n")
+    report = analyse_logs([path])
+    top = report.findings[0]
+    assert top.category == Category.UNKNOWN
+    assert [(e.line, e.text) for e in top.evidence] == [(3, "ConnectionResetError: [Errno 104] Connection reset by peer")]

@@ -19,6 +19,7 @@ from celery_doctor.ingest.sources import (
     read_head,
     sniff,
     text_lines,
+    undated_errors,
 )
 from celery_doctor.model import SourceInfo
 
@@ -75,7 +76,14 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
         year = year or datetime.now(tz=UTC).year
         family, prefix, services = sniff(head, hint, year)
         if family is None:
-            info.warnings.append("unknown log format (not a Celery, RabbitMQ, Redis or JSON log): skipped")
+            undated = undated_errors(head)
+            if undated:  # a pasted traceback without times: say so, never "no incident"
+                info.meta["undated_errors"] = undated
+                info.format = "undated"
+                info.warnings.append(f"no timestamps: {len(undated)} connection error line(s) cannot be placed "
+                                     "on the timeline")
+            else:
+                info.warnings.append("unknown log format (not a Celery, RabbitMQ, Redis or JSON log): skipped")
             return None
         info.format = family + (f" ({prefix})" if prefix else "")
         state = SourceState(info=info, family=family, prefix=prefix, year=year, services=services)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import sys
 import zlib
 from collections.abc import Iterator
@@ -134,3 +135,18 @@ def celery_layout(sample: str) -> str:
     if not lines or sum(bool(formats.CELERY.match(ln)) for ln in lines) < 0.9 * len(lines):
         return "custom"
     return "celery-3.1" if "Received task: " in sample else "celery"
+
+
+def undated_errors(head: bytes, limit: int = 5) -> list[list[object]]:
+    """[line, text] of connection errors in a file whose lines carry no timestamps."""
+    from celery_doctor.ingest.signatures import CONNECTION_ERROR
+
+    found: list[list[object]] = []
+    for number, line in enumerate(head.decode("utf-8", errors="replace").splitlines(), 1):
+        text = line.strip()
+        if text and not text.startswith(("File ", "Traceback")) and CONNECTION_ERROR.search(text) and \
+                re.match(r"^[\w.]*(Error|Exception|error|Forced|Refused)\b", text):
+            found.append([number, text[:300]])
+            if len(found) >= limit:
+                break
+    return found

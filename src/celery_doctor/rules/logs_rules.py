@@ -451,7 +451,19 @@ def evaluate(ctx: LogContext) -> list[Finding]:
             evidence=_evidence(_events(unexplained)),
             confidence=0.3,
         ))
-    if not ctx.incidents:
+    undated = [(s.name, line, text) for s in ctx.timeline.sources for line, text in s.meta.get("undated_errors", [])]
+    if not ctx.incidents and undated:
+        findings.append(Finding(
+            category=Category.UNKNOWN, severity=Severity.MEDIUM,
+            title="Connection errors without timestamps",
+            explanation=("These inputs show connection errors, but their lines carry no times, so they cannot be "
+                         "matched with the other side or told idle from busy. Give the worker's own log (with "
+                         "its timestamps) and the broker's log for the same window."),
+            evidence=[Evidence(source=name, line=int(line), text=str(text))
+                      for name, line, text in undated[:MAX_EVIDENCE]],
+            confidence=0.3,
+        ))
+    elif not ctx.incidents:
         findings.append(Finding(
             category=Category.NO_INCIDENT, severity=Severity.INFO,
             title="No connection failure in these logs",
