@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery_doctor.model import Report
-from celery_doctor.report.interface import Renderer
+from celery_doctor.report.interface import Renderer, plain
 
 
 def _cell(text: str) -> str:
@@ -15,7 +15,8 @@ class MarkdownRenderer(Renderer):
         out = [f"# celery-doctor {report.command}", ""]
         out += [f"> warning: {w}" for w in report.warnings]
         if report.summary:
-            out += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in report.summary.items()]
+            out += [f"- **{k.replace('_', ' ')}**: {plain(v)}" for k, v in report.summary.items()
+                    if k != "events_by_kind" and v not in (None, {}, [])]
             out.append("")
         if report.incidents:
             out += ["## Incidents", "", "| # | time (UTC) | closed by | phase | idle before (s) | evidence |",

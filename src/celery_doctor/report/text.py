@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from celery_doctor.model import Finding, Incident, Kind, Report, Severity
-from celery_doctor.report.interface import Renderer
+from celery_doctor.report.interface import Renderer, plain
 
 SEVERITY_STYLE = {
     Severity.INFO: "dim",
@@ -156,16 +156,8 @@ def finding_panel(finding: Finding) -> Panel:
     return Panel(Group(*body), title=title, title_align="left")
 
 
-def _plain(value: object) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {v}" for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return ", ".join(map(str, value))
-    return str(value)
-
-
 def summary_text(report: Report) -> Text:
-    parts = [f"{k.replace('_', ' ')}: {_plain(v)}" for k, v in report.summary.items()
+    parts = [f"{k.replace('_', ' ')}: {plain(v)}" for k, v in report.summary.items()
              if v not in (None, {}, []) and k != "events_by_kind"]
     return Text(" | ".join(parts))
 
