@@ -14,6 +14,7 @@ from pathlib import Path
 from celery_doctor import incidents as incident_stage
 from celery_doctor import timeline as timeline_stage
 from celery_doctor.broker import BrokerError, ProbeOptions, probe_broker
+from celery_doctor.middleboxes import parse_idle_timeout
 from celery_doctor.model import Category, Evidence, Finding, Report, Severity
 from celery_doctor.rules import combine, logs_rules
 from celery_doctor.rules.broker_rules import broker_findings
@@ -94,15 +95,27 @@ def reproduce(options: DiagnoseOptions) -> Report:
     return harness.to_report([harness.run(run_options)])
 
 
+def _missing(options: DiagnoseOptions, parts: dict[str, Report]) -> list[str]:
+    """The evidence diagnose was not given, in words, most useful first."""
+    missing = []
+    logs = parts.get("logs")
+    if logs is None:
+        missing.append("worker and broker logs (--logs) to see who closed the connection and when")
+    elif not any(s.format.startswith(("rabbitmq", "redis")) for s in logs.sources):
+        missing.append("the broker's own log for the same window (--logs rabbit@host.log)")
+    if not (options.config or options.app):
+        missing.append("the Celery config (--config or --app) to check the settings in effect")
+    if not options.broker:
+        missing.append("a broker probe (--broker URL) to check its health and limits")
+    return missing
+
+
 def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None] | None = None) -> Report:
     """Every step the expert would take, on whatever evidence was given, ranked into causes."""
     findings: list[Finding] = []
     parts: dict[str, Report] = {}
-    inputs = combine.Inputs()
     if options.logs:
         parts["logs"] = analyse_logs(expand_log_paths(options.logs), progress=progress)
-        inputs.logs = True
-        inputs.broker_log = any(s.format.startswith(("rabbitmq", "redis")) for s in parts["logs"].sources)
     if options.config or options.app:
         from celery_doctor.rules.settings_rules import config_report, effective_report
 
@@ -121,25 +134,13 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
                 category=Category.UNKNOWN, severity=Severity.HIGH, title="The broker did not answer the probe",
                 explanation=str(exc), evidence=[Evidence(source="broker probe", line=0, text=str(exc))],
                 confidence=0.5)])
-        inputs.broker = True
     if options.repro:
         parts["repro"] = reproduce(options)
-        inputs.repro = True
     for name, part in parts.items():
         for finding in part.findings:
             finding.facts.setdefault("source", name)
         findings += part.findings
-    if not inputs.logs:
-        inputs.missing.append("worker and broker logs (--logs) to see who closed the connection and when")
-    elif not inputs.broker_log:
-        inputs.missing.append("the broker's own log for the same window (--logs rabbit@host.log)")
-    if not (options.config or options.app):
-        inputs.missing.append("the Celery config (--config or --app) to check the settings in effect")
-    if not inputs.broker:
-        inputs.missing.append("a broker probe (--broker URL) to check its health and limits")
-    from celery_doctor.middleboxes import parse_idle_timeout
-
-    ranked = combine.rank(findings, inputs, parse_idle_timeout(options.idle_timeout))
+    ranked = combine.rank(findings, _missing(options, parts), parse_idle_timeout(options.idle_timeout))
     logs_report = parts.get("logs")
     summary: dict[str, object] = {"inputs": sorted(parts)}
     if ranked:

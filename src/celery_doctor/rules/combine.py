@@ -9,27 +9,14 @@ another (a regular idle cut in the logs *and* heartbeats disabled in the config)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from celery_doctor.middleboxes import Middlebox
-from celery_doctor.model import Category, Evidence, Finding, Severity
+from celery_doctor.model import Category, Finding, Severity
 
 # Causes of a lost connection; the other categories are context or verdicts of their own.
 CAUSES = {c for c in Category} - {Category.NO_INCIDENT, Category.UNKNOWN, Category.BENIGN_CLIENT_DISCONNECT}
 MIN_CAUSE_CONFIDENCE = 0.5  # below this a cause is "possible", not "the" answer
-
-
-@dataclass
-class Inputs:
-    """Which kinds of evidence diagnose was given (to say what would raise confidence)."""
-
-    logs: bool = False
-    broker_log: bool = False
-    config: bool = False
-    effective_config: bool = False
-    broker: bool = False
-    repro: bool = False
-    missing: list[str] = field(default_factory=list)
 
 
 def merge(findings: Iterable[Finding]) -> list[Finding]:
@@ -106,8 +93,9 @@ def cross_check(findings: list[Finding], middlebox: Middlebox | None = None) -> 
                               "Celery's default for it, not with the value you set.")
 
 
-def rank(findings: Iterable[Finding], inputs: Inputs, middlebox: Middlebox | None = None) -> list[Finding]:
-    """Merge, cross-check and order: causes first by confidence, then the rest by severity."""
+def rank(findings: Iterable[Finding], missing: list[str], middlebox: Middlebox | None = None) -> list[Finding]:
+    """Merge, cross-check and order: causes first by confidence, then the rest by severity;
+    ``missing`` names the inputs that were not given (said on the top finding)."""
     merged = merge(findings)
     cross_check(merged, middlebox)
     causes = sorted((f for f in merged if f.category in CAUSES), key=lambda f: -f.confidence)
@@ -122,19 +110,11 @@ def rank(findings: Iterable[Finding], inputs: Inputs, middlebox: Middlebox | Non
         for f in unknown:
             f.severity = Severity.LOW
     ordered = causes + rest if causes and causes[0].confidence >= MIN_CAUSE_CONFIDENCE else rest + causes
-    if inputs.missing:
-        note = Finding(
-            category=Category.UNKNOWN if not causes else causes[0].category, severity=Severity.INFO,
-            title="More evidence would raise the confidence",
-            explanation="Not given: " + "; ".join(inputs.missing) + ".",
-            confidence=0.0,
-        )
-        if not causes:
-            ordered.append(note)
+    if missing:
+        more = "More evidence would raise the confidence — not given: " + "; ".join(missing) + "."
+        if ordered:
+            ordered[0].explanation += "\n" + more
         else:
-            ordered[0].explanation += "\nMore evidence would raise the confidence — " + note.explanation
+            ordered.append(Finding(category=Category.UNKNOWN, severity=Severity.INFO, title="Nothing to judge yet",
+                                   explanation=more, confidence=0.0))
     return ordered
-
-
-def evidence_lines(findings: Iterable[Finding]) -> list[Evidence]:
-    return [e for f in findings for e in f.evidence]
