@@ -115,3 +115,25 @@ def test_named_idle_timeout_confirms_or_contradicts_the_cut() -> None:
     other = diagnose(DiagnoseOptions(logs=logs, idle_timeout="aws-nlb")).findings[0]  # 350 s
     assert matching.confidence > plain > other.confidence
     assert "Against it" in other.explanation
+
+
+def test_config_that_should_prevent_the_cut_is_shown_against_it(tmp_path: Path) -> None:
+    config = tmp_path / "celeryconfig.py"
+    config.write_text("broker_heartbeat = 4  # frames every ~2 s: an 8 s idle cut cannot happen\n")
+    logs = [str(EXAMPLES / "idle-cut" / "*.log")]
+    alone = diagnose(DiagnoseOptions(logs=logs)).findings[0]
+    both = diagnose(DiagnoseOptions(logs=logs, config=str(config))).findings
+    idle = next(f for f in both if f.category == Category.NETWORK_IDLE_TIMEOUT)
+    assert idle.confidence < alone.confidence
+    assert [(e.source, e.line) for e in idle.contradicting] == [(str(config), 1)]
+
+
+def test_solo_pool_in_the_config_supports_the_long_task_cause(tmp_path: Path) -> None:
+    config = tmp_path / "celeryconfig.py"
+    config.write_text("worker_pool = 'solo'\n")
+    logs = [str(EXAMPLES / "long-task-heartbeat" / "*.log")]
+    alone = diagnose(DiagnoseOptions(logs=logs)).findings[0]
+    both = diagnose(DiagnoseOptions(logs=logs, config=str(config))).findings[0]
+    assert alone.category == both.category == Category.LONG_TASK_BLOCKS_HEARTBEAT
+    assert both.confidence > alone.confidence
+    assert any(e.source == str(config) and e.line == 1 for e in both.evidence)

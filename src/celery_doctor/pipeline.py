@@ -95,6 +95,21 @@ def reproduce(options: DiagnoseOptions) -> Report:
     return harness.to_report([harness.run(run_options)])
 
 
+def _settings(config: Report | None) -> dict[str, combine.Setting]:
+    """The settings the config audit read, with the line each stands on."""
+    rows = (config.data.get("config") or {}).get("settings", []) if config is not None else []
+    out: dict[str, combine.Setting] = {}
+    for row in rows:
+        if not row.get("setting") or not row.get("source") or not row.get("line"):
+            continue
+        try:
+            text = Path(row["source"]).read_text(encoding="utf-8", errors="replace").splitlines()[row["line"] - 1]
+        except (OSError, IndexError):
+            text = f"{row['written']} = {row['value']}"
+        out[row["setting"]] = combine.Setting(str(row.get("value")), Evidence(row["source"], row["line"], text))
+    return out
+
+
 def _missing(options: DiagnoseOptions, parts: dict[str, Report]) -> list[str]:
     """The evidence diagnose was not given, in words, most useful first."""
     missing = []
@@ -140,7 +155,8 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
         for finding in part.findings:
             finding.facts.setdefault("source", name)
         findings += part.findings
-    ranked = combine.rank(findings, _missing(options, parts), parse_idle_timeout(options.idle_timeout))
+    ranked = combine.rank(findings, _missing(options, parts), parse_idle_timeout(options.idle_timeout),
+                          _settings(parts.get("config")))
     logs_report = parts.get("logs")
     summary: dict[str, object] = {"inputs": sorted(parts)}
     if ranked:

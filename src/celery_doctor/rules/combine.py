@@ -9,10 +9,10 @@ another (a regular idle cut in the logs *and* heartbeats disabled in the config)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from celery_doctor.middleboxes import Middlebox
-from celery_doctor.model import Category, Finding, Severity
+from celery_doctor.model import Category, Evidence, Finding, Severity
 
 # Causes of a lost connection; the other categories are context or verdicts of their own.
 CAUSES = {c for c in Category} - {Category.NO_INCIDENT, Category.UNKNOWN, Category.BENIGN_CLIENT_DISCONNECT}
@@ -54,8 +54,25 @@ CONNECTION_SETTINGS = {"broker_url", "broker_heartbeat", "broker_heartbeat_check
                        "broker_connection_max_retries", "broker_use_ssl", "broker_login_method"}
 
 
-def cross_check(findings: list[Finding], middlebox: Middlebox | None = None) -> None:
+@dataclass(frozen=True)
+class Setting:
+    """One setting as the config audit read it: its value (Python source) and where it stands."""
+
+    value: str
+    evidence: Evidence
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def cross_check(findings: list[Finding], middlebox: Middlebox | None = None,
+                settings: dict[str, Setting] | None = None) -> None:
     """Raise or lower causes where one input confirms or contradicts another (in place)."""
+    settings = settings or {}
     idle = _find(findings, Category.NETWORK_IDLE_TIMEOUT)
     estimate = idle.facts.get("idle_timeout_s") if idle is not None else None
     if idle is not None and middlebox is not None and isinstance(estimate, int | float):
@@ -67,22 +84,27 @@ def cross_check(findings: list[Finding], middlebox: Middlebox | None = None) -> 
             idle.confidence = max(0.2, idle.confidence - 0.1)
             idle.explanation += (f"\nAgainst it: the cuts come after ~{estimate:.0f} s, not after the "
                                  f"{middlebox.idle_timeout_s} s of {middlebox.label}: look for another device.")
-    beats = _setting(findings, "broker_heartbeat")
-    if idle is not None:
-        off = [f for f in beats if f.facts.get("value") == 0]
-        estimate = idle.facts.get("idle_timeout_s")
-        on = [f for f in beats if isinstance(f.facts.get("value"), int | float) and f.facts["value"] > 0]
-        if off:
+    beat = settings.get("broker_heartbeat")
+    beat_s = _number(beat.value) if beat else None
+    if idle is not None and beat is not None and beat_s is not None:
+        if beat_s == 0:
             idle.confidence = min(0.97, idle.confidence + 0.15)
-            idle.evidence += [e for f in off for e in f.evidence if e not in idle.evidence]
+            idle.evidence.append(beat.evidence)
             idle.explanation += ("\nThe configuration disables heartbeats, so nothing crosses an idle "
                                  "connection and the middlebox's idle timer runs out.")
-        elif estimate and any(f.facts["value"] / 2 < estimate for f in on):
+        elif isinstance(estimate, int | float) and beat_s / 2 < estimate:
             # heartbeats at that rate should have kept the flow busy: something else is going on
             idle.confidence = max(0.2, idle.confidence - 0.2)
-            idle.contradicting += [e for f in on for e in f.evidence]
+            idle.contradicting.append(beat.evidence)
             idle.explanation += ("\nAgainst it: the configured heartbeat should keep the flow busy more often "
                                  "than the observed idle time; check that the worker really sends heartbeats.")
+    long_task = _find(findings, Category.LONG_TASK_BLOCKS_HEARTBEAT)
+    pool = settings.get("worker_pool")
+    if long_task is not None and pool is not None and pool.value.strip("'\"") in ("solo", "threads"):
+        long_task.confidence = min(0.95, long_task.confidence + 0.15)
+        long_task.evidence.append(pool.evidence)
+        long_task.explanation += ("\nThe configuration runs tasks in the thread that also sends heartbeats "
+                                  f"(worker_pool = {pool.value}).")
     ignored = [f for f in findings if f.category == Category.OLD_SETTING_NAMES_IGNORED
                and f.facts.get("honoured") is False and f.facts.get("setting") in CONNECTION_SETTINGS]
     failures = any(f.category in CAUSES and f.facts.get("source") == "logs" for f in findings)
@@ -93,11 +115,12 @@ def cross_check(findings: list[Finding], middlebox: Middlebox | None = None) -> 
                               "Celery's default for it, not with the value you set.")
 
 
-def rank(findings: Iterable[Finding], missing: list[str], middlebox: Middlebox | None = None) -> list[Finding]:
+def rank(findings: Iterable[Finding], missing: list[str], middlebox: Middlebox | None = None,
+         settings: dict[str, Setting] | None = None) -> list[Finding]:
     """Merge, cross-check and order: causes first by confidence, then the rest by severity;
     ``missing`` names the inputs that were not given (said on the top finding)."""
     merged = merge(findings)
-    cross_check(merged, middlebox)
+    cross_check(merged, middlebox, settings)
     causes = sorted((f for f in merged if f.category in CAUSES), key=lambda f: -f.confidence)
     if causes and causes[0].confidence < MIN_CAUSE_CONFIDENCE:
         for f in causes:
