@@ -13,6 +13,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from celery_doctor.model import ClosedBy, Event, Incident, Kind, Phase, Side
@@ -59,9 +60,14 @@ ERROR_FAMILIES = (
 
 def error_family(event: Event) -> str | None:
     """The failure family of a client event ('reset', 'eof', 'auth', ...), None if unknown."""
-    text = f"{event.error or ''}\n{event.text}"
+    return _family(event.error or "", event.text)
+
+
+@lru_cache(maxsize=4096)
+def _family(error: str, text: str) -> str | None:
+    joined = f"{error}\n{text}"
     for name, pattern in ERROR_FAMILIES:
-        if pattern.search(text):
+        if pattern.search(joined):
             return name
     return None
 
@@ -236,12 +242,12 @@ def _was_connected(draft: _Draft, timeline: Timeline) -> bool:
 
 def _startup_seen(timeline: Timeline, source: str, before: datetime) -> bool:
     """The log shows this worker starting (banner, or readiness only after ``before``)."""
-    ready = [e.ts for e in timeline.events if e.source == source and e.kind == Kind.WORKER_READY]
-    connected = [e.ts for e in timeline.events if e.source == source and e.kind == Kind.CONNECTED and e.ts < before]
+    ready = timeline.times(source, Kind.WORKER_READY)
     if ready:
         return before < ready[0]
+    connected = timeline.times(source, Kind.CONNECTED)
     info = next((s for s in timeline.sources if s.name == source), None)
-    return bool(info and info.meta.get("celery_version")) and not connected
+    return bool(info and info.meta.get("celery_version")) and not (connected and connected[0] < before)
 
 
 def _broker_source_names(timeline: Timeline) -> set[str]:

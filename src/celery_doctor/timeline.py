@@ -46,6 +46,15 @@ class Timeline:
     sources: list[SourceInfo]
     activity: dict[str, list[tuple[datetime, datetime, int]]] = field(default_factory=dict)
     spans: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    _times: dict[tuple[str, Kind], list[datetime]] | None = field(default=None, repr=False)
+
+    def times(self, source: str, kind: Kind) -> list[datetime]:
+        """When ``source`` logged events of ``kind``, in order (indexed once)."""
+        if self._times is None:
+            self._times = {}
+            for e in self.events:
+                self._times.setdefault((e.source, e.kind), []).append(e.ts)
+        return self._times.get((source, kind), [])
 
     def covers(self, source: str, ts: datetime, margin_s: float = 2.0) -> bool:
         """Whether ``source`` was logging at ``ts`` (so its silence then means something)."""
