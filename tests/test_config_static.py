@@ -11,7 +11,7 @@ from celery import Celery
 from celery.exceptions import ImproperlyConfigured
 
 from celery_doctor.model import Category, Severity
-from celery_doctor.rules.settings_rules import config_report
+from celery_doctor.pipeline import check_config as config_report
 from celery_doctor.settings import analysis, static_reader
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"

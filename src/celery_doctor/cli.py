@@ -359,14 +359,14 @@ def config_check(paths: tuple[str, ...], app: str | None, python: str | None, to
                  from_version: str | None, idle_timeout: str | None, timeout: float, fmt: str,
                  output: str | None, fail_on: str) -> None:
     """Audit celeryconfig.py / Django settings + celery.py statically, or the app's effective settings."""
-    from celery_doctor.rules.settings_rules import config_report, effective_report
+    from celery_doctor.pipeline import check_config, check_effective
 
     if not paths and not app:
         raise InputError("config: give a config file or project directory, or --app MODULE")
     if app:
-        report = effective_report(app, python, list(paths), to_version, from_version, idle_timeout, timeout)
+        report = check_effective(app, python, list(paths), to_version, from_version, idle_timeout, timeout)
     else:
-        report = config_report(list(paths), to_version, from_version, idle_timeout)
+        report = check_config(list(paths), to_version, from_version, idle_timeout)
     emit(report, fmt, output, fail_on)
 
 

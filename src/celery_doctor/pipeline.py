@@ -15,9 +15,12 @@ from celery_doctor import incidents as incident_stage
 from celery_doctor import timeline as timeline_stage
 from celery_doctor.broker import BrokerError, ProbeOptions, probe_broker
 from celery_doctor.middleboxes import parse_idle_timeout
-from celery_doctor.model import Category, Evidence, Finding, Report, Severity
-from celery_doctor.rules import combine, logs_rules
+from celery_doctor.model import Category, DoctorError, Evidence, Finding, Report, Severity
+from celery_doctor.rules import combine, logs_rules, settings_rules
 from celery_doctor.rules.broker_rules import broker_findings
+from celery_doctor.settings import analysis as settings_analysis
+from celery_doctor.settings import catalogue as settings_catalogue
+from celery_doctor.settings import static_reader
 
 
 def analyse_logs(paths: list[str], format_hint: str | None = None,
@@ -50,6 +53,53 @@ def check_broker(url: str, options: ProbeOptions | None = None) -> Report:
         data={"broker": dataclasses.asdict(facts)},
         warnings=list(facts.notes),
     )
+
+
+def check_config(paths: list[str], to_version: str | None = None, from_version: str | None = None,
+                 idle_timeout: str | None = None) -> Report:
+    """The static `config PATH` pipeline: read (ast, never executing), analyse against the target, judge."""
+    middlebox = parse_idle_timeout(idle_timeout)
+    facts = static_reader.read(paths)
+    analysis = settings_analysis.analyse(facts, to_version, from_version)
+    source = analysis.source_version or settings_analysis.guess_source_version(analysis)
+    warnings = list(facts.notes)
+    if source and not from_version:
+        warnings.append(f"--from not given: assumed Celery {source} because the settings use 3.x names")
+    return Report(command="config", findings=settings_rules.settings_findings(analysis, middlebox, source),
+                  warnings=warnings,
+                  summary={"files": ", ".join(facts.files), "target": analysis.target, "from": source,
+                           "namespace": facts.namespace, "settings": len(analysis.rows),
+                           "idle_timeout": f"{middlebox.name} ({middlebox.idle_timeout_s} s)" if middlebox else None},
+                  data={"config": settings_rules.config_data(analysis, source)})
+
+
+def check_effective(app: str, python: str | None, paths: list[str], to_version: str | None,
+                    from_version: str | None, idle_timeout: str | None, timeout: float) -> Report:
+    """`config --app MODULE`: import the app in the user's interpreter, read the files it was
+    configured from, and judge intended against effective values."""
+    from celery_doctor.settings.effective import read_effective
+
+    middlebox = parse_idle_timeout(idle_timeout)
+    doc = read_effective(app, python, timeout)
+    version = doc.get("celery") or ""
+    try:
+        target = settings_catalogue.resolve(to_version or version)
+    except DoctorError:  # a release newer than the data: judge against the newest known
+        target = settings_catalogue.newest()
+    files = paths or [f for f in [doc.get("module_file"), *doc.get("config_files", [])] if f]
+    findings: list[Finding] = []
+    analysis = None
+    if files:
+        facts = static_reader.read([f[:-1] if f.endswith(".pyc") else f for f in files])
+        analysis = settings_analysis.analyse(facts, target, from_version)
+        findings += settings_rules.settings_findings(analysis, middlebox, analysis.source_version)
+    judged, rows = settings_rules.effective_findings(analysis, doc, version)
+    findings = sorted(findings + judged, key=lambda f: -f.severity.rank)
+    return Report(command="config", findings=findings,
+                  summary={"app": app, "python": doc.get("python"), "celery": version, "target": target,
+                           "files": ", ".join(files) or None, "env_overrides": ", ".join(doc.get("env", [])) or None},
+                  data={"effective": rows, **({"config": settings_rules.config_data(analysis, analysis.source_version)}
+                                              if analysis else {})})
 
 
 def expand_log_paths(patterns: list[str]) -> list[str]:
@@ -132,14 +182,12 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
     if options.logs:
         parts["logs"] = analyse_logs(expand_log_paths(options.logs), progress=progress)
     if options.config or options.app:
-        from celery_doctor.rules.settings_rules import config_report, effective_report
-
         paths = [options.config] if options.config else []
         if options.app:
-            parts["config"] = effective_report(options.app, options.python, paths, options.to_version,
-                                               options.from_version, options.idle_timeout, 30.0)
+            parts["config"] = check_effective(options.app, options.python, paths, options.to_version,
+                                              options.from_version, options.idle_timeout, 30.0)
         else:
-            parts["config"] = config_report(paths, options.to_version, options.from_version, options.idle_timeout)
+            parts["config"] = check_config(paths, options.to_version, options.from_version, options.idle_timeout)
     if options.broker:
         try:
             parts["broker"] = check_broker(options.broker, ProbeOptions(timeout=options.timeout, churn_interval=2.0))

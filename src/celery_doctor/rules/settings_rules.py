@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery_doctor.middleboxes import Middlebox
-from celery_doctor.model import Category, Evidence, Finding, Fix, Report, Severity
+from celery_doctor.model import Category, Evidence, Finding, Fix, Severity
 from celery_doctor.settings import analysis as an
 from celery_doctor.settings import catalogue
 from celery_doctor.settings.interface import Dynamic
@@ -339,27 +339,6 @@ def settings_findings(analysis: an.Analysis, middlebox: Middlebox | None = None,
     return sorted(findings, key=lambda f: -f.severity.rank)
 
 
-def config_report(paths: list[str], to_version: str | None = None, from_version: str | None = None,
-                  idle_timeout: str | None = None) -> Report:
-    """The static `config PATH` pipeline: read (ast), analyse against the target, judge."""
-    from celery_doctor.middleboxes import parse_idle_timeout
-    from celery_doctor.settings import static_reader
-
-    middlebox = parse_idle_timeout(idle_timeout)
-    facts = static_reader.read(paths)
-    analysis = an.analyse(facts, to_version, from_version)
-    source = analysis.source_version or an.guess_source_version(analysis)
-    warnings = list(facts.notes)
-    if source and not from_version:
-        warnings.append(f"--from not given: assumed Celery {source} because the settings use 3.x names")
-    findings = settings_findings(analysis, middlebox, source)
-    return Report(command="config", findings=findings, warnings=warnings,
-                  summary={"files": ", ".join(facts.files), "target": analysis.target, "from": source,
-                           "namespace": facts.namespace, "settings": len(analysis.rows),
-                           "idle_timeout": f"{middlebox.name} ({middlebox.idle_timeout_s} s)" if middlebox else None},
-                  data={"config": config_data(analysis, source)})
-
-
 def config_data(analysis: an.Analysis, source: str | None) -> dict[str, Any]:
     broker, origin = analysis.value("broker_url")
     return {
@@ -393,27 +372,10 @@ def _source_line(analysis: an.Analysis | None, setting: str) -> str | None:
     return rows[-1].item.text if rows else None
 
 
-def effective_report(app: str, python: str | None, paths: list[str], to_version: str | None,
-                     from_version: str | None, idle_timeout: str | None, timeout: float) -> Report:
-    """`config --app MODULE`: the values the app really has, next to what the files intend."""
-    from celery_doctor.middleboxes import parse_idle_timeout
-    from celery_doctor.settings import static_reader
-    from celery_doctor.settings.effective import read_effective
-
-    middlebox = parse_idle_timeout(idle_timeout)
-    doc = read_effective(app, python, timeout)
-    version = doc.get("celery") or ""
-    try:
-        target = catalogue.resolve(to_version or version)
-    except Exception:  # a release newer than the data: judge against the newest known
-        target = catalogue.newest()
-    files = paths or [f for f in [doc.get("module_file"), *doc.get("config_files", [])] if f]
+def effective_findings(analysis: an.Analysis | None, doc: dict[str, Any], version: str
+                       ) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """Intended (the files) vs effective (what the imported app has): findings, and the rows to show."""
     findings: list[Finding] = []
-    analysis = None
-    if files:
-        facts = static_reader.read([f[:-1] if f.endswith(".pyc") else f for f in files])
-        analysis = an.analyse(facts, target, from_version)
-        findings.extend(settings_findings(analysis, middlebox, analysis.source_version))
     if doc.get("kind") == "config":
         findings.append(Finding(
             category=Category.OLD_SETTING_NAMES_IGNORED, severity=Severity.CRITICAL,
@@ -452,9 +414,4 @@ def effective_report(app: str, python: str | None, paths: list[str], to_version:
                         "its --broker option, which overrides broker_url from the config when the worker is started "
                         "with `celery -A ... worker`. Importing the app alone does not show this.", confidence=0.8,
             facts={"env": "BROKER_URL"}))
-    findings.sort(key=lambda f: -f.severity.rank)
-    return Report(command="config", findings=findings,
-                  summary={"app": app, "python": doc.get("python"), "celery": version, "target": target,
-                           "files": ", ".join(files) or None, "env_overrides": ", ".join(doc.get("env", [])) or None},
-                  data={"effective": rows, **({"config": config_data(analysis, analysis.source_version)}
-                                              if analysis else {})})
+    return findings, rows
