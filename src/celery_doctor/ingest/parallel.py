@@ -1,7 +1,7 @@
 """Large plain files are scanned in byte ranges by several processes (one per core).
 
 The scan is bound by memory bandwidth in a single thread; a second core halves the wall time.
-Each range starts at a line boundary and reads the 2 MB before it for look-back; the parent
+Each range starts at a line boundary and reads the look-back window before it; the parent
 renumbers lines and joins the ranges in order.
 """
 
@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from multiprocessing import get_context
 
-from celery_doctor.ingest.reader import TAIL, Scanner, SourceState
+from celery_doctor.ingest.reader import LOOKBACK_BYTES, Scanner, SourceState
 from celery_doctor.ingest.sources import chunks
 
 SPLIT_MIN = 128 * 1024 * 1024  # below this, starting processes costs more than it saves
@@ -41,8 +41,8 @@ def _scan_range(path: str, template: SourceState, start: int, end: int) -> Sourc
     scanner = Scanner(state)
     scanner.first_chunk = start == 0
     with open(path, "rb") as handle:
-        handle.seek(max(0, start - TAIL))
-        scanner.tail = handle.read(start - max(0, start - TAIL))
+        handle.seek(max(0, start - LOOKBACK_BYTES))
+        scanner.tail = handle.read(start - max(0, start - LOOKBACK_BYTES))
         for block in chunks(handle, b"", state.info.warnings, limit=end - start):
             scanner.feed(block)
     scanner.finish()

@@ -18,7 +18,6 @@ from celery_doctor.ingest import formats, signatures
 from celery_doctor.model import Event, Kind, Side, SourceInfo
 
 CHUNK = 16 * 1024 * 1024
-TAIL = 2 * 1024 * 1024  # kept from the previous chunk for look-back
 SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
 MAX_RECORD_LINES = 60
 MAX_TEXT = 16 * 1024

@@ -17,7 +17,6 @@ from celery_doctor.ingest.interface import IngestError
 from celery_doctor.ingest.reader import CHUNK, family_of, strip_prefix
 
 SNIFF_BYTES = 256 * 1024
-FAMILIES = ("celery", "rabbitmq", "redis", "json")
 
 
 def open_binary(path: str) -> tuple[BinaryIO, int]:

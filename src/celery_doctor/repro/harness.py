@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from celery_doctor.model import Category, DoctorError, Report
+from celery_doctor.model import DoctorError, Report
 from celery_doctor.repro import brokers, ledger, scenarios
 from celery_doctor.repro.proxy import Fault, ProxyThread, parse_fault
 
@@ -662,10 +662,6 @@ def _recovery(report: Report | None) -> dict[str, Any]:
 def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
     """Run one reproduction; everything it started is stopped before it returns or raises."""
     return _Run(options, progress).execute()
-
-
-def expected_for(result: RunResult) -> list[Category]:
-    return [Category(c) for c in result.data["self_check"]["expected"]]
 
 
 def _finding_brief(report: Report | None) -> list[dict[str, Any]]:

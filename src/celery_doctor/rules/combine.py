@@ -44,10 +44,6 @@ def _find(findings: list[Finding], category: Category) -> Finding | None:
     return next((f for f in findings if f.category == category), None)
 
 
-def _setting(findings: list[Finding], name: str) -> list[Finding]:
-    return [f for f in findings if f.facts.get("setting") == name]
-
-
 # settings whose silent loss changes how the broker connection behaves
 CONNECTION_SETTINGS = {"broker_url", "broker_heartbeat", "broker_heartbeat_checkrate", "broker_transport_options",
                        "broker_pool_limit", "broker_connection_timeout", "broker_connection_retry",

@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from importlib import resources
 from typing import Any
 
+from celery_doctor.probe import find_interpreter
 from celery_doctor.settings.interface import SettingsError
 
 MARK = "CELERY-DOCTOR-SETTINGS "
 
 
 def resolve_python(python: str | None) -> str:
-    if not python:
-        return sys.executable
-    found = shutil.which(python) if os.sep not in python else python
-    if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+    """The interpreter's path; a clear SettingsError when it is not one."""
+    found = find_interpreter(python)
+    if found is None:
         raise SettingsError(f"--python {python}: no such interpreter")
     return found
 

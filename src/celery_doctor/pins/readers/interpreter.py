@@ -7,25 +7,20 @@ exactly as it is, without importing any of it into celery-doctor's own process.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import tempfile
 from importlib import resources
-from pathlib import Path
 
 from celery_doctor.pins.interface import Environment, Pin, PinsError
+from celery_doctor.probe import find_interpreter
 
 PROBE_TIMEOUT_S = 60.0
 
 
 def resolve_python(python: str | None) -> str:
     """The interpreter's path; a clear PinsError when it is not one."""
-    if not python:
-        return sys.executable
-    found = shutil.which(python) if os.sep not in python else python
-    if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+    found = find_interpreter(python)
+    if found is None:
         raise PinsError(f"--python {python}: no such interpreter")
     return found
 
@@ -58,7 +53,3 @@ def read_interpreter(python: str | None, broker_url: str | None = None) -> Envir
     for name, dist in sorted(answer["packages"].items()):
         env.add(Pin(name=name, version=dist["version"], text=f"{name}=={dist['version']} (installed)"))
     return env
-
-
-def probe_path() -> Path:
-    return Path(str(resources.files("celery_doctor").joinpath("probe", "pins_probe.py")))
