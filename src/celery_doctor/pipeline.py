@@ -152,10 +152,7 @@ def _settings(config: Report | None) -> dict[str, combine.Setting]:
     for row in rows:
         if not row.get("setting") or not row.get("source") or not row.get("line"):
             continue
-        try:
-            text = Path(row["source"]).read_text(encoding="utf-8", errors="replace").splitlines()[row["line"] - 1]
-        except (OSError, IndexError):
-            text = f"{row['written']} = {row['value']}"
+        text = row.get("text") or f"{row['written']} = {row['value']}"
         out[row["setting"]] = combine.Setting(str(row.get("value")), Evidence(row["source"], row["line"], text))
     return out
 

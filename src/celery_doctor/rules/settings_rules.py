@@ -348,7 +348,7 @@ def config_data(analysis: an.Analysis, source: str | None) -> dict[str, Any]:
         "effective_broker_url": an.show(broker) if broker is not None else DEFAULT_BROKER,
         "effective_broker_origin": origin,
         "settings": [{"written": r.item.name, "setting": r.setting, "status": r.status,
-                      "value": an.show(r.item.value), "source": r.item.source, "line": r.item.line,
+                      "value": an.show(r.item.value), "source": r.item.source, "line": r.item.line, "text": r.item.text,
                       "via": r.item.via, "suggestion": r.suggestion, "note": r.note} for r in analysis.rows],
     }
 
