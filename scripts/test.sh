@@ -3,6 +3,11 @@
 # tests need if they are down, then lint, type-check and run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --fresh: the same, from a clean clone with a minimal environment (scripts/fresh_check.sh).
+if [ "${1:-}" = "--fresh" ]; then
+    shift
+    exec bash scripts/fresh_check.sh "$@"
+fi
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CASES = ROOT.parent / "shared" / "cases"
 BROKER_LOCK = Path("/tmp/celery-doctor-broker.lock")
+# The console script installed beside the interpreter running the tests: never whatever
+# `celery-doctor` happens to be first on PATH (a fresh machine has none there).
+CONSOLE_SCRIPT = Path(sys.executable).parent / "celery-doctor"
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -62,3 +66,10 @@ def redis_url(broker_lock_shared: None) -> str:
     if not _reachable("127.0.0.1", 6379):
         pytest.fail("Redis is not listening on 127.0.0.1:6379")
     return REDIS_URL
+
+
+def console_script() -> str:
+    """The installed console script; a missing one is a packaging failure, not a skip."""
+    if not CONSOLE_SCRIPT.exists():
+        pytest.fail(f"{CONSOLE_SCRIPT} is missing: install the package (pip install -e '.[test]') into this interpreter")
+    return str(CONSOLE_SCRIPT)

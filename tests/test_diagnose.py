@@ -10,13 +10,13 @@ import pytest
 
 from celery_doctor.model import Category
 from celery_doctor.pipeline import DiagnoseOptions, diagnose
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, console_script
 
 EXAMPLES = ROOT / "examples"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["celery-doctor", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([console_script(), *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir() if (p / "truth.json").exists()))

@@ -12,7 +12,7 @@ import pytest
 
 from celery_doctor.ingest import IngestError, read_logs
 from celery_doctor.model import Kind, Side
-from conftest import FIXTURES
+from conftest import FIXTURES, console_script
 
 WORKER_5X = """\
 [2026-11-23 21:19:50,001: INFO/MainProcess] Connected to amqp://guest:**@rabbit:5672//
@@ -146,7 +146,7 @@ def test_gzip_and_stdin(tmp_path: Path) -> None:
     path = tmp_path / "worker.log.gz"
     path.write_bytes(gzip.compress(WORKER_5X.encode()))
     assert kinds(read_logs([str(path)])) == [Kind.CONNECTED, Kind.CONNECTION_LOST, Kind.CONNECTED]
-    out = subprocess.run(["celery-doctor", "logs", "-", "--format", "json"], input=WORKER_5X,
+    out = subprocess.run([console_script(), "logs", "-", "--format", "json"], input=WORKER_5X,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode in (0, 1) and '"connection_lost"' in out.stdout
 
@@ -176,7 +176,7 @@ def test_bad_inputs_warn_and_the_rest_is_analysed(tmp_path: Path) -> None:
 def test_nothing_readable_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="nothing readable"):
         read_logs([write(tmp_path, "junk.bin", b"\x00\x01" * 1000), str(tmp_path / "missing.log")])
-    out = subprocess.run(["celery-doctor", "logs", str(tmp_path / "junk.bin")], capture_output=True, text=True,
+    out = subprocess.run([console_script(), "logs", str(tmp_path / "junk.bin")], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr and out.stderr.count("\n") == 1
 
