@@ -38,7 +38,11 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 
 # Headless Chromium for the HTML report's browser tests (Debian's package).
-command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+if ! command -v chromium >/dev/null; then
+    echo "installing Debian's chromium"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 .venv/bin/ruff check src tests scripts bench
 .venv/bin/mypy

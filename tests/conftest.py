@@ -71,5 +71,5 @@ def redis_url(broker_lock_shared: None) -> str:
 def console_script() -> str:
     """The installed console script; a missing one is a packaging failure, not a skip."""
     if not CONSOLE_SCRIPT.exists():
-        pytest.fail(f"{CONSOLE_SCRIPT} is missing: install the package (pip install -e '.[test]') into this interpreter")
+        pytest.fail(f"{CONSOLE_SCRIPT} is missing: pip install -e '.[test]' into this interpreter")
     return str(CONSOLE_SCRIPT)
