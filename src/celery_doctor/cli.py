@@ -283,7 +283,7 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
                 await asyncio.sleep(0.1)
                 for event in server.events[shown:]:
                     detail = event.detail or {}
-                    click.echo(redact(f"{event.ts.isoformat(timespec='milliseconds')} {event.kind.value:<16} "
+                    click.echo(redact(f"{event.at.isoformat(timespec='milliseconds')} {event.kind.value:<16} "
                                       f"{event.peer or '-':<22} {detail.get('message', '')}"))
                 shown = len(server.events)
         finally:

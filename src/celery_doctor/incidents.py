@@ -80,11 +80,11 @@ class _Draft:
 
     @property
     def first(self) -> datetime:
-        return self.events[0].ts
+        return self.events[0].at
 
     @property
     def last(self) -> datetime:
-        return self.events[-1].ts
+        return self.events[-1].at
 
     def has(self, side: Side, *kinds: Kind) -> bool:
         return any(e.side == side and (not kinds or e.kind in kinds) for e in self.events)
@@ -112,7 +112,7 @@ def detect(timeline: Timeline) -> IncidentSet:
             outage_s=outage,
         ))
     for inc in incidents:
-        inc.events.sort(key=lambda e: e.ts)
+        inc.events.sort(key=lambda e: e.at)
     _set_periods(incidents)
     return IncidentSet(incidents=incidents, summary=_summary(timeline, incidents))
 
@@ -135,7 +135,7 @@ def _group(timeline: Timeline) -> list[_Draft]:
         target = None
         if e.side == Side.CLIENT and e.kind == Kind.CANNOT_CONNECT and e.source in open_outage:
             target = open_outage[e.source]
-        elif drafts and e.ts - drafts[-1].last <= gap:
+        elif drafts and e.at - drafts[-1].last <= gap:
             target = drafts[-1]
         elif e.side == Side.CLIENT:
             target = _late_notice(drafts, e)
@@ -168,7 +168,7 @@ def _attach_context(drafts: list[_Draft], timeline: Timeline) -> None:
     before = timedelta(seconds=CONTEXT_BEFORE_S)
     gap = timedelta(seconds=GAP_S)
     for draft in drafts:
-        draft.context = [e for e in context if draft.first - before <= e.ts <= draft.last + gap]
+        draft.context = [e for e in context if draft.first - before <= e.at <= draft.last + gap]
 
 
 def _verdict(draft: _Draft, timeline: Timeline) -> tuple[ClosedBy, str, float]:
@@ -233,11 +233,11 @@ def _verdict(draft: _Draft, timeline: Timeline) -> tuple[ClosedBy, str, float]:
 def _was_connected(draft: _Draft, timeline: Timeline) -> bool:
     """Whether the client had been running before this outage (not a worker still starting)."""
     client = next(e for e in draft.events if e.side == Side.CLIENT)
-    if _startup_seen(timeline, client.source, client.ts):
+    if _startup_seen(timeline, client.source, client.at):
         return False
     retry = re.search(r"\((\d+)/\d+\)", client.text)
     return retry is None or int(retry.group(1)) > 1 or any(
-        e.source == client.source and e.ts < client.ts for e in timeline.events)
+        e.source == client.source and e.at < client.at for e in timeline.events)
 
 
 def _startup_seen(timeline: Timeline, source: str, before: datetime) -> bool:
@@ -258,7 +258,7 @@ def _last_connect_index(timeline: Timeline) -> dict[str, list[datetime]]:
     connects: dict[str, list[datetime]] = {}
     for e in timeline.events:
         if e.kind == Kind.CONNECTED and e.side == Side.CLIENT:
-            connects.setdefault(e.source, []).append(e.ts)
+            connects.setdefault(e.source, []).append(e.at)
     return connects
 
 
@@ -270,12 +270,12 @@ def _uptime_and_idle(draft: _Draft, connects: dict[str, list[datetime]]
         duration = next((e.detail.get("duration_s") for e in draft.events
                          if e.detail.get("duration_s") is not None), None)
         return (float(duration) if duration is not None else None), None
-    before = [t for t in connects.get(client.source, []) if t <= client.ts]
+    before = [t for t in connects.get(client.source, []) if t <= client.at]
     connected_at = before[-1] if before else None
-    uptime = (client.ts - connected_at).total_seconds() if connected_at else None
+    uptime = (client.at - connected_at).total_seconds() if connected_at else None
     marks = [t for t in (connected_at, _parse_ts(client.detail.get("last_activity_ts"))) if t]
     # the broker may have closed earlier than the client noticed: measure idle up to that
-    start = min(e.ts for e in draft.events)
+    start = min(e.at for e in draft.events)
     idle = (start - max(marks)).total_seconds() if marks else None
     if idle is not None and idle < 0:
         idle = 0.0
@@ -301,7 +301,7 @@ def _phase(draft: _Draft, timeline: Timeline, idle: float | None) -> Phase:
         return Phase.SHUTDOWN
     client = next((e for e in draft.events if e.side == Side.CLIENT), None)
     if client is not None:
-        if _startup_seen(timeline, client.source, client.ts):
+        if _startup_seen(timeline, client.source, client.at):
             return Phase.STARTUP  # the worker was still starting (not ready, or never connected)
         if running_task_age(draft.events, draft.first) is not None:
             return Phase.LOAD

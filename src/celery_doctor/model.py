@@ -111,7 +111,7 @@ class Severity(str, Enum):
 
 @dataclass(frozen=True)
 class Event:
-    ts: datetime  # aware, UTC, already corrected by the source's clock offset
+    ts: datetime | None  # aware, UTC, corrected by the clock offset; None: undated (ordered by position)
     source: str  # input name as given by the user
     line: int  # 1-based line of the first physical line
     side: Side
@@ -122,6 +122,19 @@ class Event:
     signature: str | None = None  # id of the catalogue entry that matched
     level: str | None = None  # log level as written by the source
     detail: dict[str, Any] = field(default_factory=dict)  # e.g. {"timeout_s": 60}
+
+    @property
+    def dated(self) -> bool:
+        return self.ts is not None
+
+    @property
+    def at(self) -> datetime:
+        """The time of a dated event. The merged timeline and every incident hold dated events
+        only (undated ones, e.g. a bare pasted traceback, travel in ``Timeline.undated`` and
+        ``Report.undated``), so stages past the timeline read ``at`` without a None check."""
+        if self.ts is None:
+            raise ValueError(f"{self.source}:{self.line}: an undated event has no time")
+        return self.ts
 
 
 @dataclass(frozen=True)
@@ -153,7 +166,7 @@ class Incident:
 
     @property
     def ts(self) -> datetime:
-        return self.events[0].ts
+        return self.events[0].at
 
 
 @dataclass(frozen=True)
@@ -221,7 +234,8 @@ class Report:
     command: str
     findings: list[Finding] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)  # the merged timeline
+    events: list[Event] = field(default_factory=list)  # the merged timeline (dated events)
+    undated: list[Event] = field(default_factory=list)  # events with no time, in input order
     sources: list[SourceInfo] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)  # command-specific payload, JSON-ready

@@ -35,6 +35,7 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
     warnings = [f"{s.name}: {w}" for s in result.sources for w in s.warnings]
     return Report(
         command="logs", findings=findings, incidents=found.incidents, events=timeline.events,
+        undated=timeline.undated,
         sources=result.sources, summary=found.summary, warnings=warnings,
         data={"activity": {name: [[a.isoformat(), b.isoformat(), n] for a, b, n in curve]
                            for name, curve in timeline.activity.items()}},
@@ -213,6 +214,7 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
         command="diagnose", findings=ranked,
         incidents=logs_report.incidents if logs_report else [],
         events=logs_report.events if logs_report else [],
+        undated=logs_report.undated if logs_report else [],
         sources=logs_report.sources if logs_report else [],
         summary=summary,
         data={name: part.data for name, part in parts.items()},

@@ -42,8 +42,11 @@ MAX_OFFSET_S = 14 * 3600
 
 @dataclass
 class Timeline:
-    events: list[Event]  # all sources, on the reference clock, in time order
+    events: list[Event]  # dated events of all sources, on the reference clock, in time order
     sources: list[SourceInfo]
+    # events whose lines carry no time (a pasted bare traceback): by source, in input order;
+    # rules that need no time may use them, with less confidence than dated evidence
+    undated: list[Event] = field(default_factory=list)
     activity: dict[str, list[tuple[datetime, datetime, int]]] = field(default_factory=dict)
     spans: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
     _times: dict[tuple[str, Kind], list[datetime]] | None = field(default=None, repr=False)
@@ -53,7 +56,7 @@ class Timeline:
         if self._times is None:
             self._times = {}
             for e in self.events:
-                self._times.setdefault((e.source, e.kind), []).append(e.ts)
+                self._times.setdefault((e.source, e.kind), []).append(e.at)
         return self._times.get((source, kind), [])
 
     def covers(self, source: str, ts: datetime, margin_s: float = 2.0) -> bool:
@@ -71,8 +74,12 @@ class Timeline:
 def build(result: IngestResult) -> Timeline:
     """Estimate clock offsets, shift every source onto the reference clock, sort."""
     by_source: dict[str, list[Event]] = {}
+    undated: list[Event] = []
     for event in result.events:
-        by_source.setdefault(event.source, []).append(event)
+        if event.ts is None:
+            undated.append(event)
+        else:
+            by_source.setdefault(event.source, []).append(event)
     infos = {s.name: s for s in result.sources}
     offsets = _estimate_offsets(by_source, infos)
 
@@ -80,12 +87,12 @@ def build(result: IngestResult) -> Timeline:
     activity: dict[str, list[tuple[datetime, datetime, int]]] = {}
     for name, evs in by_source.items():
         shift = timedelta(seconds=offsets.get(name, 0.0))
-        events.extend(replace(e, ts=e.ts + shift) if shift else e for e in evs)
+        events.extend(replace(e, ts=e.at + shift) if shift else e for e in evs)
     for name, curve in result.activity.items():
         shift = timedelta(seconds=offsets.get(name, 0.0))
         activity[name] = [(a + shift, b + shift, n) for a, b, n in curve]
-    events.sort(key=lambda e: e.ts)  # stable: same-time lines keep file order
-    return Timeline(events=events, sources=result.sources, activity=activity,
+    events.sort(key=lambda e: e.at)  # stable: same-time lines keep file order
+    return Timeline(events=events, sources=result.sources, undated=undated, activity=activity,
                     spans=_spans(events, activity))
 
 
@@ -98,7 +105,7 @@ def _spans(events: list[Event], activity: dict[str, list[tuple[datetime, datetim
         spans[name] = (first, last) if old is None else (min(old[0], first), max(old[1], last))
 
     for e in events:
-        widen(e.source, e.ts, e.ts)
+        widen(e.source, e.at, e.at)
     for name, curve in activity.items():
         for a, b, _ in curve:
             widen(name, a, b)
@@ -148,8 +155,8 @@ def _pair_offset(client: list[Event], broker: list[Event]) -> tuple[float, str] 
     """Best (broker - client) clock difference from coinciding events, or None if unsure."""
     best: tuple[int, float, list[float], str] | None = None
     for client_kind, broker_kind in COINCIDING + ZONE_ONLY:
-        c_ts = [e.ts.timestamp() for e in client if e.kind == client_kind][:500]
-        b_ts = sorted(e.ts.timestamp() for e in broker if e.kind == broker_kind)
+        c_ts = [e.at.timestamp() for e in client if e.kind == client_kind][:500]
+        b_ts = sorted(e.at.timestamp() for e in broker if e.kind == broker_kind)
         if not c_ts or not b_ts:
             continue
         candidates: set[float] = set()

@@ -393,6 +393,9 @@ class Scanner:
         self.line_base = line_no - 1 + chunk.count(b"\n", line_pos)  # one newline pass per chunk in all
 
     def _add(self, event: Event) -> None:
+        if event.ts is None:
+            self.state.events.append(event)
+            return
         if self.state.last_ts and event.ts < self.state.last_ts - timedelta(seconds=1):
             self.state.out_of_order += 1
         self.state.last_ts = event.ts

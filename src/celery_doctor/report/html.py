@@ -210,7 +210,7 @@ def _ticks(scale: _Scale) -> list[dict[str, Any]]:
 def _timeline(report: Report, names: list[str], ids: _Ids, activity: dict[str, Any],
               evidence: list[Evidence], incident_of: dict[tuple[str, int], int]) -> dict[str, Any] | None:
     marked = [e for e in report.events if e.kind not in LOAD_KINDS]
-    times = [e.ts for e in report.events] + [ev.ts for ev in evidence if ev.ts]
+    times = [e.at for e in report.events] + [ev.ts for ev in evidence if ev.ts]
     for curve in activity.values():
         times += [curve[0][0], curve[-1][1]]
     if not (marked or activity or report.incidents) or not times:
@@ -256,14 +256,14 @@ def _timeline(report: Report, names: list[str], ids: _Ids, activity: dict[str, A
     if len(marked) > MAX_MARKS:
         keep = [e for e in marked if (e.source, e.line) in evidence_keys or (e.source, e.line) in incident_of]
         rest = [e for e in marked if (e.source, e.line) not in evidence_keys and (e.source, e.line) not in incident_of]
-        marked = sorted(keep + rest[: max(0, MAX_MARKS - len(keep))], key=lambda e: e.ts)
+        marked = sorted(keep + rest[: max(0, MAX_MARKS - len(keep))], key=lambda e: e.at)
     marks: dict[str, dict[str, Any]] = {}
     for event in marked:
         mid = ids.mark(event.source, event.line)
         if mid is None or mid in marks:
             continue
         group = KIND_GROUP.get(event.kind, "other")
-        marks[mid] = _mark(mid, event.ts, lane_by_name[event.source], group, event.kind.value,
+        marks[mid] = _mark(mid, event.at, lane_by_name[event.source], group, event.kind.value,
                            event.text, f"{event.source}:{event.line}", scale,
                            incident_of.get((event.source, event.line)))
     for ev in evidence:
@@ -276,8 +276,8 @@ def _timeline(report: Report, names: list[str], ids: _Ids, activity: dict[str, A
     bands = []
     last_label = -1e9
     for inc in report.incidents:
-        start = min(_utc(e.ts) for e in inc.events)
-        end = max(_utc(e.ts) for e in inc.events)
+        start = min(_utc(e.at) for e in inc.events)
+        end = max(_utc(e.at) for e in inc.events)
         x0, x1 = scale.x(start), scale.x(end)
         if x1 - x0 < 5.0:  # keep an instantaneous incident visible: 5 units around it
             x0, x1 = (x0 + x1) / 2 - 2.5, (x0 + x1) / 2 + 2.5
@@ -353,7 +353,7 @@ def _load_bars(curve: list[tuple[datetime, datetime, int]], scale: _Scale) -> li
 def _idle_stretches(curve: list[tuple[datetime, datetime, int]], events: list[Event], name: str,
                     scale: _Scale) -> list[dict[str, Any]]:
     """Gaps with no task activity between the source's first and last line."""
-    own = [_utc(e.ts) for e in events if e.source == name]
+    own = [_utc(e.at) for e in events if e.source == name]
     busy = [(a, b) for a, b, n in curve if n > 0]
     if not busy:
         return []
@@ -426,7 +426,7 @@ def _incident_row(inc: Incident, ids: _Ids) -> dict[str, Any]:
         "period": duration(inc.period_s), "outage": duration(inc.outage_s),
         "confidence": round(inc.confidence * 100), "reason": inc.reason,
         "lines": [{"where": f"{ids.short(e.source)}:{e.line}", "kind": e.kind.value,
-                   "ts": f"{_utc(e.ts):%H:%M:%S.%f}"[:-3], "mark": ids.mark(e.source, e.line),
+                   "ts": f"{_utc(e.at):%H:%M:%S.%f}"[:-3], "mark": ids.mark(e.source, e.line),
                    "text": _first_line(e.text, 300)} for e in inc.events[:6]],
         "more": max(0, len(inc.events) - 6), "first": f"{first.source}:{first.line}",
     }
@@ -496,7 +496,7 @@ def _view(report: Report) -> dict[str, Any]:
     ids = _Ids(names)
     incident_of = {(e.source, e.line): inc.id for inc in report.incidents for e in inc.events}
     evidence = [ev for f in report.findings for ev in [*f.evidence, *f.contradicting]]
-    times = sorted(_utc(e.ts) for e in report.events)
+    times = sorted(_utc(e.at) for e in report.events)
     # secret-looking keys are masked before the structure is flattened into (key, value) rows
     data = redact_data(_mask_named_secrets({k: v for k, v in report.data.items() if k != "activity"}))
     summary = redact_data(_mask_named_secrets(report.summary))
@@ -514,7 +514,7 @@ def _view(report: Report) -> dict[str, Any]:
         "incidents": [_incident_row(i, ids) for i in report.incidents],
         "stats": _stats(report),
         "timeline": _timeline(report, names, ids, activity, evidence, incident_of),
-        "events": [{"id": ids.mark(e.source, e.line), "ts": f"{_utc(e.ts):%H:%M:%S.%f}"[:-3],
+        "events": [{"id": ids.mark(e.source, e.line), "ts": f"{_utc(e.at):%H:%M:%S.%f}"[:-3],
                     "where": f"{ids.short(e.source)}:{e.line}", "path": e.source, "kind": e.kind.value,
                     "side": e.side.value,
                     "group": KIND_GROUP.get(e.kind, "other"), "text": _first_line(e.text, 500)}

@@ -42,6 +42,7 @@ def report_document(report: Report) -> dict[str, Any]:
         "incidents": [_incident(i) for i in report.incidents],
         "sources": to_jsonable(report.sources),
         "timeline": [_event(e) for e in report.events],
+        "undated": [_event(e) for e in report.undated],
         "data": to_jsonable(report.data),
         "warnings": list(report.warnings),
     }

@@ -97,7 +97,7 @@ def timeline_strip(report: Report, width: int) -> Text | None:
     B broker stop/start/alarm, - task activity."""
     if not report.events:
         return None
-    start, end = report.events[0].ts, report.events[-1].ts
+    start, end = report.events[0].at, report.events[-1].at
     span = max((end - start).total_seconds(), 1.0)
     names = [s.name for s in report.sources if any(e.source == s.name for e in report.events)] or \
         sorted({e.source for e in report.events})
@@ -115,7 +115,7 @@ def timeline_strip(report: Report, width: int) -> Text | None:
         for marks, char in reversed(STRIP_MARKS):
             for e in report.events:
                 if e.source == name and e.kind in marks:
-                    col = _col(start, span, cols, e.ts.isoformat())
+                    col = _col(start, span, cols, e.at.isoformat())
                     if col is not None:
                         row[col] = char
         short = name if len(name) <= label else "…" + name[-(label - 1):]
