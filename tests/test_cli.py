@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from celery_doctor import cli, pipeline
+from celery_doctor.status import ExitStatus
 from conftest import console_script
 
 
@@ -25,3 +30,66 @@ def test_bad_usage_is_one_line_and_exit_2() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "Traceback" not in result.stderr
+
+
+# --- exit statuses, in-process through raw_main (the console script's own entry) -------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_exit_statuses_are_the_documented_numbers() -> None:
+    assert [(s.name, int(s)) for s in ExitStatus] == [
+        ("OK", 0), ("FINDINGS", 1), ("BAD_INPUT", 2), ("INTERNAL", 70), ("INTERRUPTED", 130)]
+
+
+def test_findings_and_fail_on_choose_between_ok_and_findings(capsys: pytest.CaptureFixture[str]) -> None:
+    log = str(EXAMPLES / "idle-cut" / "worker.log")
+    assert cli.raw_main(["logs", log, "--format", "json"]) is ExitStatus.FINDINGS
+    assert cli.raw_main(["logs", log, "--format", "json", "--fail-on", "critical"]) is ExitStatus.OK
+    assert '"findings"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [
+    ["logs"], ["logs", "--bogus", "x"], ["nope"], ["logs", "--format", "xml", "x.log"], ["diagnose"],
+    ["logs", "/nonexistent/worker.log"],
+])
+def test_usage_and_input_errors_are_one_line_and_bad_input(args: list[str],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.raw_main(args) is ExitStatus.BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("celery-doctor: error: "), err
+    assert "Usage:" not in err and "Traceback" not in err
+
+
+def test_an_escaping_exception_is_one_redacted_internal_line(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("cannot reach amqp://guest:s3cr3t-pw@rabbit:5672//")
+
+    monkeypatch.setattr(pipeline, "analyse_logs", broken)
+    monkeypatch.delenv("CELERY_DOCTOR_DEBUG", raising=False)
+    assert cli.raw_main(["logs", str(EXAMPLES / "idle-cut" / "worker.log")]) is ExitStatus.INTERNAL
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("celery-doctor: internal error: RuntimeError: ")
+    assert "s3cr3t-pw" not in err and "Traceback" not in err
+
+    monkeypatch.setenv("CELERY_DOCTOR_DEBUG", "1")
+    assert cli.raw_main(["logs", str(EXAMPLES / "idle-cut" / "worker.log")]) is ExitStatus.INTERNAL
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "in broken" in err and "s3cr3t-pw" not in err
+
+
+def test_ctrl_c_is_interrupted(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "analyse_logs", interrupted)
+    assert cli.raw_main(["logs", str(EXAMPLES / "idle-cut" / "worker.log")]) is ExitStatus.INTERRUPTED
+    assert capsys.readouterr().err == "celery-doctor: interrupted\n"
+
+
+def test_the_celery_plugin_gives_the_same_one_line_error() -> None:
+    # celery's own click group invokes ours: DoctorGroup.invoke must catch as raw_main does
+    result = run(sys.executable, "-m", "celery", "doctor", "logs", "/nonexistent/worker.log")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("celery-doctor: error: "), result.stderr

@@ -1,16 +1,19 @@
 """The command line: each command parses its arguments, runs one pipeline, hands the result
 to ``report/``. This is the only module that writes to the terminal.
 
-Exit status: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 bad usage or
-unreadable input (one clear line on stderr, never a traceback).
+Exit statuses are :class:`celery_doctor.status.ExitStatus`. Every error is one line on stderr:
+a stage's own error (``DoctorError``) or a usage error exits BAD_INPUT; anything else that
+escapes is a bug in celery-doctor and exits INTERNAL with one redacted line, the traceback only
+when ``CELERY_DOCTOR_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,17 +23,89 @@ from celery_doctor import __version__
 from celery_doctor.model import DoctorError, Report, Severity
 from celery_doctor.redact import redact
 from celery_doctor.report import FORMATS, ReportError, render
+from celery_doctor.status import ExitStatus
 
-EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
+PROG = "celery-doctor"
 
 
 class InputError(DoctorError):
     """Unusable command-line input (the stages raise their own DoctorError subclasses)."""
 
 
+def error_line(message: str) -> None:
+    """The one line every failure prints: redacted, prefixed, never wrapped."""
+    text = " ".join(redact(message).split())
+    click.echo(f"{PROG}: error: {text}", err=True)
+
+
 def fail(message: str) -> NoReturn:
-    click.echo(f"celery-doctor: error: {redact(message)}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
+    error_line(message)
+    sys.exit(ExitStatus.BAD_INPUT)
+
+
+def debug() -> bool:
+    return os.environ.get("CELERY_DOCTOR_DEBUG", "").strip().lower() not in ("", "0", "no", "false")
+
+
+def internal_error(exc: BaseException) -> NoReturn:
+    """A bug, not the user's input: one redacted line (the traceback only on request)."""
+    if debug():
+        import traceback
+
+        click.echo(redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))), err=True)
+    detail = str(exc) or "(no message)"
+    click.echo(f"{PROG}: internal error: {type(exc).__name__}: {' '.join(redact(detail).split())}"
+               f" (CELERY_DOCTOR_DEBUG=1 shows the traceback)", err=True)
+    sys.exit(ExitStatus.INTERNAL)
+
+
+def usage_error(exc: click.ClickException) -> ExitStatus:
+    """click's three-line usage message as one line that names the command's --help."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if isinstance(exc, click.UsageError) and ctx is not None else ""
+    error_line(exc.format_message().rstrip(".") + hint)
+    return ExitStatus.BAD_INPUT
+
+
+def raw_main(args: Sequence[str] | None = None) -> ExitStatus:
+    """Run one command and return its status instead of exiting (tests call this in-process)."""
+    try:
+        code = main.main(args=list(args) if args is not None else None, prog_name=PROG, standalone_mode=False)
+        if isinstance(code, int) and code:  # ctx.exit(N) returns N without standalone mode
+            return ExitStatus(code) if code in set(ExitStatus) else ExitStatus.BAD_INPUT
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return ExitStatus.OK
+        if isinstance(code, int):
+            return ExitStatus(code) if code in set(ExitStatus) else ExitStatus.INTERNAL
+        error_line(str(code))
+        return ExitStatus.BAD_INPUT
+    except BrokenPipeError:  # `celery-doctor ... | head`: the reader had enough; say nothing
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitStatus.OK
+    except click.ClickException as exc:
+        return usage_error(exc)
+    except click.Abort:
+        click.echo(f"{PROG}: interrupted", err=True)
+        return ExitStatus.INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo(f"{PROG}: interrupted", err=True)
+        return ExitStatus.INTERRUPTED
+    except DoctorError as exc:
+        error_line(str(exc))
+        return ExitStatus.BAD_INPUT
+    except Exception as exc:  # the last line of defence: a bug is one line too
+        with contextlib.suppress(SystemExit):
+            internal_error(exc)
+        return ExitStatus.INTERNAL
+    return ExitStatus.OK
+
+
+def run() -> NoReturn:
+    """The console script."""
+    sys.exit(raw_main())
 
 
 def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,7 +140,7 @@ def emit(report: Report, fmt: str, output: str | None, fail_on: str) -> NoReturn
         click.echo(text, nl=False)
     worst = report.worst()
     threshold = Severity(fail_on)
-    sys.exit(EXIT_FINDINGS if worst is not None and worst.rank >= threshold.rank else EXIT_OK)
+    sys.exit(ExitStatus.FINDINGS if worst is not None and worst.rank >= threshold.rank else ExitStatus.OK)
 
 
 @contextlib.contextmanager
@@ -90,16 +165,24 @@ def progress_bar(label: str) -> Iterator[Callable[[str, int, int], None]]:
 
 
 class DoctorGroup(click.Group):
-    """Turns stage errors into one line and exit 2; tracebacks only with CELERY_DOCTOR_DEBUG."""
+    """Turns stage errors into one line and BAD_INPUT, anything else into one INTERNAL line.
+
+    Here (not only in :func:`raw_main`) so that ``celery doctor`` — celery's own click group
+    invoking this one — gets the same single lines and statuses.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except DoctorError as exc:
             fail(str(exc))
         except KeyboardInterrupt:
-            click.echo("celery-doctor: interrupted", err=True)
-            sys.exit(130)
+            click.echo(f"{PROG}: interrupted", err=True)
+            sys.exit(ExitStatus.INTERRUPTED)
+        except Exception as exc:
+            internal_error(exc)
 
 
 @click.group(name="doctor", cls=DoctorGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -443,4 +526,4 @@ def pins(requirement: str | None, python: str | None, to: str | None, constraint
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()
