@@ -7,8 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from celery_doctor.ingest import signatures
-from celery_doctor.ingest.interface import IngestError, IngestResult
+from celery_doctor.ingest.families import LINE_FAMILIES, REGISTRY
+from celery_doctor.ingest.interface import Family, IngestError, IngestResult
 from celery_doctor.ingest.parallel import scan_split, workers_for
+from celery_doctor.ingest.prefixes import PREFIXES
 from celery_doctor.ingest.reader import Scanner, SourceState, scan_banner, scan_json
 from celery_doctor.ingest.sources import (
     celery_layout,
@@ -23,7 +25,10 @@ from celery_doctor.ingest.sources import (
 )
 from celery_doctor.model import SourceInfo
 
-FORMATS = ("celery", "rabbitmq", "redis", "json")
+# The one registry of the stage: log families (one module each in families/) and collector
+# prefixes (data in prefixes.py). Everything else looks families and prefixes up here.
+FAMILIES: dict[str, Family] = REGISTRY
+FORMATS = tuple(FAMILIES)  # what --format-hint accepts
 Progress = Callable[[str, int, int], None]
 
 
@@ -115,11 +120,11 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
 
 
 def _classify(message: str) -> tuple[str, signatures.Signature] | None:
-    for family in ("celery", "rabbitmq", "redis"):
-        sig = signatures.match(family, message)
+    for family in LINE_FAMILIES:
+        sig = family.match(message)
         if sig is not None:
-            return family, sig
+            return family.name, sig
     return None
 
 
-__all__ = ["FORMATS", "IngestError", "IngestResult", "read_logs"]
+__all__ = ["FAMILIES", "FORMATS", "PREFIXES", "IngestError", "IngestResult", "read_logs"]

@@ -1,11 +1,14 @@
-"""What the ingest stage returns, and its error type."""
+"""What the ingest stage returns, its error type, and the interface every log family implements."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from celery_doctor.model import DoctorError, Event, SourceInfo
+from celery_doctor.ingest import signatures
+from celery_doctor.model import DoctorError, Event, Kind, Side, SourceInfo
 
 
 class IngestError(DoctorError):
@@ -17,3 +20,52 @@ class IngestResult:
     events: list[Event]  # connection-relevant events of every source, each source in file order
     sources: list[SourceInfo]
     activity: dict[str, list[tuple[datetime, datetime, int]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Start:
+    """What the first line of a record says."""
+
+    ts: datetime
+    level: str
+    naive: bool  # the log wrote no zone: read as UTC
+    key: str = ""  # RabbitMQ 3.9+: lines of one multi-line message share ts+pid
+
+
+class Family(ABC):
+    """One log family (who writes it, how its records start, which catalogue entries apply).
+
+    Adding a family is one module in ``families/`` implementing this, one entry in the registry
+    (``families/__init__.py``), and its catalogue entries in ``signatures.py``.
+    """
+
+    name: str
+    side: Side
+    line_based: bool = True  # False: one self-describing object per line (JSON)
+
+    @abstractmethod
+    def start(self, line: str, year: int) -> Start | None:
+        """The header of a line that starts a record (prefix already removed), or None."""
+
+    def message_start(self, line: str) -> int:
+        """Where the message begins after the family's own header (0 when there is none)."""
+        return 0
+
+    def fields(self, message: str, error: str | None) -> tuple[str | None, dict[str, Any]]:
+        """(peer, detail) that a record carries (connection pid, timeout, errno, ...)."""
+        return None, {}
+
+    def refine(self, kind: Kind, error: str | None) -> Kind:
+        """The kind, corrected by what the error says (a lost connection that was a refused login)."""
+        return kind
+
+    def error(self, lines: list[str], message: str) -> str | None:
+        """The exception or reason a client record names (None for broker families)."""
+        return None
+
+    def match(self, message: str) -> signatures.Signature | None:
+        return signatures.match(self.name, message)
+
+    def literals(self) -> tuple[bytes, ...]:
+        """What the fast scan looks for in raw bytes of a source of this family."""
+        return signatures.literals(self.name)

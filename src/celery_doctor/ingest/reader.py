@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery_doctor.ingest import formats, signatures
+from celery_doctor.ingest import families, prefixes, signatures
+from celery_doctor.ingest.families import json as json_family
+from celery_doctor.ingest.families.celery import FAMILY as CELERY
+from celery_doctor.ingest.families.rabbitmq import PEER
+from celery_doctor.ingest.interface import Start
 from celery_doctor.model import Event, Kind, Side, SourceInfo
 
 CHUNK = 16 * 1024 * 1024
@@ -29,20 +33,12 @@ MAX_BUCKETS = 400
 
 RUNTIME = re.compile(r" succeeded in (\d+(?:\.\d+)?)s")
 TASK_ID = re.compile(r"(?:Task |Received task: )([\w.:\-]+)\[([^\]\s]+)\]")
-ERRNO = re.compile(r"(?:Errno |\(|Error )(\d{2,3})\b")
-PEER = re.compile(r"\(?(\[?[0-9a-fA-F.:]+\]?:\d+) -> (\[?[0-9a-fA-F.:]+\]?:\d+)")
-REDIS_PEER = re.compile(r"addr=(\S+)|client: (\S+)|Accepted (\S+)")
-CONN_PID = re.compile(r"connection (<[\d.]+>)")
-TIMEOUT_S = re.compile(r"timeout: (\d+)s")
-DURATION = re.compile(r"duration: '(?:(\d+)D, )?(?:(\d+)H, )?(?:(\d+)M, )?(?:(\d+)s|(\d+)ms)'")
 BANNER = {
     "celery_version": re.compile(r"celery@\S+ v(\d+\.\d+\.\d+\S*)"),
     "transport": re.compile(r"\.> transport:\s+(\S+)"),
     "concurrency": re.compile(r"\.> concurrency:\s+(\d+)"),
     "pool": re.compile(r"\.> concurrency:\s+\d+ \((\w+)\)"),
 }
-STATE = re.compile(r"state: (\w+)")
-RESOURCE = re.compile(r"(memory|disk) resource limit alarm", re.I)
 
 
 @dataclass
@@ -73,34 +69,18 @@ class Record:
     prefix_ts: datetime | None
 
 
-def strip_prefix(line: str, prefix: str | None) -> tuple[str, str | None, datetime | None]:
-    """(line without the collector prefix, service name, prefix timestamp)."""
-    if prefix is None:
-        return line, None, None
-    m = formats.PREFIXES[prefix].match(line)
-    if not m:
-        return line, None, None
-    groups = m.groupdict()
-    ts = formats.parse_iso(groups["ts"]) if groups.get("ts") else None
-    return line[m.end():], groups.get("svc"), ts
+strip_prefix = prefixes.strip
 
 
-def record_start(family: str, line: str, year: int) -> formats.Start | None:
-    if family == "celery":
-        return formats.start_celery(line)
-    if family == "rabbitmq":
-        return formats.start_rabbitmq(line)
-    if family == "redis":
-        return formats.start_redis(line, year)
-    return None
+def record_start(family: str, line: str, year: int) -> Start | None:
+    found = families.get(family)
+    return found.start(line, year) if found is not None and found.line_based else None
 
 
 def family_of(line: str, year: int) -> str | None:
     """For multi-service files: which family a (prefix-stripped) line belongs to."""
-    for family in ("celery", "rabbitmq", "redis"):
-        if record_start(family, line, year):
-            return family
-    return None
+    found = families.family_of(line, year)
+    return found.name if found else None
 
 
 class Scanner:
@@ -108,13 +88,13 @@ class Scanner:
 
     def __init__(self, state: SourceState) -> None:
         self.state = state
-        families = ("celery", "rabbitmq", "redis") if state.family == "multi" else (state.family,)
-        self.full_scan = signatures.scan_for(families, None)
-        self.scan = signatures.scan_for(families, state.info.meta.get("layout"))
+        names = tuple(f.name for f in families.LINE_FAMILIES) if state.family == "multi" else (state.family,)
+        self.full_scan = signatures.scan_for(names, None)
+        self.scan = signatures.scan_for(names, state.info.meta.get("layout"))
         self.first_chunk = True
         # 3.1 logs "Received task: x[id]", 4.0+ "Task x[id] received"
         self.arrival_literal = b"Received task" if state.info.meta.get("layout") == "celery-3.1" else b"] received"
-        self.client_like = "celery" in families
+        self.client_like = "celery" in names
         self.tail = b""
         self.line_base = 0  # physical line number of the first byte of the current chunk
         self.seen: set[int] = set()
@@ -144,7 +124,7 @@ class Scanner:
             self.state.services[service] = found
         return found
 
-    def _start_of(self, family: str, line: str) -> formats.Start | None:
+    def _start_of(self, family: str, line: str) -> Start | None:
         return record_start(family, line, self.state.year)
 
     # -- records ------------------------------------------------------------------------------
@@ -177,12 +157,12 @@ class Scanner:
             if nhead is not None and not (head.key and nhead.key == head.key):
                 break
             if family == "rabbitmq" and nhead is not None:
-                raw = raw[formats.message_start(family, raw):]  # 3.9+: drop the repeated prefix
+                raw = raw[families.REGISTRY[family].message_start(raw):]  # 3.9+: drop the repeated prefix
             lines.append(raw)
             cursor = nxt_end
         return Record(start=start, lines=lines, service=service, prefix_ts=pts)
 
-    def _continues(self, family: str, head: formats.Start, buf: bytes, start: int) -> bool:
+    def _continues(self, family: str, head: Start, buf: bytes, start: int) -> bool:
         """RabbitMQ 3.9+: a line with the same ts+pid as the one before continues it."""
         if family != "rabbitmq" or not head.key or start == 0:
             return False
@@ -191,51 +171,29 @@ class Scanner:
         return prev.startswith(head.key)
 
     def _event(self, record: Record, line_no: int, buf: bytes) -> Event | None:
-        family = self._family_for(record.lines[0], record.service)
-        if family is None:
+        name = self._family_for(record.lines[0], record.service)
+        if name is None:
             return None
-        head = self._start_of(family, record.lines[0])
+        family = families.REGISTRY[name]
+        head = family.start(record.lines[0], self.state.year)
         if head is None:
             return None
-        body = record.lines[0][formats.message_start(family, record.lines[0]):]
+        body = record.lines[0][family.message_start(record.lines[0]):]
         text = "\n".join([record.lines[0], *record.lines[1:]]).rstrip()
         message = "\n".join([body, *record.lines[1:]])
-        sig = signatures.match(family, message)
+        sig = family.match(message)
         kind = sig.kind if sig else None
-        if sig is None and family == "celery" and "Traceback (most recent call last)" in message:
+        if sig is None and family.side == Side.CLIENT and "Traceback (most recent call last)" in message:
             kind = self._traceback_kind(body, record.lines)
         if kind is None:
             return None
         ts = record.prefix_ts if (record.prefix_ts and head.naive) else head.ts
         if head.naive:
             self.state.info.meta["naive_tz"] = True
-        error = self._error(record.lines, message, family)
-        detail: dict[str, Any] = {}
-        peer = None
-        if family == "rabbitmq":
-            m = PEER.search(message)
-            peer = m.group(1) if m else None
-            if (pid := CONN_PID.search(message)) is not None:
-                detail["conn"] = pid.group(1)
-            if (t := TIMEOUT_S.search(message)) is not None:
-                detail["timeout_s"] = int(t.group(1))
-            if (st := STATE.search(message)) is not None:
-                detail["state"] = st.group(1)
-            if (d := DURATION.search(message)) is not None:
-                days, hours, mins, secs, ms = (int(x) if x else 0 for x in d.groups())
-                detail["duration_s"] = days * 86400 + hours * 3600 + mins * 60 + secs + ms / 1000
-            if (r := RESOURCE.search(message)) is not None:
-                detail["resource"] = r.group(1).lower()
-        elif family == "redis":
-            m = REDIS_PEER.search(message)
-            peer = next((g for g in m.groups() if g), None) if m else None
-        if family == "celery" and kind in (Kind.CONNECTION_LOST, Kind.CANNOT_CONNECT) and error and \
-                re.search(r"AccessRefused|ACCESS_REFUSED|login refused|WRONGPASS|NOAUTH|invalid password|"
-                          r"AuthenticationError|invalid username-password", error):
-            kind = Kind.AUTH_REFUSED
-        if family == "celery" and error and (en := ERRNO.search(error)) is not None:
-            detail["errno"] = int(en.group(1))
-        side = Side.CLIENT if family == "celery" else Side.BROKER
+        error = family.error(record.lines, message)
+        peer, detail = family.fields(message, error)
+        kind = family.refine(kind, error)
+        side = family.side
         source = self.state.info.name + (f":{record.service}" if self.state.family == "multi" and record.service
                                          else "")
         if side == Side.CLIENT and kind not in (Kind.WORKER_READY, Kind.WORKER_SHUTDOWN, Kind.CONNECTED):
@@ -252,22 +210,6 @@ class Scanner:
         last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
         return Kind.CONNECTION_LOST if signatures.CONNECTION_ERROR.search(last) else None
 
-    @staticmethod
-    def _error(lines: list[str], message: str, family: str) -> str | None:
-        if family != "celery":
-            return None
-        connect = re.search(r"Cannot connect to \S+?: (.+?)\.*$", lines[0])
-        if connect:  # the reason is on the first line; the rest says when it retries
-            return connect.group(1)
-        if len(lines) > 1:
-            last = next((ln.strip() for ln in reversed(lines[1:]) if ln.strip()), "")
-            if last and not last.startswith(("File ", "^", "~")):
-                return last
-        m = re.search(r"\(([A-Z]\w+(?:Error|Exception|Refused|Forced|Closed)\(.*\))\)\s*$", lines[0])
-        if m:
-            return m.group(1)
-        return None
-
     # -- task activity -------------------------------------------------------------------------
     def _task_lines_before(self, buf: bytes, pos: int
                            ) -> Iterator[tuple[datetime, str, str, str, float | None]]:
@@ -281,7 +223,7 @@ class Scanner:
             start, end = self._line_at(buf, at)
             nexts[lit] = buf.rfind(lit, floor, start)
             line, _, _ = self._split(self._decode(buf[start:end]))
-            head = formats.start_celery(line)
+            head = CELERY.start(line, 0)
             m = TASK_ID.search(line)
             if head is None or m is None:
                 continue
@@ -346,7 +288,7 @@ class Scanner:
             if nl < 0:
                 return None
             line, _, _ = self._split(self._decode(chunk[pos:nl]))
-            head = formats.start_celery(line)
+            head = CELERY.start(line, 0)
             if head:
                 return head.ts
             pos = nl + 1
@@ -358,7 +300,7 @@ class Scanner:
             return None
         s, e = self._line_at(chunk, at)
         line, _, _ = self._split(self._decode(chunk[s:e]))
-        head = formats.start_celery(line)
+        head = CELERY.start(line, 0)
         return head.ts if head else None
 
     # -- driving ------------------------------------------------------------------------------
@@ -432,7 +374,7 @@ def scan_json(lines: Iterator[tuple[int, str]], state: SourceState,
     for number, line in lines:
         if not line.strip():
             continue
-        parsed = formats.parse_json_line(line)
+        parsed = json_family.parse_line(line)
         if parsed is None:
             continue
         ts, level, message, obj = parsed

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from celery_doctor.ingest import formats
+from celery_doctor.ingest import prefixes
+from celery_doctor.ingest.families import celery
 from celery_doctor.ingest.interface import IngestError
 from celery_doctor.ingest.reader import CHUNK, family_of, strip_prefix
 
@@ -88,9 +89,9 @@ def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | N
     if not lines:
         return None, None, {}
     prefix = None
-    for name, pattern in formats.PREFIXES.items():
-        if sum(bool(pattern.match(ln)) for ln in lines) >= max(1, 0.6 * len(lines)):
-            prefix = name
+    for candidate in prefixes.PREFIXES:
+        if sum(bool(candidate.pattern.match(ln)) for ln in lines) >= max(1, 0.6 * len(lines)):
+            prefix = candidate.name
             break
     stripped = [strip_prefix(ln, prefix) for ln in lines]
     if hint:
@@ -106,7 +107,7 @@ def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | N
             services.setdefault(service or "", family)
     if not votes:
         return None, prefix, {}
-    if prefix == "docker-compose" and len(votes) > 1:
+    if prefix is not None and prefixes.BY_NAME[prefix].services and len(votes) > 1:
         return "multi", prefix, services
     return max(votes, key=lambda f: votes[f]), prefix, services
 
@@ -131,7 +132,7 @@ def text_lines(rest: Iterator[bytes]) -> Iterator[tuple[int, str]]:
 def celery_layout(sample: str) -> str:
     """'celery' (4.0+ default), 'celery-3.1' (default, 3.1 task lines) or 'custom'."""
     lines = [ln for ln in sample.splitlines() if ln.startswith("[")]
-    if not lines or sum(bool(formats.CELERY.match(ln)) for ln in lines) < 0.9 * len(lines):
+    if not lines or sum(bool(celery.HEADER.match(ln)) for ln in lines) < 0.9 * len(lines):
         return "custom"
     return "celery-3.1" if "Received task: " in sample else "celery"
 
