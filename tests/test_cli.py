@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,24 @@ def test_the_celery_plugin_gives_the_same_one_line_error() -> None:
     result = run(sys.executable, "-m", "celery", "doctor", "logs", "/nonexistent/worker.log")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("celery-doctor: error: "), result.stderr
+
+
+def test_diagnose_takes_several_logs_after_one_flag_as_a_shell_glob_passes_them(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    logs = sorted(str(p) for p in (EXAMPLES / "idle-cut").glob("*.log"))
+    assert len(logs) == 2
+    assert cli.raw_main(["diagnose", "--logs", *logs, "--format", "json"]) is ExitStatus.FINDINGS
+    payload = json.loads(capsys.readouterr().out)
+    assert sorted(s["name"] for s in payload["sources"] if s["events"]) == logs
+    assert payload["findings"][0]["category"] == "network_idle_timeout"
+
+
+@pytest.mark.parametrize("command", ["logs", "diagnose"])
+def test_a_glob_or_folder_that_names_nothing_says_so(command: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    flag = ["--logs"] if command == "diagnose" else []
+    pattern = str(tmp_path / "worker-*.log")
+    assert cli.raw_main([command, *flag, pattern]) is ExitStatus.BAD_INPUT
+    assert capsys.readouterr().err == f"celery-doctor: error: nothing matches {pattern}\n"
+    assert cli.raw_main([command, *flag, str(tmp_path)]) is ExitStatus.BAD_INPUT
+    assert capsys.readouterr().err == f"celery-doctor: error: {tmp_path}: no log files in this folder\n"

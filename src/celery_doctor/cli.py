@@ -123,10 +123,19 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def output_width(to_terminal: bool) -> int:
+    """COLUMNS when set (also on a pipe: `COLUMNS=80 celery-doctor ... | less`), else the terminal's
+    width, else 110 for files and pipes; never below 60, where panels stop making sense."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return max(60, int(columns))
+    return max(60, shutil.get_terminal_size((110, 24)).columns) if to_terminal else 110
+
+
 def emit(report: Report, fmt: str, output: str | None, fail_on: str) -> NoReturn:
     """Render, write, and exit with the status the findings call for."""
     to_terminal = output is None and sys.stdout.isatty()
-    width = shutil.get_terminal_size().columns if to_terminal else 110
+    width = output_width(to_terminal)
     try:
         text = render(report, fmt, color=to_terminal and fmt == "text", width=width)
     except ReportError as exc:
@@ -200,12 +209,14 @@ def logs(files: tuple[str, ...], format_hint: str | None, fmt: str, output: str 
          fail_on: str) -> None:
     """Merge worker, kombu and broker logs; say who closed each connection, and when.
 
-    FILES are worker/beat logs, RabbitMQ or Redis server logs, plain, .gz or - for stdin.
+    FILES are worker/beat logs, RabbitMQ or Redis server logs, plain, .gz or - for stdin;
+    a folder means every file inside it, a quoted glob the files it matches.
     """
-    from celery_doctor.pipeline import analyse_logs
+    from celery_doctor.pipeline import analyse_logs, expand_log_paths
 
+    paths = expand_log_paths(list(files))
     with progress_bar("reading logs") as progress:
-        report = analyse_logs(list(files), format_hint=format_hint, progress=progress)
+        report = analyse_logs(paths, format_hint=format_hint, progress=progress)
     emit(report, fmt, output, fail_on)
 
 
@@ -379,8 +390,10 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
 
 
 @main.command()
+@click.argument("more_logs", nargs=-1, metavar="[LOG]...")
 @click.option("--logs", "logs_", multiple=True, metavar="FILE|GLOB|DIR",
-              help="Worker, beat, RabbitMQ or Redis logs (repeatable; globs and directories too).")
+              help="Worker, beat, RabbitMQ or Redis logs: several after one --logs (as a shell glob "
+                   "expands), repeatable, quoted globs and folders too.")
 @click.option("--config", "config_path", default=None, metavar="PATH", help="celeryconfig.py or Django settings.")
 @click.option("--app", default=None, metavar="MODULE", help="The importable Celery app (effective settings).")
 @click.option("--python", default=None, metavar="PATH", help="The interpreter of the user's environment.")
@@ -394,13 +407,17 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=120), default=5.0, show_default=True,
               help="Seconds allowed for each network step of the broker probe.")
 @output_options
-def diagnose(logs_: tuple[str, ...], config_path: str | None, app: str | None, python: str | None,
+def diagnose(more_logs: tuple[str, ...], logs_: tuple[str, ...], config_path: str | None, app: str | None, python: str | None,
              broker_url: str | None, repro_fault: str | None, from_version: str | None, to_version: str | None,
              idle_timeout: str | None, timeout: float, fmt: str, output: str | None, fail_on: str) -> None:
-    """Rank the likely causes from whatever evidence you have, with the lines that prove them."""
+    """Rank the likely causes from whatever evidence you have, with the lines that prove them.
+
+    Log files may follow --logs or stand alone: `diagnose --logs logs/*.log --broker URL`.
+    """
     from celery_doctor.pipeline import DiagnoseOptions
     from celery_doctor.pipeline import diagnose as run_diagnose
 
+    logs_ = logs_ + more_logs  # the shell expands `--logs *.log` into one --logs and loose files
     if not (logs_ or config_path or app or broker_url or repro_fault):
         raise InputError("nothing to diagnose: give --logs, --config, --app, --broker or --repro")
     options = DiagnoseOptions(logs=list(logs_), config=config_path, app=app, python=python, broker=broker_url,

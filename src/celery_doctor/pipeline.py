@@ -103,21 +103,37 @@ def check_effective(app: str, python: str | None, paths: list[str], to_version: 
                                               if analysis else {})})
 
 
+class LogPathError(DoctorError):
+    """A log pattern or folder that names no file: said by name, not as 'nothing readable'."""
+
+
 def expand_log_paths(patterns: list[str]) -> list[str]:
-    """Globs and directories (every file inside, recursively) into a sorted list of files."""
+    """Globs and directories (every file inside, recursively) into a list of files, in the order given.
+
+    A quoted glob that matches nothing and a folder that holds no file are errors by name: the
+    user mistyped a path, and "no log files given" would not say which one.
+    """
     paths: list[str] = []
     for pattern in patterns:
         if pattern == "-":
             paths.append(pattern)
             continue
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches:
+                raise LogPathError(f"nothing matches {pattern}")
+        else:
+            matches = [pattern]
         for match in matches:
             path = Path(match)
             if path.is_dir():
-                paths.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
+                inside = [str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+                if not inside:
+                    raise LogPathError(f"{match}: no log files in this folder")
+                paths.extend(inside)
             else:
                 paths.append(match)
-    return paths
+    return list(dict.fromkeys(paths))  # a file named twice (a.log and *.log) is read once
 
 
 @dataclass
