@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from celery_doctor import cli, pipeline
@@ -115,3 +116,13 @@ def test_a_glob_or_folder_that_names_nothing_says_so(command: str, tmp_path: Pat
     assert capsys.readouterr().err == f"celery-doctor: error: nothing matches {pattern}\n"
     assert cli.raw_main([command, *flag, str(tmp_path)]) is ExitStatus.BAD_INPUT
     assert capsys.readouterr().err == f"celery-doctor: error: {tmp_path}: no log files in this folder\n"
+
+
+def test_config_help_lists_every_audit_option() -> None:
+    shown = run(console_script(), "config", "--help")
+    assert shown.returncode == 0
+    check = cli.config.commands["check"]
+    for param in check.params:
+        if isinstance(param, click.Option):
+            assert param.opts[-1] in shown.stdout, param.opts
+    assert "migrate" in shown.stdout and "[PATHS]" not in shown.stdout

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from celery_doctor.cli import main
 from celery_doctor.settings.migrate import migrate_file, migrate_source
+from conftest import console_script
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 
@@ -109,8 +110,8 @@ def test_cli_diff_then_write_keeps_first_backup(tmp_path: Path) -> None:
     original = target.read_text()
     runner = CliRunner()
     diff = runner.invoke(main, ["config", "migrate", str(target)])
-    assert diff.exit_code == 0 and "+broker_heartbeat = 0" in diff.output
-    assert "s3cretpw" not in diff.output
+    assert diff.exit_code == 0 and "+broker_heartbeat = 0" in diff.stdout
+    assert "s3cretpw" not in diff.stderr  # the notes are redacted; the diff is the file's own text
     assert target.read_text() == original  # a diff only
     first = runner.invoke(main, ["config", "migrate", str(target), "--write"])
     assert first.exit_code == 0
@@ -120,3 +121,22 @@ def test_cli_diff_then_write_keeps_first_backup(tmp_path: Path) -> None:
     second = runner.invoke(main, ["config", "migrate", str(target), "--write"])
     assert second.exit_code == 0 and "nothing to rename" in second.output
     assert backup.read_text() == original and target.read_text() == migrated
+
+
+def test_printed_diff_applies_with_git_apply_and_patch(tmp_path: Path) -> None:
+    """The patch is the user's own file: the password stays in it, or the `-` lines would not match."""
+    source = (CONFIGS / "celeryconfig_31.py").read_text().rstrip("\n")  # no newline at the end
+    for tool in (["git", "apply"], ["patch", "-p1", "--quiet"]):
+        work = tmp_path / tool[0]
+        work.mkdir()
+        (work / "conf").mkdir()
+        (work / "conf" / "celeryconfig.py").write_text(source)
+        printed = subprocess.run([console_script(), "config", "migrate", "conf/celeryconfig.py"], cwd=work,
+                                 capture_output=True, text=True, timeout=60)
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout.startswith("--- a/conf/celeryconfig.py\n+++ b/conf/celeryconfig.py\n")
+        assert "s3cretpw" in printed.stdout and "s3cretpw" not in printed.stderr
+        applied = subprocess.run(tool, cwd=work, input=printed.stdout, capture_output=True, text=True, timeout=60)
+        assert applied.returncode == 0, applied.stderr
+        expected = migrate_file(str(CONFIGS / "celeryconfig_31.py")).migrated.rstrip("\n")
+        assert (work / "conf" / "celeryconfig.py").read_text() == expected

@@ -132,6 +132,17 @@ def output_width(to_terminal: bool) -> int:
     return max(60, shutil.get_terminal_size((110, 24)).columns) if to_terminal else 110
 
 
+def write_out(text: str, output: str | None) -> None:
+    """The rendered text to --output or stdout."""
+    if output:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or exc}")
+    else:
+        click.echo(text, nl=False)
+
+
 def emit(report: Report, fmt: str, output: str | None, fail_on: str) -> NoReturn:
     """Render, write, and exit with the status the findings call for."""
     to_terminal = output is None and sys.stdout.isatty()
@@ -140,13 +151,7 @@ def emit(report: Report, fmt: str, output: str | None, fail_on: str) -> NoReturn
         text = render(report, fmt, color=to_terminal and fmt == "text", width=width)
     except ReportError as exc:
         fail(str(exc))
-    if output:
-        try:
-            Path(output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            fail(f"cannot write {output}: {exc.strerror}")
-    else:
-        click.echo(text, nl=False)
+    write_out(text, output)
     worst = report.worst()
     threshold = Severity(fail_on)
     sys.exit(ExitStatus.FINDINGS if worst is not None and worst.rank >= threshold.rank else ExitStatus.OK)
@@ -290,33 +295,22 @@ def repro(scenario: str, fault_spec: str | None, broker_url: str | None, config_
     the broker injects the fault; the ledger proves what happened to every task; the run's own
     logs are diagnosed by the same engine as `logs`.
     """
-    from celery_doctor.repro import harness
+    from celery_doctor.pipeline import reproduce_runs
+    from celery_doctor.repro.harness import RunOptions
     from celery_doctor.repro.proxy import parse_fault
 
     if compare and not config_file:
         raise InputError("--compare needs --config FILE (it runs minimal and your config side by side)")
     if config_file and not Path(config_file).is_file():
         raise InputError(f"--config {config_file}: no such file")
-    fault = parse_fault(fault_spec) if fault_spec else None
-    import dataclasses
-
-    base = harness.RunOptions(
-        scenario=scenario, fault=fault, broker_url=broker_url, python=python or sys.executable,
+    options = RunOptions(
+        scenario=scenario, fault=parse_fault(fault_spec) if fault_spec else None, broker_url=broker_url,
+        config=Path(config_file) if config_file else None, python=python or sys.executable,
         heartbeat=heartbeat, acks_late=acks_late, pool=pool, concurrency=concurrency, rate=rate,
         duration=duration, task_seconds=task_seconds, hook=hook, workdir=Path(workdir) if workdir else None)
-    runs = [dataclasses.replace(base, label="minimal")] if compare or not config_file else []
-    if config_file:
-        runs.append(dataclasses.replace(base, label="production", config=Path(config_file)))
-    results = []
     with run_progress() as progress:
-        for number, options in enumerate(runs, 1):
-            prefix = f"[{number}/{len(runs)} {options.label}] " if len(runs) > 1 else ""
-
-            def step(what: str, done: float, prefix: str = prefix) -> None:
-                progress(prefix + what, done)
-
-            results.append(harness.run(options, progress=step))
-    emit(harness.to_report(results), fmt, output, fail_on)
+        report = reproduce_runs(options, compare, progress=progress)
+    emit(report, fmt, output, fail_on)
 
 
 @contextlib.contextmanager
@@ -359,6 +353,7 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
     """Run the fault proxy alone, printing its decisions as they happen (Ctrl-C stops it)."""
     import asyncio
 
+    from celery_doctor.report.proxy_text import proxy_banner, proxy_event_line
     from celery_doctor.repro.proxy import FaultProxy, parse_fault
 
     fault = parse_fault(fault_spec) if fault_spec else None
@@ -368,17 +363,14 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
     async def serve() -> None:
         await server.start()
         host, port = server.address
-        click.echo(f"proxy listening on {host}:{port} -> {upstream}, fault: "
-                   f"{fault.spec if fault else 'none'} (Ctrl-C to stop)", err=True)
+        click.echo(proxy_banner(host, port, upstream, fault.spec if fault else None), err=True)
         shown = 0
         deadline = None if duration is None else asyncio.get_running_loop().time() + duration
         try:
             while deadline is None or asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.1)
                 for event in server.events[shown:]:
-                    detail = event.detail or {}
-                    click.echo(redact(f"{event.at.isoformat(timespec='milliseconds')} {event.kind.value:<16} "
-                                      f"{event.peer or '-':<22} {detail.get('message', '')}"))
+                    click.echo(proxy_event_line(event))
                 shown = len(server.events)
         finally:
             await server.stop()
@@ -407,9 +399,10 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=120), default=5.0, show_default=True,
               help="Seconds allowed for each network step of the broker probe.")
 @output_options
-def diagnose(more_logs: tuple[str, ...], logs_: tuple[str, ...], config_path: str | None, app: str | None, python: str | None,
-             broker_url: str | None, repro_fault: str | None, from_version: str | None, to_version: str | None,
-             idle_timeout: str | None, timeout: float, fmt: str, output: str | None, fail_on: str) -> None:
+def diagnose(more_logs: tuple[str, ...], logs_: tuple[str, ...], config_path: str | None, app: str | None,
+             python: str | None, broker_url: str | None, repro_fault: str | None, from_version: str | None,
+             to_version: str | None, idle_timeout: str | None, timeout: float, fmt: str, output: str | None,
+             fail_on: str) -> None:
     """Rank the likely causes from whatever evidence you have, with the lines that prove them.
 
     Log files may follow --logs or stand alone: `diagnose --logs logs/*.log --broker URL`.
@@ -436,11 +429,29 @@ class _ConfigGroup(click.Group):
             args = ["check", *args]
         return super().parse_args(ctx, args)
 
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write(f"Usage: {ctx.command_path} [OPTIONS] [PATH]...\n"
+                        f"       {ctx.command_path} migrate [OPTIONS] FILE\n")
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The audit's own options (they belong to the hidden `check`), then `migrate`."""
+        check = self.commands["check"]
+        with click.Context(check, info_name=ctx.info_name, parent=ctx.parent) as check_ctx:
+            rows = [row for param in check.get_params(check_ctx) if isinstance(param, click.Option)
+                    and (row := param.get_help_record(check_ctx)) is not None]
+        with formatter.section("Options"):
+            formatter.write_dl(rows)
+        self.format_commands(ctx, formatter)
+
 
 @main.group(cls=_ConfigGroup)
 def config() -> None:
-    """Are the settings you meant really in effect? `config PATH...`, `config --app MODULE`,
-    or `config migrate FILE`."""
+    """Are the settings you meant really in effect?
+
+    PATH is a celeryconfig.py, a Django settings file or a project folder, read without running
+    it; --app MODULE imports the app in your interpreter and shows the effective settings.
+    `config migrate FILE` rewrites the old setting names (see `config migrate --help`).
+    """
 
 
 @config.command("check", hidden=True)
@@ -475,34 +486,24 @@ def config_check(paths: tuple[str, ...], app: str | None, python: str | None, to
 @click.option("--to", "to_version", default=None, metavar="VERSION", help="Target Celery [default: newest].")
 @click.option("--django", is_flag=True, help="Write Django's CELERY_ namespace form (CELERY_BROKER_URL).")
 @click.option("--write", "write_", is_flag=True, help="Apply the change (keeps FILE.orig, never overwritten).")
-@click.option("--format", "fmt", type=click.Choice(["diff", "json"]), default="diff", show_default=True)
-def config_migrate(file: str, to_version: str | None, django: bool, write_: bool, fmt: str) -> None:
-    """Rename old setting names in FILE; comments and layout stay. Prints a diff unless --write."""
-    import json as _json
+@click.option("--format", "fmt", type=click.Choice(["diff", "json"]), default="diff", show_default=True,
+              help="diff: a patch for `git apply` / `patch -p1`, with your file's text as it is (secrets "
+                   "included: it is your file); json: the renames and the diff, secrets masked.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the diff or JSON to this file instead of stdout.")
+def config_migrate(file: str, to_version: str | None, django: bool, write_: bool, fmt: str,
+                   output: str | None) -> None:
+    """Rename old setting names in FILE; comments and layout stay. Prints a diff unless --write.
 
-    from celery_doctor.settings import migrate as migrate_stage
+    What was done goes to stderr, so `celery-doctor config migrate FILE | git apply` works.
+    """
+    from celery_doctor.pipeline import migrate_config
+    from celery_doctor.report.migration import migration_notes, render_migration
 
-    migration = migrate_stage.migrate_file(file, to_version, django)
-    backup = migrate_stage.write(migration) if write_ else None
-    lines = [f"{file}:{line}: cannot convert {name}: {why}" for line, name, why in migration.unconvertible]
-    lines += [f"note: {note}" for note in migration.notes]
-    if fmt == "json":
-        from celery_doctor.redact import redact_data
-
-        payload = {"file": file, "changed": migration.changed, "written": bool(write_ and migration.changed),
-                   "backup": backup, "renamed": [{"line": n, "old": o, "new": w} for n, o, w in migration.renamed],
-                   "unconvertible": [{"line": n, "name": o, "why": w} for n, o, w in migration.unconvertible],
-                   "notes": migration.notes, "diff": migration.diff()}
-        click.echo(_json.dumps(redact_data(payload), indent=2))
-    else:
-        if not write_:
-            click.echo(redact(migration.diff()), nl=False)
-        done = (f"{file}: {len(migration.renamed)} names renamed" + (f", original kept in {backup}" if backup else "")
-                if write_ and migration.changed else
-                f"{file}: {len(migration.renamed)} names to rename (use --write to apply)" if migration.changed else
-                f"{file}: nothing to rename")
-        for line in [done, *lines]:
-            click.echo(redact(line), err=True)
+    result = migrate_config(file, to_version, django, write_)
+    write_out(render_migration(result, fmt), output)
+    for line in migration_notes(result):
+        click.echo(line, err=True)
 
 
 @main.command()
@@ -527,19 +528,11 @@ def pins(requirement: str | None, python: str | None, to: str | None, constraint
     Finds declared-requirement violations, known-bad combinations (with their source), unsupported
     Pythons and missing transports; with --to, a ladder of fully pinned sets.
     """
-    from celery_doctor.pins import run_pins
-    from celery_doctor.rules.pins_rules import pins_findings
+    from celery_doctor.pipeline import check_pins
 
     if check_install and not to:
         raise InputError("--check-install needs --to VERSION (it installs the ladder's steps)")
-    assessment, data = run_pins(requirement, python, to, constraints_dir, check_install, broker_url)
-    report = Report(command="pins", findings=pins_findings(assessment), data=data,
-                    summary={"input": assessment.env.origin, "format": assessment.env.format,
-                             "celery": assessment.versions.get("celery"),
-                             "python": ", ".join(assessment.pythons) or None,
-                             "ladder_steps": len(data.get("ladder", []))},
-                    warnings=list(assessment.env.notes))
-    emit(report, fmt, output, fail_on)
+    emit(check_pins(requirement, python, to, constraints_dir, check_install, broker_url), fmt, output, fail_on)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ import glob
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from celery_doctor import incidents as incident_stage
 from celery_doctor import timeline as timeline_stage
@@ -21,6 +22,10 @@ from celery_doctor.rules.broker_rules import broker_findings
 from celery_doctor.settings import analysis as settings_analysis
 from celery_doctor.settings import catalogue as settings_catalogue
 from celery_doctor.settings import static_reader
+
+if TYPE_CHECKING:  # the repro and migrate stages load only for their commands
+    from celery_doctor.repro.harness import RunOptions as ReproRunOptions
+    from celery_doctor.settings.migrate import Migration
 
 
 def analyse_logs(paths: list[str], format_hint: str | None = None,
@@ -236,3 +241,56 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
         data={name: part.data for name, part in parts.items()},
         warnings=[w for part in parts.values() for w in part.warnings],
     )
+
+
+def check_pins(requirement: str | None, python: str | None, to: str | None, constraints_dir: str | None,
+               check_install: bool, broker_url: str | None) -> Report:
+    """The `pins` command: read the environment or requirements, judge the set, plan the ladder."""
+    from celery_doctor.pins import run_pins
+    from celery_doctor.rules.pins_rules import pins_findings
+
+    assessment, data = run_pins(requirement, python, to, constraints_dir, check_install, broker_url)
+    return Report(command="pins", findings=pins_findings(assessment), data=data,
+                  summary={"input": assessment.env.origin, "format": assessment.env.format,
+                           "celery": assessment.versions.get("celery"),
+                           "python": ", ".join(assessment.pythons) or None,
+                           "ladder_steps": len(data.get("ladder", [])) or None},
+                  warnings=list(assessment.env.notes))
+
+
+def reproduce_runs(base: ReproRunOptions, compare: bool,
+                   progress: Callable[[str, float], None] | None = None) -> Report:
+    """The `repro` command: one run, or with ``compare`` the minimal config and the user's side by side."""
+    from celery_doctor.repro import harness
+
+    runs = [dataclasses.replace(base, label="minimal", config=None)] if compare or base.config is None else []
+    if base.config is not None:
+        runs.append(dataclasses.replace(base, label="production"))
+    results = []
+    for number, run_options in enumerate(runs, 1):
+        prefix = f"[{number}/{len(runs)} {run_options.label}] " if len(runs) > 1 else ""
+
+        def step(what: str, done: float, prefix: str = prefix) -> None:
+            if progress is not None:
+                progress(prefix + what, done)
+
+        results.append(harness.run(run_options, progress=step))
+    return harness.to_report(results)
+
+
+@dataclass
+class MigrationResult:
+    """What `config migrate` did: the migration, and whether and where it was written."""
+
+    migration: Migration
+    written: bool = False
+    backup: str | None = None
+
+
+def migrate_config(path: str, to_version: str | None, django: bool, write: bool) -> MigrationResult:
+    """The `config migrate` command: rename old setting names, comments and layout kept."""
+    from celery_doctor.settings import migrate as migrate_stage
+
+    migration = migrate_stage.migrate_file(path, to_version, django)
+    backup = migrate_stage.write(migration) if write else None
+    return MigrationResult(migration, written=write and migration.changed, backup=backup)

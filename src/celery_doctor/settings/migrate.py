@@ -10,6 +10,7 @@ Running it twice changes nothing the second time.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +36,26 @@ class Migration:
         return self.original != self.migrated
 
     def diff(self) -> str:
-        return "".join(difflib.unified_diff(
-            self.original.splitlines(keepends=True), self.migrated.splitlines(keepends=True),
-            fromfile=f"{self.path} (before)", tofile=f"{self.path} (migrated)"))
+        """A unified diff that `git apply` and `patch -p1` accept: a/ and b/ paths relative to
+        the current directory, and git's marker for a last line without a newline."""
+        name = _diff_path(self.path)
+        lines = []
+        for line in difflib.unified_diff(self.original.splitlines(keepends=True),
+                                         self.migrated.splitlines(keepends=True),
+                                         fromfile=f"a/{name}", tofile=f"b/{name}"):
+            lines.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+        return "".join(lines)
+
+
+def _diff_path(path: str) -> str:
+    """The path as the patch should name it: relative to the current directory when inside it."""
+    file = Path(path)
+    if file.is_absolute():
+        try:
+            return file.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            return file.as_posix()
+    return Path(os.path.normpath(path)).as_posix()
 
 
 class _Names:
