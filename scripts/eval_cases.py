@@ -1,43 +1,137 @@
-"""Run `logs` over every real case in ../shared/cases and compare with the confirmed labels.
+"""Diagnose every labelled real incident and score the answers against the confirmed causes.
 
-    python scripts/eval_cases.py [CASES_DIR]
+    python scripts/eval_cases.py [DIR ...] [--json] [--verbose]
 
-Prints one row per case: expected vs found closed_by, phase and top category. A development
-aid (the test suite asserts the cases whose logs allow a verdict).
+DIR defaults to ../shared/cases (the development set) and tests/fixtures/threads (the
+public-thread corpus). Each case folder holds ``case.json`` (``root_cause_category``: the
+confirmed cause in the vocabulary of ARCHITECTURE.md, or ``unknown`` when the thread never
+settled it), ``logs/`` and optionally ``config.py`` (a config the thread showed, readable by
+the static reader). Cases without logs are skipped: the logs are what diagnose judges.
+
+Prints one row per case, then top-1 and top-3 accuracy, the confident wrong answers (a top
+cause at >= 0.7 that is not the label; for an ``unknown`` label, any cause claimed above 0.5),
+and a calibration table: for every cause diagnose named, its confidence bucket against the
+fraction that named the confirmed cause.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from celery_doctor.model import DoctorError
-from celery_doctor.pipeline import analyse_logs
+from celery_doctor.model import DoctorError, Finding
+from celery_doctor.pipeline import DiagnoseOptions, diagnose
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DIRS = [ROOT.parent / "shared" / "cases", ROOT / "tests" / "fixtures" / "threads"]
+CONFIDENT = 0.7
+UNKNOWN_LIMIT = 0.5  # on an unsettled thread no cause may be claimed above this
+BUCKETS = ((0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01))
 
 
-def main() -> int:
-    cases_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "cases"
-    rows = []
-    for case in sorted(p for p in cases_dir.iterdir() if (p / "case.json").exists()):
-        truth = json.loads((case / "case.json").read_text())
-        logs = sorted(str(p) for p in (case / "logs").glob("*") if not p.name.startswith("."))
-        if not logs:
-            continue
-        try:
-            report = analyse_logs(logs)
-        except DoctorError as exc:
-            rows.append(f"ERR {case.name[:44]:44} {exc}")
-            continue
-        top = report.findings[0].category.value if report.findings else "-"
-        closed = ",".join(sorted({i.closed_by.value for i in report.incidents})) or "-"
-        phase = ",".join(sorted({i.phase.value for i in report.incidents})) or "-"
-        ok = "ok " if top == truth["root_cause_category"] else "   "
-        rows.append(f"{ok}{case.name[:44]:44} closed {truth['closed_by']:8}->{closed:16} "
-                    f"phase {truth['phase']:8}->{phase:16} cause {truth['root_cause_category']}->{top}")
-    print("\n".join(rows))
+@dataclass
+class Scored:
+    name: str
+    label: str
+    top: str
+    confidence: float
+    causes: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def right(self) -> bool:
+        if self.label == "unknown":
+            return self.top in ("unknown", "-") or self.confidence <= UNKNOWN_LIMIT
+        return self.top == self.label
+
+    @property
+    def in_top3(self) -> bool:
+        if self.label == "unknown":
+            return self.right
+        return self.label in [c for c, _ in self.causes[:3]]
+
+    @property
+    def confident_wrong(self) -> bool:
+        if self.label == "unknown":
+            return self.top not in ("unknown", "-") and self.confidence > UNKNOWN_LIMIT
+        return not self.right and self.confidence >= CONFIDENT
+
+
+def cases(dirs: list[Path]) -> list[Path]:
+    found = []
+    for d in dirs:
+        if d.is_dir():
+            found += sorted(p for p in d.iterdir() if (p / "case.json").exists())
+    return found
+
+
+def score(case: Path) -> Scored | None:
+    truth = json.loads((case / "case.json").read_text())
+    logs = sorted(str(p) for p in (case / "logs").glob("*") if p.is_file() and not p.name.startswith("."))
+    if not logs:
+        return None
+    label = truth["root_cause_category"]
+    config = case / "config.py"
+    options = DiagnoseOptions(logs=logs, config=str(config) if config.exists() else None)
+    try:
+        report = diagnose(options)
+    except DoctorError as exc:
+        return Scored(case.name, label, "-", 0.0, error=str(exc))
+    causes = [(f.category.value, f.confidence) for f in report.findings if _is_cause(f)]
+    top, conf = causes[0] if causes else ("-", 0.0)
+    return Scored(case.name, label, top, conf, causes)
+
+
+def _is_cause(finding: Finding) -> bool:
+    role = getattr(finding, "role", None)  # older reports had no role: any non-verdict category
+    if role is not None:
+        return bool(role == "cause")
+    return finding.category.value not in ("no_incident", "benign_client_disconnect")
+
+
+def calibration(rows: list[Scored]) -> list[tuple[str, int, int]]:
+    """(bucket, causes named in it, of those the confirmed one) over every named cause."""
+    table = []
+    for lo, hi in BUCKETS:
+        hits = [(row.label, cat) for row in rows for cat, c in row.causes if lo <= c < hi]
+        right = sum(1 for label, cat in hits if cat == label)
+        table.append((f"{lo:.1f}-{min(hi, 1.0):.1f}", len(hits), right))
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="*", type=Path)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    rows = [r for r in (score(c) for c in cases(args.dirs or DEFAULT_DIRS)) if r is not None]
+    if not rows:
+        print("no case with logs found", file=sys.stderr)
+        return 2
+    top1 = sum(r.right for r in rows)
+    top3 = sum(r.in_top3 for r in rows)
+    wrong = [r for r in rows if r.confident_wrong]
+    table = calibration(rows)
+    if args.json:
+        print(json.dumps({"cases": len(rows), "top1": top1, "top3": top3,
+                          "confident_wrong": [r.name for r in wrong],
+                          "calibration": [{"bucket": b, "named": n, "right": k} for b, n, k in table]}, indent=1))
+        return 0
+    for r in rows:
+        mark = "ok " if r.right else ("XX " if r.confident_wrong else "   ")
+        print(f"{mark}{r.name[:52]:52} {r.label:28} -> {r.top} ({r.confidence:.2f})"
+              + (f"  ERROR {r.error}" if r.error else ""))
+    n = len(rows)
+    print(f"\ncases with logs: {n}")
+    print(f"top-1: {top1}/{n} ({top1 / n:.0%})   top-3: {top3}/{n} ({top3 / n:.0%})")
+    print(f"confident wrong (>= {CONFIDENT}, or a cause > {UNKNOWN_LIMIT} on an unsettled thread): "
+          f"{len(wrong)}" + (f"  {', '.join(r.name for r in wrong)}" if wrong else ""))
+    print("\ncalibration (every cause named)\n bucket    named  right  fraction")
+    for bucket, named, right in table:
+        print(f" {bucket:9} {named:5}  {right:5}  " + (f"{right / named:.2f}" if named else "-"))
     return 0
 
 

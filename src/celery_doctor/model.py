@@ -163,6 +163,7 @@ class Incident:
     uptime_s: float | None = None
     period_s: float | None = None
     outage_s: float | None = None  # until the next successful connect
+    verdict_id: str | None = None  # the branch of the "who closed it" rules that decided closed_by
 
     @property
     def ts(self) -> datetime:
@@ -174,6 +175,15 @@ class Fix:
     text: str
     snippet: str | None = None  # config in the user's Celery version's names
     verify: str | None = None  # how to check it worked (e.g. a repro command line)
+
+
+class Role(str, Enum):
+    """How a finding stands in diagnose's answer."""
+
+    CAUSE = "cause"  # explains the observed failures (ranked; the first is the answer)
+    RISK = "risk"  # no failure was observed: what could cause one (config or broker alone)
+    CONFIG = "config"  # "also found in the config": hygiene no observed failure ties to
+    CONTEXT = "context"  # a verdict or a note (no incident, benign disconnects, the probe's own URL)
 
 
 @dataclass
@@ -189,6 +199,10 @@ class Finding:
     # machine-readable facts behind the finding, for cross-input rules (e.g. {"setting":
     # "broker_heartbeat", "value": 0}); rules compare these, never the prose
     facts: dict[str, Any] = field(default_factory=dict)
+    rule_id: str | None = None  # the rule that made it (docs/incident-rules.md lists them)
+    # where diagnose places it (see Role): a renderer shows the findings in the Report's order
+    # and may group them by role; the first "cause" is the answer
+    role: Role = Role.CAUSE
 
 
 @dataclass

@@ -16,8 +16,8 @@ from celery_doctor import incidents as incident_stage
 from celery_doctor import timeline as timeline_stage
 from celery_doctor.broker import BrokerError, ProbeOptions, probe_broker
 from celery_doctor.middleboxes import parse_idle_timeout
-from celery_doctor.model import Category, DoctorError, Evidence, Finding, Report, Severity
-from celery_doctor.rules import combine, logs_rules, settings_rules
+from celery_doctor.model import Category, DoctorError, Evidence, Finding, Kind, Report, Role, Severity, Side
+from celery_doctor.rules import combine, logs_rules, registry, settings_rules
 from celery_doctor.rules.broker_rules import broker_findings
 from celery_doctor.settings import analysis as settings_analysis
 from celery_doctor.settings import catalogue as settings_catalogue
@@ -26,6 +26,26 @@ from celery_doctor.settings import static_reader
 if TYPE_CHECKING:  # the repro and migrate stages load only for their commands
     from celery_doctor.repro.harness import RunOptions as ReproRunOptions
     from celery_doctor.settings.migrate import Migration
+
+
+CONFIG_AUDIT = "CD-C00"
+BROKER_SILENT = "CD-B00"
+registry.register(registry.RuleInfo(
+    CONFIG_AUDIT, "config_audit", "config",
+    (Category.OLD_SETTING_NAMES_IGNORED, Category.VERSION_INCOMPATIBILITY, Category.HEARTBEAT_MISCONFIG,
+     Category.POOL_EXHAUSTION_OR_MISUSE, Category.REDIS_SERVER_TIMEOUT, Category.NETWORK_IDLE_TIMEOUT),
+    "The config audit (rules/settings_rules.py): old, mixed, removed and misspelt names, changed defaults, "
+    "values that cut connections; intended against effective values.", "celery_doctor.rules.settings_rules"))
+registry.register(registry.RuleInfo(
+    BROKER_SILENT, "broker_unreachable", "broker", (Category.UNKNOWN,),
+    "The probe got no answer from the broker within its timeout: evidence in diagnose, not a usage error.",
+    __name__))
+
+
+def _stamped(findings: list[Finding], rule_id: str) -> list[Finding]:
+    for f in findings:
+        f.rule_id = f.rule_id or rule_id
+    return findings
 
 
 def analyse_logs(paths: list[str], format_hint: str | None = None,
@@ -71,7 +91,8 @@ def check_config(paths: list[str], to_version: str | None = None, from_version: 
     warnings = list(facts.notes)
     if source and not from_version:
         warnings.append(f"--from not given: assumed Celery {source} because the settings use 3.x names")
-    return Report(command="config", findings=settings_rules.settings_findings(analysis, middlebox, source),
+    return Report(command="config", findings=_stamped(settings_rules.settings_findings(analysis, middlebox, source),
+                                                      CONFIG_AUDIT),
                   warnings=warnings,
                   summary={"files": ", ".join(facts.files), "target": analysis.target, "from": source,
                            "namespace": facts.namespace, "settings": len(analysis.rows),
@@ -100,7 +121,7 @@ def check_effective(app: str, python: str | None, paths: list[str], to_version: 
         analysis = settings_analysis.analyse(facts, target, from_version)
         findings += settings_rules.settings_findings(analysis, middlebox, analysis.source_version)
     judged, rows = settings_rules.effective_findings(analysis, doc, version)
-    findings = sorted(findings + judged, key=lambda f: -f.severity.rank)
+    findings = _stamped(sorted(findings + judged, key=lambda f: -f.severity.rank), CONFIG_AUDIT)
     return Report(command="config", findings=findings,
                   summary={"app": app, "python": doc.get("python"), "celery": version, "target": target,
                            "files": ", ".join(files) or None, "env_overrides": ", ".join(doc.get("env", [])) or None},
@@ -194,6 +215,18 @@ def _missing(options: DiagnoseOptions, parts: dict[str, Report]) -> list[str]:
     return missing
 
 
+def _observed(logs: Report | None) -> combine.Observed:
+    """What the logs showed, for weighing the other inputs against it."""
+    if logs is None:
+        return combine.Observed()
+    logins = [Evidence.of(e) for e in logs.events
+              if (e.kind == Kind.CONNECTED and e.side == Side.CLIENT)
+              or (e.kind == Kind.CONNECTION_ACCEPTED and "authenticated" in e.text)]
+    refused = sum(1 for e in logs.events if e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED))
+    return combine.Observed(logs_given=True, incidents=len(logs.incidents), logins_ok=logins,
+                            auth_failures=refused)
+
+
 def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None] | None = None) -> Report:
     """Every step the expert would take, on whatever evidence was given, ranked into causes."""
     findings: list[Finding] = []
@@ -215,20 +248,25 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
             parts["broker"] = Report(command="broker", findings=[Finding(
                 category=Category.UNKNOWN, severity=Severity.HIGH, title="The broker did not answer the probe",
                 explanation=str(exc), evidence=[Evidence(source="broker probe", line=0, text=str(exc))],
-                confidence=0.5)])
+                confidence=0.5, rule_id=BROKER_SILENT)])
     if options.repro:
         parts["repro"] = reproduce(options)
     for name, part in parts.items():
         for finding in part.findings:
             finding.facts.setdefault("source", name)
         findings += part.findings
-    ranked = combine.rank(findings, _missing(options, parts), parse_idle_timeout(options.idle_timeout),
-                          _settings(parts.get("config")))
     logs_report = parts.get("logs")
+    ranked = combine.rank(findings, _missing(options, parts), parse_idle_timeout(options.idle_timeout),
+                          _settings(parts.get("config")), _observed(logs_report))
     summary: dict[str, object] = {"inputs": sorted(parts)}
-    if ranked:
-        summary["top_cause"] = ranked[0].category.value
-        summary["confidence"] = round(ranked[0].confidence, 2)
+    answer = next((f for f in ranked if f.role in (Role.CAUSE, Role.RISK)), None)
+    if ranked and ranked[0].role == Role.CONTEXT and ranked[0].category == Category.NO_INCIDENT:
+        answer = ranked[0]
+    if answer is not None:
+        # the answer: the top cause of the observed failures, or with none observed the worst risk
+        summary["top_cause"] = answer.category.value
+        summary["confidence"] = round(answer.confidence, 2)
+        summary["answer"] = answer.role.value
     if logs_report is not None:
         summary.update({k: v for k, v in logs_report.summary.items() if k != "events_by_kind"})
     return Report(

@@ -410,6 +410,7 @@ def _evidence_rows(items: list[Evidence], ids: _Ids, incident_of: dict[tuple[str
 def _finding(f: Finding, rank: int, ids: _Ids, incident_of: dict[tuple[str, int], int]) -> dict[str, Any]:
     return {
         "rank": rank, "category": f.category.value, "severity": f.severity.value, "title": f.title,
+        "rule_id": f.rule_id, "role": f.role.value,
         "confidence": round(f.confidence * 100), "explanation": f.explanation,
         "fix": None if f.fix is None else {"text": f.fix.text, "snippet": f.fix.snippet, "verify": f.fix.verify},
         "evidence": _evidence_rows(f.evidence[:MAX_EVIDENCE], ids, incident_of),

@@ -32,7 +32,9 @@ class MarkdownRenderer(Renderer):
             out.append("No findings.")
         for f in report.findings:
             out += [f"### {f.category.value}: {f.title}", "",
-                    f"Severity **{f.severity.value}**, confidence {f.confidence:.0%}.", "", f.explanation, ""]
+                    f"Severity **{f.severity.value}**, confidence {f.confidence:.0%}"
+                    + (f", role {f.role.value}" if f.role.value != "cause" else "")
+                    + (f", rule `{f.rule_id}`" if f.rule_id else "") + ".", "", f.explanation, ""]
             if f.evidence:
                 out += ["Evidence:", "", "```"]
                 out += [f"{e.source}:{e.line}: {e.text.splitlines()[0]}" for e in f.evidence[:10]]

@@ -152,6 +152,7 @@ def finding_panel(finding: Finding) -> Panel:
     title = (
         f"[{SEVERITY_STYLE[finding.severity]}]{finding.severity.value.upper()}[/] "
         f"{finding.category.value} ({finding.confidence:.0%}) — {finding.title}"
+        + (f" [{finding.rule_id}]" if finding.rule_id else "")
     )
     return Panel(Group(*body), title=title, title_align="left")
 
@@ -177,8 +178,10 @@ class TextRenderer(Renderer):
         for finding in report.findings[:3]:
             console.print(finding_panel(finding))
         for finding in report.findings[3:]:
-            console.print(Text(f"  also: {finding.severity.value} {finding.category.value} "
-                               f"({finding.confidence:.0%}) {finding.title}"))
+            lead = "also found in the config" if finding.role.value == "config" else "also"
+            console.print(Text(f"  {lead}: {finding.severity.value} {finding.category.value} "
+                               f"({finding.confidence:.0%}) {finding.title}"
+                               + (f" [{finding.rule_id}]" if finding.rule_id else "")))
         if not report.findings:
             console.print(Text("No findings.", style="green"))
         strip = timeline_strip(report, width)

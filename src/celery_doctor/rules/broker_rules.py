@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery_doctor.model import BrokerFacts, Category, Evidence, Finding, Fix, Severity
+from celery_doctor.rules.registry import rule
 
 NEAR = 0.8  # share of a limit that earns a warning
 FULL = 0.95
@@ -49,7 +50,9 @@ def _duration_ms(ms: int) -> str:
 # -- RabbitMQ ---------------------------------------------------------------------------------
 
 
+@rule("CD-B01", "broker", Category.AUTH_OR_PERMISSIONS)
 def rabbit_login(facts: BrokerFacts) -> list[Finding]:
+    """The probe could not log in to RabbitMQ or open the vhost (credentials, permissions, vhost down)."""
     login = facts.facts.get("login") or {}
     if login.get("ok", True):
         return []
@@ -90,7 +93,9 @@ def rabbit_login(facts: BrokerFacts) -> list[Finding]:
                     evidence, fix, confidence=0.95)]
 
 
+@rule("CD-B02", "broker", Category.BROKER_RESOURCE_ALARM)
 def rabbit_alarms(facts: BrokerFacts) -> list[Finding]:
+    """RabbitMQ has a memory or disk alarm set (or is close to a watermark): publishers are blocked."""
     alarms = facts.facts.get("alarms") or []
     blocked = facts.facts.get("blocked_now")
     if not alarms and not blocked:
@@ -125,7 +130,9 @@ def rabbit_alarms(facts: BrokerFacts) -> list[Finding]:
         confidence=0.95)]
 
 
+@rule("CD-B03", "broker", Category.BROKER_RESOURCE_ALARM)
 def rabbit_limits(facts: BrokerFacts) -> list[Finding]:
+    """Connection or channel limits (per vhost/user) close to what the broker allows."""
     if facts.facts.get("alarms"):
         return []  # the alarm finding already covers the limit that fired
     out = []
@@ -165,7 +172,9 @@ def rabbit_limits(facts: BrokerFacts) -> list[Finding]:
     return out
 
 
+@rule("CD-B04", "broker", Category.HEARTBEAT_MISCONFIG)
 def rabbit_heartbeat(facts: BrokerFacts) -> list[Finding]:
+    """The heartbeat the broker negotiates: off, or longer than a named middlebox's idle timeout."""
     out = []
     f = facts.facts
     if f.get("login", {}).get("ok") and f.get("negotiated_heartbeat") == 0:
@@ -198,7 +207,9 @@ def rabbit_heartbeat(facts: BrokerFacts) -> list[Finding]:
     return out
 
 
+@rule("CD-B05", "broker", Category.POOL_EXHAUSTION_OR_MISUSE)
 def rabbit_churn(facts: BrokerFacts) -> list[Finding]:
+    """Connections opened and closed at a high rate (short-lived publishers, reconnect loops)."""
     churn = facts.facts.get("churn") or {}
     measured = churn.get("connection_created_per_s")
     server = (churn.get("server_rates_per_s") or {}).get("connection_created")
@@ -230,7 +241,9 @@ def rabbit_churn(facts: BrokerFacts) -> list[Finding]:
     return out
 
 
+@rule("CD-B06", "broker", Category.VERSION_INCOMPATIBILITY)
 def rabbit_consumer_timeout(facts: BrokerFacts) -> list[Finding]:
+    """RabbitMQ's consumer_timeout (delivery acknowledgement timeout) shorter than long tasks or ETAs."""
     f = facts.facts
     timeout = f.get("consumer_timeout_ms")
     held = [q for q in f.get("queues") or [] if q.get("unacked")]
@@ -268,7 +281,9 @@ def rabbit_consumer_timeout(facts: BrokerFacts) -> list[Finding]:
 # -- Redis ------------------------------------------------------------------------------------
 
 
+@rule("CD-B07", "broker", Category.AUTH_OR_PERMISSIONS, Category.POOL_EXHAUSTION_OR_MISUSE)
 def redis_login(facts: BrokerFacts) -> list[Finding]:
+    """The probe could not authenticate to Redis (NOAUTH, WRONGPASS)."""
     login = facts.facts.get("login") or {}
     if login.get("ok", True):
         return []
@@ -307,7 +322,9 @@ def _info(facts: BrokerFacts) -> dict[str, Any]:
     return facts.facts.get("info") or {}
 
 
+@rule("CD-B08", "broker", Category.REDIS_SERVER_TIMEOUT)
 def redis_timeout(facts: BrokerFacts) -> list[Finding]:
+    """Redis `timeout` is non-zero: idle client connections are closed by the server."""
     timeout = _config(facts).get("timeout")
     if not isinstance(timeout, int) or timeout <= 0:
         return []
@@ -334,7 +351,9 @@ def redis_timeout(facts: BrokerFacts) -> list[Finding]:
         confidence=0.85)]
 
 
+@rule("CD-B09", "broker", Category.NETWORK_IDLE_TIMEOUT)
 def redis_keepalive(facts: BrokerFacts) -> list[Finding]:
+    """Redis `tcp-keepalive` is off: dead peers and idle middlebox cuts go unnoticed."""
     if _config(facts).get("tcp-keepalive") != 0:
         return []
     return [Finding(
@@ -348,7 +367,9 @@ def redis_keepalive(facts: BrokerFacts) -> list[Finding]:
         confidence=0.6)]
 
 
+@rule("CD-B10", "broker", Category.POOL_EXHAUSTION_OR_MISUSE)
 def redis_clients(facts: BrokerFacts) -> list[Finding]:
+    """Clients near `maxclients`, or connections rejected for it."""
     info, config = _info(facts), _config(facts)
     maxclients = config.get("maxclients") or info.get("maxclients")
     connected = info.get("connected_clients")
@@ -377,7 +398,9 @@ def redis_clients(facts: BrokerFacts) -> list[Finding]:
     return out
 
 
+@rule("CD-B11", "broker", Category.BROKER_RESOURCE_ALARM)
 def redis_memory(facts: BrokerFacts) -> list[Finding]:
+    """Redis near `maxmemory` with a policy that refuses writes or evicts Celery's keys."""
     info, config = _info(facts), _config(facts)
     maxmemory = config.get("maxmemory", info.get("maxmemory"))
     policy = str(config.get("maxmemory-policy") or info.get("maxmemory_policy") or "")
@@ -418,7 +441,9 @@ def redis_memory(facts: BrokerFacts) -> list[Finding]:
     return out
 
 
+@rule("CD-B12", "broker", Category.BROKER_RESOURCE_ALARM)
 def redis_pubsub_buffer(facts: BrokerFacts) -> list[Finding]:
+    """Pub/sub output buffer limits that close result or event subscribers."""
     limits = (_config(facts).get("client-output-buffer-limit") or {})
     pubsub = limits.get("pubsub") if isinstance(limits, dict) else None
     disconnections = _info(facts).get("client_output_buffer_limit_disconnections")
@@ -449,7 +474,9 @@ def redis_pubsub_buffer(facts: BrokerFacts) -> list[Finding]:
     return out
 
 
+@rule("CD-B13", "broker", Category.BROKER_RESTART_OR_FAILOVER)
 def redis_role(facts: BrokerFacts) -> list[Finding]:
+    """The probed Redis is a replica or read-only (failover moved the master)."""
     info = _info(facts)
     out = []
     role = info.get("role")

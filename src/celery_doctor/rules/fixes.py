@@ -42,3 +42,38 @@ def snippet(values: dict[str, str], celery_version: str | None, comment: str | N
     lines = [f"# {comment}"] if comment else []
     lines += [f"{setting(name, celery_version)} = {value}" for name, value in values.items()]
     return "\n".join(lines)
+
+
+# How py-amqp keeps an idle connection busy (checked in amqp/connection.py, heartbeat_tick, and
+# celery/worker/loops.py): the worker calls heartbeat_tick(rate) every H / rate seconds, where H
+# is the negotiated heartbeat (min of client and server when both are set) and rate is
+# broker_heartbeat_checkrate (3.0 by default in Celery 3.1 to 5.x). py-amqp 2.x+ sends a frame
+# when more than H / rate passed since the last bytes it sent; 1.4 sends one on any tick after
+# a tick with nothing sent. Either way the longest silence the worker leaves is two ticks:
+# 2 * H / rate. The middlebox must see a frame well inside its idle timeout T, so we propose
+# the H that leaves at most T / 2 of silence: H = T * rate / 4.
+CHECKRATE_DEFAULT = 3.0
+RABBITMQ_SERVER_HEARTBEAT = 60  # RabbitMQ's default: the negotiated value is never above it
+
+
+def worst_silence_s(heartbeat_s: float, checkrate: float = CHECKRATE_DEFAULT) -> float:
+    """The longest the worker's connection stays silent with heartbeat ``heartbeat_s``."""
+    return 2 * heartbeat_s / (checkrate or CHECKRATE_DEFAULT)
+
+
+def heartbeat_for_idle(idle_timeout_s: float, checkrate: float = CHECKRATE_DEFAULT) -> int:
+    """The broker_heartbeat that keeps a flow with idle timeout ``idle_timeout_s`` alive."""
+    value = int(idle_timeout_s * (checkrate or CHECKRATE_DEFAULT) / 4)
+    return max(1, min(value, RABBITMQ_SERVER_HEARTBEAT))
+
+
+# Where the idle timeout of each kind of middlebox is set (the network-side fix).
+PROVIDER_SETTINGS = (
+    "AWS Classic/Application Load Balancer: the load balancer attribute idle_timeout.timeout_seconds "
+    "(default 60 s)",
+    "AWS Network Load Balancer: the listener's TCP idle timeout, tcp.idle_timeout.seconds (default 350 s)",
+    "Azure Load Balancer: the rule's idleTimeoutInMinutes (default 4 min), with enableTcpReset",
+    "Google Cloud: Cloud NAT tcpEstablishedIdleTimeoutSec (default 1200 s); internal TCP LB / firewall "
+    "connection tracking idle timeout",
+    "HAProxy: `timeout client` and `timeout server` (the shorter one wins; `timeout tunnel` for TCP mode)",
+)

@@ -25,7 +25,8 @@ from celery_doctor.model import (
     Severity,
     Side,
 )
-from celery_doctor.rules.fixes import snippet
+from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, snippet, worst_silence_s
+from celery_doctor.rules.registry import RuleInfo, register, rule
 from celery_doctor.timeline import Timeline
 
 MAX_EVIDENCE = 8
@@ -92,6 +93,7 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
+@rule("CD-L01", "logs", Category.NETWORK_IDLE_TIMEOUT)
 def idle_cut(ctx: LogContext) -> Iterable[Finding]:
     """Cuts by something in between after the connection sat idle: NAT, load balancer, firewall."""
     cuts = [i for i in ctx.incidents if i.phase == Phase.IDLE and i.closed_by == ClosedBy.NETWORK
@@ -125,31 +127,43 @@ def idle_cut(ctx: LogContext) -> Iterable[Finding]:
         "proxy) drops flows that stay idle longer than its timeout. AMQP heartbeats (or TCP "
         "keepalives shorter than that timeout) keep the flow alive."
     )
-    hb = max(5, int((estimate or 60) / 3))
-    fix = Fix(
-        text=(f"Send traffic more often than the middlebox's idle timeout (~{_fmt_s(estimate)}): "
-              if estimate else "Send traffic more often than the middlebox's idle timeout: ")
-        + "enable AMQP heartbeats at under half that timeout, or raise the middlebox's idle timeout."
-        if ctx.transport != "redis" else
-        "Keep the Redis connections busy or probed more often than the idle timeout: a health "
-        "check interval and TCP keepalive below it, or raise the middlebox's idle timeout.",
-        snippet=snippet({"broker_heartbeat": str(hb)}, ctx.celery_version,
-                        "heartbeat at < 1/2 of the idle timeout")
-        if ctx.transport != "redis" else
-        snippet({"broker_transport_options": f"{{'health_check_interval': {hb}, 'socket_keepalive': True}}"},
-                ctx.celery_version, "probe idle Redis connections before the middlebox drops them"),
-        verify=(f"celery-doctor repro --fault idle-cut:{int(estimate or 60)}:rst --scenario idle "
-                "(with the fixed config) should show no resets"),
-    )
+    timeout = estimate or 60.0
+    hb = heartbeat_for_idle(timeout)
+    network_side = ("Or raise the middlebox's idle timeout well above the longest quiet period: "
+                    + "; ".join(PROVIDER_SETTINGS) + ".")
+    if ctx.transport != "redis":
+        fix = Fix(
+            text=(f"Send traffic more often than the middlebox's idle timeout (~{_fmt_s(timeout)}): with "
+                  f"broker_heartbeat = {hb} the worker is never silent for more than "
+                  f"{_fmt_s(worst_silence_s(hb))} (py-amqp sends a heartbeat after heartbeat / checkrate "
+                  f"seconds of silence, checked every heartbeat / checkrate seconds). " + network_side),
+            snippet=snippet({"broker_heartbeat": str(hb)}, ctx.celery_version,
+                            f"at most {_fmt_s(worst_silence_s(hb))} of silence, inside the "
+                            f"~{_fmt_s(timeout)} idle timeout"),
+            verify=(f"celery-doctor repro --fault idle-cut:{int(timeout)}:rst --scenario idle "
+                    "(with the fixed config) should show no resets"))
+    else:
+        probe = max(1, int(timeout / 2))
+        fix = Fix(
+            text=("Keep the Redis connections busy or probed more often than the idle timeout "
+                  f"(~{_fmt_s(timeout)}): a health check interval of {probe} s and TCP keepalive. "
+                  + network_side),
+            snippet=snippet({"broker_transport_options":
+                             f"{{'health_check_interval': {probe}, 'socket_keepalive': True}}"}, ctx.celery_version,
+                            "probe idle Redis connections before the middlebox drops them"),
+            verify=(f"celery-doctor repro --fault idle-cut:{int(timeout)}:rst --scenario idle "
+                    "(with the fixed config) should show no resets"))
     return [Finding(
         category=Category.NETWORK_IDLE_TIMEOUT, severity=Severity.HIGH,
         title=f"Idle connections cut by a middlebox{f' after ~{_fmt_s(estimate)}' if estimate else ''}",
         explanation=explanation, evidence=_evidence(_events(members)), fix=fix,
         confidence=min(confidence, 0.95),
-        facts={"idle_timeout_s": estimate, "cuts": len(members), "regular": regular, "source": "logs"},
+        facts={"idle_timeout_s": estimate, "cuts": len(members), "regular": regular, "source": "logs",
+               "heartbeat_s": hb if ctx.transport != "redis" else None},
     )]
 
 
+@rule("CD-L02", "logs", Category.NETWORK_PATH_LOSS)
 def path_loss(ctx: LogContext) -> Iterable[Finding]:
     """Both ends stop hearing each other with no reset (packets dropped, half-open sockets), or
     the path resets busy connections (a middlebox under load: conntrack, LB rebalancing)."""
@@ -195,6 +209,7 @@ def path_loss(ctx: LogContext) -> Iterable[Finding]:
     return findings
 
 
+@rule("CD-L03", "logs", Category.LONG_TASK_BLOCKS_HEARTBEAT, Category.HEARTBEAT_MISCONFIG)
 def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
     """The broker closed because the client sent no heartbeat: busy main thread or idle bug."""
     hits = [i for i in ctx.incidents if i.closed_by == ClosedBy.BROKER
@@ -255,7 +270,9 @@ def _running_task(incident: Incident) -> float | None:
     return running_task_age(incident.events, incident.ts)
 
 
+@rule("CD-L04", "logs", Category.BROKER_RESTART_OR_FAILOVER)
 def broker_restart(ctx: LogContext) -> Iterable[Finding]:
+    """The broker shut down, was stopped, forced connections closed or failed over, or went away and came back."""
     hits = [i for i in ctx.incidents if any(
         e.kind in (Kind.BROKER_FORCED_CLOSE, Kind.BROKER_STOP, Kind.FAILOVER) or error_family(e) == "forced"
         for e in i.events)]
@@ -283,7 +300,9 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
     )]
 
 
+@rule("CD-L05", "logs", Category.AUTH_OR_PERMISSIONS)
 def auth(ctx: LogContext) -> Iterable[Finding]:
+    """The broker refused the login or the virtual host."""
     hits = [i for i in ctx.incidents if any(
         e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED) or error_family(e) in ("auth", "vhost")
         for e in i.events)]
@@ -309,7 +328,10 @@ def auth(ctx: LogContext) -> Iterable[Finding]:
     )]
 
 
+@rule("CD-L06", "logs", Category.REDIS_SERVER_TIMEOUT)
 def redis_timeout(ctx: LogContext) -> Iterable[Finding]:
+    """Redis closed idle clients because of its `timeout` setting (server log, or orderly closes
+    of idle connections)."""
     server = [i for i in ctx.incidents if any(e.kind == Kind.SERVER_CLOSED_IDLE for e in i.events)]
     # without the server log: orderly closes of idle Redis connections point at `timeout`
     client = [i for i in ctx.incidents if ctx.transport == "redis" and i not in server
@@ -336,7 +358,9 @@ def redis_timeout(ctx: LogContext) -> Iterable[Finding]:
     )]
 
 
+@rule("CD-L07", "logs", Category.BROKER_RESOURCE_ALARM)
 def alarms(ctx: LogContext) -> Iterable[Finding]:
+    """RabbitMQ raised a memory or disk alarm and blocked publishers."""
     hits = [e for e in ctx.timeline.events if e.kind in (Kind.ALARM_SET, Kind.BLOCKED)]
     if not hits:
         return []
@@ -354,7 +378,9 @@ def alarms(ctx: LogContext) -> Iterable[Finding]:
     )]
 
 
+@rule("CD-L08", "logs", Category.VERSION_INCOMPATIBILITY)
 def consumer_timeout(ctx: LogContext) -> Iterable[Finding]:
+    """RabbitMQ closed a channel whose delivery stayed unacknowledged past `consumer_timeout`."""
     hits = [i for i in ctx.incidents if any(e.kind == Kind.CONSUMER_TIMEOUT for e in i.events)]
     if not hits:
         return []
@@ -372,7 +398,9 @@ def consumer_timeout(ctx: LogContext) -> Iterable[Finding]:
     )]
 
 
+@rule("CD-L09", "logs", Category.PREFORK_FORK_SHARED_CONNECTION)
 def fork_shared(ctx: LogContext) -> Iterable[Finding]:
+    """Interleaved frames on one AMQP connection: it is shared across a fork."""
     hits = [e for e in ctx.timeline.events if e.kind == Kind.CHANNEL_ERROR
             and ("unexpected_frame" in e.text or "expected content header" in e.text)]
     if not hits:
@@ -391,6 +419,7 @@ def fork_shared(ctx: LogContext) -> Iterable[Finding]:
     )]
 
 
+@rule("CD-L10", "logs", Category.BENIGN_CLIENT_DISCONNECT, Category.UNKNOWN)
 def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
     """Broker-only 'client unexpectedly closed' while the worker log shows nothing wrong."""
     hits = [i for i in ctx.incidents if i.closed_by == ClosedBy.CLIENT
@@ -432,6 +461,15 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
     return findings
 
 
+for _id, _name, _cat, _why in (
+        ("CD-L11", "unexplained", Category.UNKNOWN,
+         "Connection failures no rule explains: said as unknown, with their lines, never guessed."),
+        ("CD-L12", "undated_errors", Category.UNKNOWN,
+         "Connection errors in a paste without timestamps: shown, but not matched or phased."),
+        ("CD-L13", "no_incident", Category.NO_INCIDENT,
+         "No lost connection, failed connect, missed heartbeat or broker-side close in the logs.")):
+    register(RuleInfo(_id, _name, "logs", (_cat,), _why, __name__))
+
 RULES: tuple[Rule, ...] = (idle_cut, path_loss, heartbeat_silence, broker_restart, auth,
                            redis_timeout, alarms, consumer_timeout, fork_shared, benign_disconnects)
 
@@ -449,7 +487,7 @@ def evaluate(ctx: LogContext) -> list[Finding]:
                 "side's log for the same window (the broker's log for a worker, or the worker's for "
                 "the broker), the effective config (celery-doctor config --app), and a broker probe."),
             evidence=_evidence(_events(unexplained)),
-            confidence=0.3,
+            confidence=0.3, rule_id="CD-L11",
         ))
     undated = [(s.name, line, text) for s in ctx.timeline.sources for line, text in s.meta.get("undated_errors", [])]
     if not ctx.incidents and undated:
@@ -461,7 +499,7 @@ def evaluate(ctx: LogContext) -> list[Finding]:
                          "its timestamps) and the broker's log for the same window."),
             evidence=[Evidence(source=name, line=int(line), text=str(text))
                       for name, line, text in undated[:MAX_EVIDENCE]],
-            confidence=0.3,
+            confidence=0.3, rule_id="CD-L12",
         ))
     elif not ctx.incidents:
         findings.append(Finding(
@@ -469,7 +507,7 @@ def evaluate(ctx: LogContext) -> list[Finding]:
             title="No connection failure in these logs",
             explanation="No lost connection, failed connect, missed heartbeat or broker-side close "
                         "was found in the given logs.",
-            confidence=0.8 if ctx.timeline.events else 0.4,
+            confidence=0.8 if ctx.timeline.events else 0.4, rule_id="CD-L13",
         ))
     findings.sort(key=lambda f: (f.severity.rank >= Severity.MEDIUM.rank, f.confidence), reverse=True)
     return findings

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from celery_doctor.model import Category, Evidence, Finding, Fix, Severity
 from celery_doctor.pins.checks import Assessment, Problem
+from celery_doctor.rules.registry import rule
 
 
 def _evidence(assessment: Assessment, problem: Problem) -> list[Evidence]:
@@ -17,7 +18,10 @@ def _evidence(assessment: Assessment, problem: Problem) -> list[Evidence]:
     return evidence
 
 
+@rule("CD-P01", "pins", Category.VERSION_INCOMPATIBILITY)
 def pins_findings(assessment: Assessment) -> list[Finding]:
+    """An environment or requirement set with an incompatible or known-bad combination, or a
+    missing transport dependency (pins/checks.py, data/known_bad.json)."""
     findings = []
     for problem in assessment.problems:
         findings.append(Finding(
