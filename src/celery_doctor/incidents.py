@@ -102,14 +102,14 @@ def detect(timeline: Timeline) -> IncidentSet:
 
     incidents = []
     for number, draft in enumerate(drafts, 1):
-        closed_by, reason, confidence = _verdict(draft, timeline)
+        verdict_id, closed_by, reason, confidence = _verdict(draft, timeline)
         uptime, idle = _uptime_and_idle(draft, last_connect)
         phase = _phase(draft, timeline, idle)
         outage = (draft.reconnected_at - draft.first).total_seconds() if draft.reconnected_at else None
         incidents.append(Incident(
             id=number, events=draft.context + draft.events, closed_by=closed_by, phase=phase,
             reason=reason, confidence=confidence, idle_before_s=idle, uptime_s=uptime,
-            outage_s=outage,
+            outage_s=outage, verdict_id=verdict_id,
         ))
     for inc in incidents:
         inc.events.sort(key=lambda e: e.at)
@@ -171,8 +171,9 @@ def _attach_context(drafts: list[_Draft], timeline: Timeline) -> None:
         draft.context = [e for e in context if draft.first - before <= e.at <= draft.last + gap]
 
 
-def _verdict(draft: _Draft, timeline: Timeline) -> tuple[ClosedBy, str, float]:
-    """Who closed the connection, why we think so, and how sure we are."""
+def _verdict(draft: _Draft, timeline: Timeline) -> tuple[str, ClosedBy, str, float]:
+    """Which branch decided (its id, listed in docs/incident-rules.md), who closed the
+    connection, why we think so, and how sure we are."""
     kinds = Counter(e.kind for e in draft.events)
     client = [e for e in draft.events if e.side == Side.CLIENT]
     families = {error_family(e) for e in client} - {None}
@@ -181,53 +182,54 @@ def _verdict(draft: _Draft, timeline: Timeline) -> tuple[ClosedBy, str, float]:
     broker_watching = any(timeline.covers(name, draft.first) for name in _broker_source_names(timeline))
 
     if kinds[Kind.PROXY_CUT] or kinds[Kind.PROXY_BLACKHOLE]:
-        return ClosedBy.NETWORK, "the fault proxy between worker and broker cut or stalled the flow", 0.95
+        return "V01", ClosedBy.NETWORK, "the fault proxy between worker and broker cut or stalled the flow", 0.95
     if kinds[Kind.AUTH_REFUSED] or kinds[Kind.ACCESS_REFUSED] or families & {"auth", "vhost"}:
-        return ClosedBy.BROKER, "the broker refused the login or the vhost", 0.9
+        return "V02", ClosedBy.BROKER, "the broker refused the login or the vhost", 0.9
     if kinds[Kind.BROKER_FORCED_CLOSE] or "forced" in families or Kind.BROKER_STOP in context:
-        return ClosedBy.BROKER, "the broker forced the connection closed (shutdown or admin)", 0.9
+        return "V03", ClosedBy.BROKER, "the broker forced the connection closed (shutdown or admin)", 0.9
     if kinds[Kind.SERVER_CLOSED_IDLE] or kinds[Kind.SERVER_CLOSED_LIMIT]:
-        return ClosedBy.BROKER, "the Redis server closed the client (idle timeout or limit)", 0.9
+        return "V04", ClosedBy.BROKER, "the Redis server closed the client (idle timeout or limit)", 0.9
     if kinds[Kind.CHANNEL_ERROR]:
-        return ClosedBy.BROKER, "the broker closed the channel (or connection) after a protocol error", 0.8
+        return "V05", ClosedBy.BROKER, "the broker closed the channel (or connection) after a protocol error", 0.8
     if kinds[Kind.CONSUMER_TIMEOUT]:
-        return ClosedBy.BROKER, "the broker timed out waiting for a delivery acknowledgement", 0.85
+        return "V06", ClosedBy.BROKER, "the broker timed out waiting for a delivery acknowledgement", 0.85
     if kinds[Kind.HEARTBEAT_MISSED_CLIENT]:
         if kinds[Kind.HEARTBEAT_MISSED_BROKER] or "heartbeat" in families or "timeout" in families:
-            return (ClosedBy.NETWORK, "both sides stopped hearing each other with no reset: "
+            return ("V07", ClosedBy.NETWORK, "both sides stopped hearing each other with no reset: "
                     "packets were dropped on the path", 0.8)
-        return (ClosedBy.BROKER, "the broker saw no heartbeat from the client and closed the "
+        return ("V08", ClosedBy.BROKER, "the broker saw no heartbeat from the client and closed the "
                 "connection; the client only noticed later", 0.85 if client else 0.7)
     if kinds[Kind.CLIENT_CLOSED_ABRUPTLY]:
         if families & {"reset", "eof", "broken_pipe"}:
-            return (ClosedBy.NETWORK, "the client saw a reset/EOF and the broker says the client "
+            return ("V09", ClosedBy.NETWORK, "the client saw a reset/EOF and the broker says the client "
                     "closed, at the same moment: something in between cut both sides", 0.85)
         if "heartbeat" in families:
-            return ClosedBy.CLIENT, "the client gave up after missing broker heartbeats", 0.8
+            return "V10", ClosedBy.CLIENT, "the client gave up after missing broker heartbeats", 0.8
         if client:
-            return ClosedBy.CLIENT, "the broker says the client closed the TCP connection", 0.6
-        return (ClosedBy.CLIENT, "the broker says the client (or a middlebox) closed the TCP "
+            return "V11", ClosedBy.CLIENT, "the broker says the client closed the TCP connection", 0.6
+        return ("V12", ClosedBy.CLIENT, "the broker says the client (or a middlebox) closed the TCP "
                 "connection without an AMQP close; no client log covers that moment", 0.5)
     # Client-only evidence from here on.
     if "heartbeat" in families:
-        return ClosedBy.CLIENT, "the client closed after missing the broker's heartbeats", 0.7
+        return "V13", ClosedBy.CLIENT, "the client closed after missing the broker's heartbeats", 0.7
     if "timeout" in families:
-        return ClosedBy.NETWORK, "the client's socket timed out: the path stopped carrying packets", 0.6
+        return "V14", ClosedBy.NETWORK, "the client's socket timed out: the path stopped carrying packets", 0.6
     if families & {"refused", "dns", "unreachable"}:
         if draft.reconnected_at is not None and _was_connected(draft, timeline):
-            return (ClosedBy.BROKER, "the broker went away (refused or unresolvable) and came back: "
+            return ("V15", ClosedBy.BROKER, "the broker went away (refused or unresolvable) and came back: "
                     "a restart or failover", 0.5)
-        return ClosedBy.UNKNOWN, "the client could not reach the broker (refused / name lookup)", 0.5
+        return "V16", ClosedBy.UNKNOWN, "the client could not reach the broker (refused / name lookup)", 0.5
     if "tls" in families or kinds[Kind.TLS_ERROR]:
-        return ClosedBy.UNKNOWN, "the TLS layer failed; broker or TLS proxy", 0.4
+        return "V17", ClosedBy.UNKNOWN, "the TLS layer failed; broker or TLS proxy", 0.4
     if families & {"reset", "eof", "broken_pipe"}:
         if broker_watching:
-            return (ClosedBy.NETWORK, "the client saw the connection drop while the broker log, "
+            return ("V18", ClosedBy.NETWORK, "the client saw the connection drop while the broker log, "
                     "running at that time, recorded no close of its own", 0.6)
         if "eof" in families:
-            return ClosedBy.BROKER, "the peer closed the socket in order (EOF/FIN): the broker or a proxy", 0.4
-        return ClosedBy.UNKNOWN, "the client saw a reset; without the broker's log either side could have cut it", 0.3
-    return ClosedBy.UNKNOWN, "the logs do not say which side closed the connection", 0.2
+            return "V19", ClosedBy.BROKER, "the peer closed the socket in order (EOF/FIN): the broker or a proxy", 0.4
+        return ("V20", ClosedBy.UNKNOWN, "the client saw a reset; without the broker's log either side could "
+                "have cut it", 0.3)
+    return "V21", ClosedBy.UNKNOWN, "the logs do not say which side closed the connection", 0.2
 
 
 def _was_connected(draft: _Draft, timeline: Timeline) -> bool:
