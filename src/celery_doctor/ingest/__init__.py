@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import re
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 from celery_doctor.ingest import signatures
 from celery_doctor.ingest.families import LINE_FAMILIES, REGISTRY
@@ -13,6 +16,7 @@ from celery_doctor.ingest.parallel import scan_split, workers_for
 from celery_doctor.ingest.prefixes import PREFIXES
 from celery_doctor.ingest.reader import Scanner, SourceState, scan_banner, scan_json
 from celery_doctor.ingest.sources import (
+    SNIFF_BYTES,
     celery_layout,
     chunks,
     default_year,
@@ -21,9 +25,13 @@ from celery_doctor.ingest.sources import (
     read_head,
     sniff,
     text_lines,
-    undated_errors,
 )
-from celery_doctor.model import SourceInfo
+from celery_doctor.model import Event, Kind, Side, SourceInfo
+
+# what shows a person that a paste is about Celery and its clients, even with no event in it
+CLIENT_TEXT = re.compile(rb"Traceback \(most recent call last\)|site-packages/(?:celery|kombu|amqp|redis|billiard)/|"
+                         rb"celery@\S+ v\d|MainProcess\]")
+PASTE_MAX = 2 * 1024 * 1024  # inputs up to this size are read record by record (records.py)
 
 # The one registry of the stage: log families (one module each in families/) and collector
 # prefixes (data in prefixes.py). Everything else looks families and prefixes up here.
@@ -80,29 +88,37 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
             return None
         year = year or datetime.now(tz=UTC).year
         family, prefix, services = sniff(head, hint, year)
-        if family is None:
-            undated = undated_errors(head)
-            if undated:  # a pasted traceback without times: say so, never "no incident"
-                info.meta["undated_errors"] = undated
-                info.format = "undated"
-                info.warnings.append(f"no timestamps: {len(undated)} connection error line(s) cannot be placed "
-                                     "on the timeline")
-            else:
-                info.warnings.append("unknown log format (not a Celery, RabbitMQ, Redis or JSON log): skipped")
+        if family == "json":
+            info.format = family + (f" ({prefix})" if prefix else "")
+            state = SourceState(info=info, family=family, prefix=prefix, year=year, services=services)
+            scan_json(text_lines(chunks(stream, head, info.warnings)), state, _classify)
+            info.lines = max((e.line for e in state.events), default=0)
+            return state
+        whole = head
+        if len(head) >= SNIFF_BYTES:  # is the rest small enough to be read record by record?
+            whole = head + _read_more(stream, PASTE_MAX + 1 - len(head), info.warnings)
+        small = len(whole) <= PASTE_MAX
+        if family is None and not small:
+            info.warnings.append("unknown log format (not a Celery, RabbitMQ, Redis or JSON log): skipped")
             return None
-        info.format = family + (f" ({prefix})" if prefix else "")
-        state = SourceState(info=info, family=family, prefix=prefix, year=year, services=services)
-        if family in ("celery", "multi"):
-            sample = head[:65536].decode("utf-8", errors="replace")
+        state = SourceState(info=info, family=family or "paste", prefix=prefix, year=year, services=services)
+        if family in ("celery", "multi", None):
+            sample = whole[:65536].decode("utf-8", errors="replace")
             scan_banner(sample, info)
             if family == "celery" and prefix is None:
                 info.meta["layout"] = celery_layout(sample)
         if family == "redis" and guessed and b" 20" not in head[:4096]:
             info.warnings.append(f"Redis lines carry no year: assumed {year} (the file's date)")
-        if family == "json":
-            scan_json(text_lines(chunks(stream, head, info.warnings)), state, _classify)
-            info.lines = max((e.line for e in state.events), default=0)
-            return state
+        if small:  # what people paste: read every record in order (cut headers, bare tracebacks)
+            scanner = Scanner(state)
+            scanner.feed_records(whole if whole.endswith(b"\n") else whole + b"\n")
+            scanner.finish()
+            _describe(state, family, prefix, whole[:SNIFF_BYTES])
+            if progress is not None:
+                progress(info.name, len(whole), max(size, len(whole)))
+            return state if state.events or family is not None else None
+        info.format = (family or "paste") + (f" ({prefix})" if prefix else "")
+        head = whole
         if path != "-" and not isinstance(stream, gzip.GzipFile) and workers_for(size) > 1:
             scan_split(path, state, size)  # large plain file: one range per core
             if progress is not None:
@@ -117,6 +133,52 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
                 progress(info.name, done, size)
         scanner.finish()
     return state
+
+
+def _read_more(stream: BinaryIO, want: int, warnings: list[str]) -> bytes:
+    try:
+        return stream.read(max(0, want))
+    except (EOFError, OSError, zlib.error) as exc:
+        warnings.append(f"compressed data ends early ({exc.__class__.__name__}): read up to the break")
+        return b""
+
+
+def _describe(state: SourceState, family: str | None, prefix: str | None, whole: bytes) -> None:
+    """The source's format in words, and what a paste without times holds."""
+    info = state.info
+    seen = sorted({_family_of_event(e) for e in state.events})
+    if family is None and seen:
+        info.format = (seen[0] if len(seen) == 1 else "multi") + " (paste" + (f", {prefix})" if prefix else ")")
+    elif family is not None:
+        info.format = family + (f" ({prefix})" if prefix else "")
+    undated = [e for e in state.events if e.ts is None]
+    if undated:
+        info.meta["undated_errors"] = [[e.line + _error_line(e), (e.error or e.text.splitlines()[0])[:300]]
+                                       for e in undated if e.kind not in (Kind.WORKER_SHUTDOWN, Kind.WORKER_READY)][:5]
+        info.warnings.append(f"no timestamps on {len(undated)} event(s): they are kept in input order and "
+                             "cannot be placed on the timeline")
+    if family is None and not state.events:
+        if CLIENT_TEXT.search(whole):
+            info.format = "paste"
+            info.warnings.append("read as a paste: no connection event in it (a traceback cut before its "
+                                 "exception line, or only task lines)")
+        else:
+            info.warnings.append("unknown log format (not a Celery, RabbitMQ, Redis or JSON log): skipped")
+
+
+def _family_of_event(event: Event) -> str:
+    head = (event.signature or "").split(".", 1)[0]
+    return head if head in FAMILIES else ("celery" if event.side == Side.CLIENT else "broker")
+
+
+def _error_line(event: Event) -> int:
+    """How many lines into the event's record its error line is (0: the first)."""
+    lines = event.text.splitlines()
+    if event.error:
+        for index, line in enumerate(lines):
+            if line.strip() == event.error:
+                return index
+    return 0
 
 
 def _classify(message: str) -> tuple[str, signatures.Signature] | None:

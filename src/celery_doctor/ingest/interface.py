@@ -26,10 +26,11 @@ class IngestResult:
 class Start:
     """What the first line of a record says."""
 
-    ts: datetime
+    ts: datetime | None  # None: the line starts a record but carries no time (a cut header)
     level: str
     naive: bool  # the log wrote no zone: read as UTC
     key: str = ""  # RabbitMQ 3.9+: lines of one multi-line message share ts+pid
+    standalone: bool = False  # a header-less line that is a record of its own (shutdown, banner)
 
 
 class Family(ABC):
@@ -64,7 +65,14 @@ class Family(ABC):
         return None
 
     def match(self, message: str) -> signatures.Signature | None:
-        return signatures.match(self.name, message)
+        """The catalogue entry for a record, matched on whitespace-normalised text so that a line
+        hard-wrapped by a mail client or terminal still matches."""
+        return signatures.match(self.name, " ".join(message.split()))
+
+    def undated_start(self, line: str) -> Start | None:
+        """A record start without a time: a header cut at the front, a layout without time, or
+        a header-less line that stands alone. None for families that have none."""
+        return None
 
     def literals(self) -> tuple[bytes, ...]:
         """What the fast scan looks for in raw bytes of a source of this family."""

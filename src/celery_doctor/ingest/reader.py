@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery_doctor.ingest import families, prefixes, signatures
+from celery_doctor.ingest.families import celery as celery_family
 from celery_doctor.ingest.families import json as json_family
 from celery_doctor.ingest.families.celery import FAMILY as CELERY
 from celery_doctor.ingest.families.rabbitmq import PEER
@@ -67,6 +68,10 @@ class Record:
     lines: list[str]
     service: str | None
     prefix_ts: datetime | None
+    # set by the whole-input splitter (records.py): the family and header it already read;
+    # header-less records have a header with no time and family None (the catalogue decides)
+    family: str | None = None
+    head: Start | None = None
 
 
 strip_prefix = prefixes.strip
@@ -125,7 +130,11 @@ class Scanner:
         return found
 
     def _start_of(self, family: str, line: str) -> Start | None:
-        return record_start(family, line, self.state.year)
+        head = record_start(family, line, self.state.year)
+        if head is None and (fam := families.get(family)) is not None:
+            alone = fam.undated_start(line)  # a standalone line is never part of the record above
+            return alone if alone is not None and alone.standalone else None
+        return head
 
     # -- records ------------------------------------------------------------------------------
     def _record(self, buf: bytes, pos: int) -> Record | None:
@@ -171,20 +180,33 @@ class Scanner:
         return prev.startswith(head.key)
 
     def _event(self, record: Record, line_no: int, buf: bytes) -> Event | None:
-        name = self._family_for(record.lines[0], record.service)
-        if name is None:
-            return None
-        family = families.REGISTRY[name]
-        head = family.start(record.lines[0], self.state.year)
-        if head is None:
-            return None
-        body = record.lines[0][family.message_start(record.lines[0]):]
+        if record.head is not None:  # from the whole-input splitter
+            head = record.head
+            candidates = [families.REGISTRY[record.family]] if record.family else list(families.LINE_FAMILIES)
+        else:
+            name = self._family_for(record.lines[0], record.service)
+            if name is None:
+                return None
+            candidates = [families.REGISTRY[name]]
+            found = self._start_of(name, record.lines[0])
+            if found is None:
+                return None
+            head = found
+        family, sig = candidates[0], None
+        for family in candidates:  # a header-less record: the first family whose catalogue matches
+            body = record.lines[0][family.message_start(record.lines[0]):]
+            message = "\n".join([body, *record.lines[1:]])
+            sig = family.match(message)
+            if sig is not None:
+                break
+        if sig is None:
+            family = candidates[0]
+            body = record.lines[0][family.message_start(record.lines[0]):]
+            message = "\n".join([body, *record.lines[1:]])
         text = "\n".join([record.lines[0], *record.lines[1:]]).rstrip()
-        message = "\n".join([body, *record.lines[1:]])
-        sig = family.match(message)
         kind = sig.kind if sig else None
-        if sig is None and family.side == Side.CLIENT and "Traceback (most recent call last)" in message:
-            kind = self._traceback_kind(body, record.lines)
+        if sig is None and family.side == Side.CLIENT:
+            kind = self._traceback_kind(body, record.lines, bare=head.ts is None)
         if kind is None:
             return None
         ts = record.prefix_ts if (record.prefix_ts and head.naive) else head.ts
@@ -196,19 +218,45 @@ class Scanner:
         side = family.side
         source = self.state.info.name + (f":{record.service}" if self.state.family == "multi" and record.service
                                          else "")
-        if side == Side.CLIENT and kind not in (Kind.WORKER_READY, Kind.WORKER_SHUTDOWN, Kind.CONNECTED):
+        if ts is not None and side == Side.CLIENT and kind not in (Kind.WORKER_READY, Kind.WORKER_SHUTDOWN,
+                                                                   Kind.CONNECTED):
             detail.update(self._task_context(buf, record.start, ts))
+        signature = sig.id if sig else ("celery.traceback.connection_error" if "Traceback (most recent" in message
+                                        else "python.exception.connection_error")
         return Event(ts=ts, source=source, line=line_no, side=side, kind=kind, text=text, peer=peer,
-                     error=error, signature=sig.id if sig else "celery.traceback.connection_error",
-                     level=head.level, detail=detail)
+                     error=error, signature=signature, level=head.level or None, detail=detail)
 
     @staticmethod
-    def _traceback_kind(body: str, lines: list[str]) -> Kind | None:
-        """A logged traceback ending in a connection error, outside a task's own failure."""
+    def _traceback_kind(body: str, lines: list[str], bare: bool = False) -> Kind | None:
+        """A logged traceback ending in a connection error, outside a task's own failure; in an
+        undated record also a bare exception line that names one (a pasted error alone)."""
         if "] raised" in body or "raised unexpected" in body:
             return None
+        if "Traceback (most recent call last)" not in body + "\n".join(lines) and not (
+                bare and celery_family.EXCEPTION.match(body.strip())):
+            return None
         last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
-        return Kind.CONNECTION_LOST if signatures.CONNECTION_ERROR.search(last) else None
+        if not signatures.CONNECTION_ERROR.search(last):
+            return None
+        return Kind.CANNOT_CONNECT if signatures.REFUSED.search(last) else Kind.CONNECTION_LOST
+
+    def feed_records(self, buf: bytes) -> None:
+        """Read a whole small input record by record (records.py: every line classified in
+        order), for what people paste: cut headers, bare tracebacks, standalone lines."""
+        from celery_doctor.ingest import records
+
+        for piece in records.split(buf, self.state.prefix, self.state.family, self.state.year):
+            record = Record(start=piece.start, lines=piece.lines, service=piece.service,
+                            prefix_ts=piece.prefix_ts if isinstance(piece.prefix_ts, datetime) else None,
+                            family=piece.family.name if piece.family else None, head=piece.head)
+            if piece.family is not None and piece.service and piece.head.ts is not None:
+                self.state.services.setdefault(piece.service, piece.family.name)
+            event = self._event(record, self.line_base + piece.number, buf)
+            if event is not None:
+                self._add(event)
+        if self.client_like:
+            self._activity(buf)
+        self.line_base += buf.count(b"\n")
 
     # -- task activity -------------------------------------------------------------------------
     def _task_lines_before(self, buf: bytes, pos: int
@@ -225,7 +273,7 @@ class Scanner:
             line, _, _ = self._split(self._decode(buf[start:end]))
             head = CELERY.start(line, 0)
             m = TASK_ID.search(line)
-            if head is None or m is None:
+            if head is None or head.ts is None or m is None:
                 continue
             state = "received" if lit in (b"] received", b"Received task") else "done"
             runtime = RUNTIME.search(line)
@@ -289,7 +337,7 @@ class Scanner:
                 return None
             line, _, _ = self._split(self._decode(chunk[pos:nl]))
             head = CELERY.start(line, 0)
-            if head:
+            if head and head.ts:
                 return head.ts
             pos = nl + 1
         return None

@@ -166,6 +166,11 @@ CONNECTION_ERROR = re.compile(
     r"Server unexpectedly closed|Connection closed by server|Bad frame read)")
 
 
+# The errors of a connect attempt that never got a connection (so: cannot_connect, not lost).
+REFUSED = re.compile(r"Connection refused|Errno 111\b|Errno 10061|ECONNREFUSED|Name or service not known|"
+                     r"Errno -[23]\b|nodename nor servname|getaddrinfo failed|No route to host|Errno 113\b")
+
+
 def match(family: str, text: str) -> Signature | None:
     """The first catalogue entry of ``family`` that matches a record's text."""
     for sig in FAMILY_SIGNATURES.get(family, ()):

@@ -85,7 +85,10 @@ def looks_binary(head: bytes) -> bool:
 def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | None, dict[str, str]]:
     """(family, prefix, service -> family) for the first lines of a file; family 'multi' for
     docker-compose output that interleaves services of different families."""
-    lines = [ln for ln in head.decode("utf-8", errors="replace").splitlines()[:400] if ln.strip()]
+    from celery_doctor.ingest.records import clean  # pasted Markdown/HTML must not hide the layout
+
+    lines = [clean(ln) for ln in head.decode("utf-8", errors="replace").splitlines()[:400] if ln.strip()]
+    lines = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith(("```", "~~~"))]
     if not lines:
         return None, None, {}
     prefix = None

@@ -15,11 +15,42 @@ HEADER = re.compile(r"^\[(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[,.](\d
 CUSTOM = re.compile(
     r"^\[?(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[,.](\d{1,6}))?(Z|[+-]\d\d:?\d\d)?\]?[ :|\-\]]+"
     r"(?:.{0,60}?)\b(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\b")
+# a default header cut at the front by a copy-paste: ",937: WARNING/MainProcess] ", "ERROR/MainProcess] ",
+# "MainProcess] ", or a layout without time: "[WARNING/MainProcess] "
+FRAGMENT = re.compile(
+    r"^\[?(?:[\d:,.\- ]*\d\]?:? ?)?(?:(DEBUG|INFO|WARNING|ERROR|CRITICAL)/)?"
+    r"(MainProcess|ForkPoolWorker-\d+|PoolWorker-\d+|Worker-\d+|Beat|Dummy-\d+|MainThread|"
+    r"ThreadPoolExecutor-[\d_]+|SpawnProcess-\d+)\] ?")
+# custom layouts without a time: "ERROR [MainThread] [consumer.py:493] - ", "WARNING:celery.worker:..."
+UNTIMED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)(?:\s+\[[^\]]*\])+\s*(?:-\s+)?|"
+                     r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):[\w.]+:")
+# header-less lines Celery prints (to stderr, or before logging is set up) that are records of
+# their own: never continuation lines of the record before them
+STANDALONE = re.compile(
+    r"^(?:worker: (?:Warm|Cold) shutdown \(MainProcess\)|worker: Hitting Ctrl\+C again|"
+    r"Restarting celery worker \(|celery (?:multi|beat) v\d|\S+\.py:\d+: \w*Warning: |"
+    r"\s*-+ ?\**-* ?celery@\S+ v\d|[\s\-*]*\.> \w[\w ]*:|\[(?:tasks|queues|config)\]\s*$)")
 ERRNO = re.compile(r"(?:Errno |\(|Error )(\d{2,3})\b")
 AUTH = re.compile(r"AccessRefused|ACCESS_REFUSED|login refused|WRONGPASS|NOAUTH|invalid password|"
                   r"AuthenticationError|invalid username-password")
 CONNECT_REASON = re.compile(r"Cannot connect to \S+?: (.+?)\.*$")
 REPR_AT_END = re.compile(r"\(([A-Z]\w+(?:Error|Exception|Refused|Forced|Closed)\(.*\))\)\s*$")
+# the exception a header line names: kombu's "Couldn't ack %r, reason:%r", celery's "Control command
+# error: %r" and "Unrecoverable error: %r", redis-py 8's bare reprs "(network:ConnectionError)"
+HEADER_REPR = re.compile(
+    r"(?:reason: ?|Control command error: |Unrecoverable error: |Error in timer: )(.+?)\s*$|"
+    r"\(((?:network|tls|auth|server):\w+)\)\s*$")
+# an exception line as Python prints it at the end of a traceback (module path optional; Python 2's
+# socket.error prints as "error: ...")
+EXCEPTION = re.compile(
+    r"^(?:[A-Za-z_]\w*\.)*(?:[A-Z]\w*(?:Error|Exception|Refused|Forced|Closed|Timeout|Exit|Interrupt|"
+    r"Failed|Lost|Warning)|error|timeout|herror|gaierror)(?::\s|:$|$)")
+CHAIN = ("During handling of the above exception", "The above exception was the direct cause")
+
+
+def exceptions(lines: list[str]) -> list[str]:
+    """The exception lines of a record's tracebacks, first (usually the cause) to last."""
+    return [ln.strip() for ln in lines if ln[:1] not in (" ", "\t") and EXCEPTION.match(ln.strip())]
 
 
 class Celery(Family):
@@ -40,24 +71,51 @@ class Celery(Family):
             return Start(ts, level.upper(), naive=tz is None) if ts else None
         return None
 
+    def undated_start(self, line: str) -> Start | None:
+        m = FRAGMENT.match(line)
+        if m:
+            return Start(None, (m.group(1) or "").upper(), naive=True)
+        m = UNTIMED.match(line)
+        if m:
+            return Start(None, (m.group(1) or m.group(2)).upper(), naive=True)
+        if STANDALONE.match(line):
+            return Start(None, "", naive=True, standalone=True)
+        return None
+
     def message_start(self, line: str) -> int:
         m = HEADER.match(line) or CUSTOM.match(line)
+        if m is None:
+            m = FRAGMENT.match(line) or UNTIMED.match(line)
         return m.end() if m else 0
 
     def error(self, lines: list[str], message: str) -> str | None:
-        connect = CONNECT_REASON.search(lines[0])
-        if connect:  # the reason is on the first line; the rest says when it retries
-            return connect.group(1)
-        if len(lines) > 1:
-            last = next((ln.strip() for ln in reversed(lines[1:]) if ln.strip()), "")
-            if last and not last.startswith(("File ", "^", "~")):
-                return last
-        m = REPR_AT_END.search(lines[0])
+        """The last exception of the record's traceback (what was raised); a traceback cut before
+        its exception line gives the repr on the header line, never a frame or source line."""
+        body = lines[0][self.message_start(lines[0]):]
+        connect = CONNECT_REASON.search(" ".join(" ".join(lines[:3]).split()))
+        if connect:  # the reason is on the first line (or its hard-wrapped rest); then the retry
+            return connect.group(1).split(" Trying again")[0].split(" Will retry")[0].rstrip(".")
+        raised = exceptions(lines[1:])
+        if raised:
+            return raised[-1]
+        if EXCEPTION.match(body.strip()):  # a bare exception line: it is the error
+            return body.strip()
+        m = HEADER_REPR.search(body)
+        if m:
+            return (m.group(1) or m.group(2)).rstrip(".")
+        m = REPR_AT_END.search(body)
         return m.group(1) if m else None
 
     def fields(self, message: str, error: str | None) -> tuple[str | None, dict[str, Any]]:
+        detail: dict[str, Any] = {}
         en = ERRNO.search(error) if error else None
-        return None, ({"errno": int(en.group(1))} if en else {})
+        if en:
+            detail["errno"] = int(en.group(1))
+        chained = exceptions(message.splitlines()[1:])
+        if len(chained) > 1:  # chained tracebacks: the first is usually the cause
+            detail["exceptions"] = chained
+            detail["cause"] = chained[0]
+        return None, detail
 
     def refine(self, kind: Kind, error: str | None) -> Kind:
         if kind in (Kind.CONNECTION_LOST, Kind.CANNOT_CONNECT) and error and AUTH.search(error):

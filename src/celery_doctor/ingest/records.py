@@ -1,0 +1,204 @@
+"""Split a whole (small) input into records, line by line, the way a person reads a paste.
+
+The chunk scanner (reader.py) finds the rare interesting lines of a large log by literal search
+and walks back to their header. What people paste into a ticket needs more: headers cut at the
+front, Markdown or HTML left in, lines hard-wrapped by a mail client, bare exceptions and
+tracebacks with no header at all, and header-less lines that are records of their own. Here
+every line is classified once, in order, so those rules can use what came before:
+
+- a header (any family's, dated) starts a record; so does a cut or time-less Celery header,
+  which starts an *undated* record;
+- a header-less standalone line (``worker: Warm shutdown``, the banner, a warning printed to
+  stderr) is a record of its own, never glued to the one before;
+- ``Traceback (most recent call last):`` continues the record just above it (a logged
+  exception), but after a blank line, at the top of the file or after a finished traceback it
+  starts an undated record (a bare pasted traceback); chained tracebacks stay one record;
+- an exception line at column 0 outside a traceback is a record of its own (``amqp.exceptions.
+  AccessRefused: ...`` pasted alone);
+- other header-less lines continue the open record; with none open they form undated records
+  split at blank lines and at lines that do not read as a continuation.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from celery_doctor.ingest import families, prefixes
+from celery_doctor.ingest.families.celery import CHAIN, EXCEPTION
+from celery_doctor.ingest.interface import Family, Start
+
+MAX_RECORD_LINES = 60
+MAX_TEXT = 16 * 1024
+
+# Markup a paste picks up on its way into an issue or forum post.
+TAGS = re.compile(r"</?(?:font|span|b|i|em|strong|code|pre|br|div|p|samp|kbd)\b[^>]*>", re.I)
+QUOTE = re.compile(r"^(?:\s{0,3}>\s?)+")
+HEADING = re.compile(r"^#{1,6} ")
+BOX = re.compile(r"^[│┃|]\s")
+EMPHASIS = re.compile(r"^\*\*(?=\S)|(?<=\S)\*\*\s*$")
+FENCE = re.compile(r"^\s*(?:```|~~~)")
+TRACEBACK = "Traceback (most recent call last)"
+CONTINUES = re.compile(r"^(?:Trying again|Will retry using next failover|Trying to re-establish|\(\d+/\d+\)|"
+                       r"client unexpectedly closed|missed heartbeats from client|[{}\[\]]|<<)")
+
+
+def clean(line: str) -> str:
+    """A line without the Markdown or HTML a paste picked up (quotes, emphasis, headings, tags)."""
+    if "<" in line:
+        line = TAGS.sub("", line)
+    if "&" in line:
+        line = html.unescape(line)
+    line = QUOTE.sub("", line)
+    line = HEADING.sub("", line)
+    line = BOX.sub("", line)
+    if "**" in line:  # emphasis around the line or its start, never the "**" of a masked password
+        line = EMPHASIS.sub("", line)
+    if line.startswith("`") and line.rstrip().endswith("`") and len(line.strip()) > 2:
+        line = line.strip().strip("`")
+    return line
+
+
+@dataclass
+class Line:
+    offset: int  # byte offset of the physical line
+    number: int  # 1-based physical line number
+    text: str  # prefix, markup and common indentation removed
+    service: str | None
+    prefix_ts: object  # datetime | None (the collector's time)
+
+
+@dataclass
+class Piece:
+    """A record as the splitter found it (reader.Record is built from it)."""
+
+    start: int
+    number: int
+    lines: list[str]
+    service: str | None
+    prefix_ts: object
+    family: Family | None  # None: header-less; the catalogue decides (client text first)
+    head: Start
+
+
+def physical_lines(buf: bytes, prefix: str | None) -> Iterator[Line]:
+    """Decoded lines with the collector prefix and paste markup removed, partial lines joined."""
+    offset, number = 0, 0
+    pending: Line | None = None
+    cri = prefix == "cri"
+    for raw in buf.split(b"\n"):
+        number += 1
+        start = offset
+        offset += len(raw) + 1
+        text = raw[:MAX_TEXT].decode("utf-8", errors="replace").rstrip("\r")
+        if cri and (partial := prefixes.cri_partial(text)) is not None:  # CRI "P": the line goes on
+            body, service, ts = prefixes.strip(text, prefix)
+            if pending is None:
+                pending = Line(start, number, body, service, ts)
+            else:
+                pending.text += body
+            if partial:
+                continue
+            line, pending = pending, None
+            line.text = clean(line.text)
+            yield line
+            continue
+        body, service, ts = prefixes.strip(clean(text) if "<" in text or ">" in text[:4] else text, prefix)
+        if FENCE.match(body):  # a Markdown code fence: a record boundary
+            yield Line(start, number, "", service, ts)
+            continue
+        body = clean(body)
+        yield Line(start, number, body.replace("\t", "    ") if body.startswith("\t") else body, service, ts)
+    if pending is not None:
+        yield pending
+
+
+def common_indent(lines: list[Line]) -> int:
+    """The indentation every non-blank line shares (a paste indented as a Markdown code block)."""
+    widths = [len(ln.text) - len(ln.text.lstrip(" ")) for ln in lines if ln.text.strip()]
+    return min(widths) if widths else 0
+
+
+def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Piece]:
+    """Every record of ``buf`` (a whole small input), in order."""
+    lines = list(physical_lines(buf, prefix))
+    indent = common_indent(lines)
+    if indent:
+        for ln in lines:
+            ln.text = ln.text[indent:]
+    known = families.get(family)
+    candidates = families.LINE_FAMILIES if known is None or not known.line_based else (known,)
+    current: Piece | None = None
+    in_traceback = False  # the open record has a traceback still waiting for its exception line
+    finished_traceback = False
+    blank_before = True
+    for ln in lines:
+        text = ln.text
+        if not text.strip():
+            blank_before = True
+            if current is not None and current.family is None:
+                yield current  # a header-less record ends at a blank line
+                current = None
+            continue
+        found = _start(text, candidates, year)
+        if found is not None:
+            fam, head = found
+            if current is not None and head.key and current.head.key == head.key and fam is current.family:
+                current.lines.append(text[fam.message_start(text):])  # RabbitMQ 3.9+: same ts+pid goes on
+                blank_before = False
+                continue
+            if current is not None:
+                yield current
+            current = Piece(ln.offset, ln.number, [text], ln.service, ln.prefix_ts, fam, head)
+            in_traceback = TRACEBACK in text
+            finished_traceback = False
+            if head.standalone:
+                yield current
+                current = None
+            blank_before = False
+            continue
+        stripped = text.strip()
+        chain = stripped.startswith(CHAIN)
+        starts_traceback = text.startswith(TRACEBACK)
+        is_exception = text[:1] not in (" ", "\t") and bool(EXCEPTION.match(stripped))
+        joins = current is not None and (current.service == ln.service or prefix != "docker-compose")
+        if joins and current is not None and len(current.lines) < MAX_RECORD_LINES and (
+                chain or (in_traceback and not starts_traceback)
+                or (starts_traceback and not blank_before and not finished_traceback and current.family is not None)
+                or (not starts_traceback and not is_exception and (current.family is not None or _goes_on(
+                    current.lines[-1], text)))
+                or (is_exception and not blank_before and current.family is not None and not finished_traceback)):
+            current.lines.append(text)
+        else:
+            if current is not None:
+                yield current
+            current = Piece(ln.offset, ln.number, [text], ln.service, ln.prefix_ts, None,
+                            Start(None, "", naive=True))
+        if starts_traceback:
+            in_traceback, finished_traceback = True, False
+        elif chain:
+            in_traceback = False
+        elif is_exception and in_traceback:
+            in_traceback, finished_traceback = False, True
+        blank_before = False
+    if current is not None:
+        yield current
+
+
+def _start(text: str, candidates: tuple[Family, ...], year: int) -> tuple[Family, Start] | None:
+    for fam in candidates:
+        head = fam.start(text, year)
+        if head is not None:
+            return fam, head
+    for fam in candidates:
+        head = fam.undated_start(text)
+        if head is not None:
+            return fam, head
+    return None
+
+
+def _goes_on(previous: str, text: str) -> bool:
+    """Whether a header-less line continues the header-less line above it."""
+    return previous.rstrip().endswith((":", ",", "(", "\\")) or text[:1] in (" ", "\t") or bool(CONTINUES.match(text))
