@@ -232,9 +232,9 @@ def logs(files: tuple[str, ...], format_hint: str | None, fmt: str, output: str 
 @click.option("--management", "management_url", default=None, metavar="URL",
               help="RabbitMQ management API [default: http://BROKER-HOST:15672, same credentials].")
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=120), default=5.0, show_default=True,
-              help="Seconds allowed for each network step.")
+              help="Wall-clock budget of the whole probe (DNS, handshake, management API, churn sample).")
 @click.option("--churn-interval", type=click.FloatRange(min=0, max=60), default=5.0,
-              show_default=True, help="Seconds between the two connection-churn samples (0: one).")
+              show_default=True, help="Seconds between the two connection-churn samples (0: one), within --timeout.")
 @click.option("--sentinel-master", default=None, metavar="NAME",
               help="Master name for sentinel:// URLs (needed when a Sentinel knows several).")
 @output_options
@@ -397,7 +397,7 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
 @click.option("--idle-timeout", default=None, metavar="SECONDS|PROFILE",
               help="The middlebox idle timeout, in seconds or a profile (aws-elb, azure-lb, ...).")
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=120), default=5.0, show_default=True,
-              help="Seconds allowed for each network step of the broker probe.")
+              help="Wall-clock budget of the broker probe.")
 @output_options
 def diagnose(more_logs: tuple[str, ...], logs_: tuple[str, ...], config_path: str | None, app: str | None,
              python: str | None, broker_url: str | None, repro_fault: str | None, from_version: str | None,

@@ -3,6 +3,18 @@
 Secrets reach us inside log lines, URLs in settings, broker error messages and the
 user's own config values; the rules below are deliberately broad, since a false
 positive costs a few characters and a miss leaks a credential.
+
+Passwords hold any character people type (``@ / : ; , ' " ( ) }`` spaces, non-ASCII), so
+no rule stops at the first "odd" character:
+
+- URLs are read the way kombu and redis-py read them: the userinfo is everything between
+  ``scheme://`` and the *last* ``@`` of the authority, the password everything after the
+  first ``:`` of the userinfo. In free text the authority cannot end before that last ``@``
+  on the same line (unless another URL starts first), so that is where the mask ends.
+- ``key = value`` secrets end where the value really ends: at its closing quote (escapes
+  honoured) when quoted, else at the end of the line or where the next ``key:``/``key=`` starts.
+- ``Bearer``/``Basic`` credentials and SASL ``\\x00user\\x00password`` blobs end at the end of
+  the token or line, whatever characters they hold.
 """
 
 from __future__ import annotations
@@ -14,29 +26,140 @@ from typing import Any
 
 MASK = "***"
 
-# scheme://user:password@host  -> scheme://user:***@host (also a password with no user)
-_URL_PASSWORD = re.compile(r"(?P<head>://[^:/@\s'\"]*:)(?P<secret>[^@\s'\"/]+)(?=@)")
-# password=..., "password": "...", PASSWORD: ..., token=..., --password ...
-_KEY_VALUE = re.compile(
-    r"(?=[PpSsTtAa-])(?<![/.])"  # cheap first-character test (speed); not a path like /etc/passwd
-    r"(?P<head>(?i:(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key)"
-    r"[\w\-]*)['\"]?\s*[:=]\s*['\"]?|--(?:password|token)[ =])"
-    r"(?P<secret>[^\s'\",;&)}\]]+)"
+# The start of a URL: RFC 3986 scheme, then "://".
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,30}://")
+# The user part of a userinfo: no ":", "@", "/", whitespace or quote (RFC 3986 would percent-encode them).
+_USER = re.compile(r"[^:@/\s'\"<>]*")
+# How far after "scheme://" the last "@" of an authority is looked for (one line at most).
+_AUTHORITY_WINDOW = 512
+
+_SECRET_KEY = (
+    r"(?:password|passwd|passphrase|pwd|secret|token|api[_\-]?key|access[_\-]?key|private[_\-]?key"
+    r"|credentials?|authorization|auth[_\-]?token|session[_\-]?key|signature)"
 )
-# Authorization: Basic xxx / Bearer xxx
-_AUTH_HEADER = re.compile(r"(?=[Bb])(?i:(?P<head>\b(?:basic|bearer)\s+)(?P<secret>[A-Za-z0-9+/=._\-]{8,}))")
-# AMQPLAIN/PLAIN SASL responses echoed by brokers: "\x00user\x00password"
-_SASL = re.compile(r"(?P<head>\\x00[^\\\s]+\\x00)(?P<secret>[^\\\s'\"]+)")
+# password=..., "password": "...", PASSWORD: ..., token=..., --password ...
+# The value itself is matched by _value_end (quoted or not), not by the pattern.
+_KEY_VALUE = re.compile(
+    r"(?=[PpSsTtAaCc-])(?<![/.])"  # cheap first-character test (speed); not a path like /etc/passwd
+    r"(?P<head>(?i:" + _SECRET_KEY + r")[\w\-]*['\"]?\s*[:=]\s*|--(?i:password|passwd|token|secret)(?:[ =]|\s+))"
+)
+# An unquoted value ends at the end of the line, or where the next "key:"/"key=" begins.
+_NEXT_KEY = re.compile(r"[,;]?\s+(?=[A-Za-z_][\w.\-]*['\"]?\s*[:=](?!//))|[,;]?\s+--[A-Za-z]|\n")
+_AFTER_QUOTE = frozenset(" \t\r\n,;:)}]>.&|#")
+# "Authorization: Bearer <token>": the token is part of the value whatever it holds
+_AUTH_SCHEME = re.compile(r"(?i:bearer|basic|token|digest|negotiate|aws4-hmac-sha256)\s+\S+")
+# Authorization: Basic xxx / Bearer xxx / Token xxx (any characters up to whitespace)
+_AUTH_HEADER = re.compile(
+    r"(?=[Bb])(?i:(?P<head>\b(?:basic|bearer)\s+))(?P<secret>\S{6,}?)(?P<tail>['\",;)\]}>]*)(?=\s|$)")
+# AMQPLAIN/PLAIN SASL responses echoed by brokers: "\x00user\x00password" (escaped or raw NULs)
+_SASL = re.compile(
+    r"(?P<head>(?:\\x00|\x00)[^\\\x00\s]*(?:\\x00|\x00))(?P<secret>[^\n]+?)(?P<tail>['\"]?\)*\.?[ \t]*)$",
+    re.MULTILINE)
+# AWS access key ids (the other half of an AWS secret; useless alone but identifying)
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{16}\b")
 
-_RULES = (_URL_PASSWORD, _AUTH_HEADER, _KEY_VALUE, _SASL)
-_ALREADY_MASKED = {MASK, "**", "*", "****", "<redacted>", "None", "null", "none", "''", '""'}
+_REMASK = re.compile(r"\*{2,}(?![\w%$*])")
+_ALREADY_MASKED = {MASK, "**", "*", "****", "<redacted>", "None", "null", "none", "''", '""', "", "[]", "{}"}
 
 
-def _mask(match: re.Match[str]) -> str:
-    secret = match.group("secret")
-    if secret in _ALREADY_MASKED or set(secret) == {"*"}:
-        return match.group(0)
-    return match.group("head") + MASK
+def _masked(secret: str) -> bool:
+    """Already masked (by us or by the program that logged it): masking again must change nothing,
+    since the final pass over a rendered report sees text the first pass produced."""
+    secret = secret.strip()
+    return secret in _ALREADY_MASKED or set(secret) <= {"*"} or _REMASK.match(secret) is not None
+
+
+def _redact_urls(text: str) -> str:
+    """Mask the password of every ``scheme://user:password@host`` in ``text``."""
+    if "://" not in text:
+        return text
+    out: list[str] = []
+    pos = 0
+    schemes = list(_SCHEME.finditer(text))
+    for index, scheme in enumerate(schemes):
+        start = scheme.end()
+        if start < pos:
+            continue
+        user = _USER.match(text, start)
+        colon = user.end() if user else start
+        if colon >= len(text) or text[colon] != ":":
+            continue
+        # the authority cannot reach past the line, the next URL or the window
+        limit = min(len(text), start + _AUTHORITY_WINDOW)
+        newline = text.find("\n", start)
+        if newline != -1:
+            limit = min(limit, newline)
+        if index + 1 < len(schemes):
+            limit = min(limit, schemes[index + 1].start())
+        at = text.rfind("@", colon + 1, limit)
+        if at == -1:
+            continue
+        secret = text[colon + 1:at]
+        if _masked(secret):
+            continue
+        out.append(text[pos:colon + 1])
+        out.append(MASK)
+        pos = at
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where a secret value starting at ``start`` really ends."""
+    if start >= len(text):
+        return start
+    quote = text[start]
+    if quote in "'\"":
+        i = start + 1
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            # a closing quote is followed by a delimiter; "ab'cd" inside '...' is not the end
+            if c == quote and (i + 1 == len(text) or text[i + 1] in _AFTER_QUOTE):
+                return i + 1
+            if c == "\n":
+                return i
+            i += 1
+        return len(text)
+    scheme = _AUTH_SCHEME.match(text, start)
+    found = _NEXT_KEY.search(text, scheme.end() if scheme else start)
+    return found.start() if found else len(text)
+
+
+def _redact_key_values(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for match in _KEY_VALUE.finditer(text):
+        if match.start() < pos:
+            continue
+        head_end = match.end()
+        end = _value_end(text, head_end)
+        value = text[head_end:end]
+        inner = value[1:-1] if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0] else value
+        if not inner.strip() or _masked(inner) or inner.startswith("${"):
+            continue
+        out.append(text[pos:head_end])
+        out.append(value[0] + MASK + value[0] if inner is not value else MASK)
+        pos = end
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _sub(rule: re.Pattern[str], text: str) -> str:
+    def mask(match: re.Match[str]) -> str:
+        secret = match.group("secret")
+        if _masked(secret):
+            return match.group(0)
+        tail = match.groupdict().get("tail") or ""
+        return match.group("head") + MASK + tail
+
+    return rule.sub(mask, text)
 
 
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
@@ -44,8 +167,14 @@ def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     for secret in extra_secrets:
         if secret and len(secret) >= 3:
             text = text.replace(secret, MASK)
-    for rule in _RULES:
-        text = rule.sub(_mask, text)
+    # key=value first: a value may hold an "@" that would otherwise look like a URL's last "@"
+    text = _redact_key_values(text)
+    text = _redact_urls(text)
+    text = _sub(_AUTH_HEADER, text)
+    if "x00" in text or "\x00" in text:
+        text = _sub(_SASL, text)
+    if "A" in text:
+        text = _AWS_KEY_ID.sub(MASK, text)
     return text
 
 
@@ -72,7 +201,7 @@ def redact_data(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
 
 
 def _is_secret_key(key: str) -> bool:
-    return bool(re.search(r"(?i)password|passwd|secret|token|api[_\-]?key", key))
+    return bool(re.search(r"(?i)password|passwd|secret|token|api[_\-]?key|credential|authorization", key))
 
 
 def redact_object(value: Any) -> Any:
@@ -90,3 +219,10 @@ def redact_object(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact_object(item) for item in value)
     return value
+
+
+def redact_exception(exc: BaseException, extra_secrets: tuple[str, ...] = ()) -> str:
+    """The text of an exception raised by a client library (kombu, amqp, redis-py, http.client),
+    which may quote the URL, the password or the SASL response, made safe to print."""
+    text = str(exc) or type(exc).__name__
+    return redact(text, extra_secrets)

@@ -27,7 +27,11 @@ def probe_class(url: str) -> type[BrokerProbe]:
 
 def probe_broker(url: str, options: ProbeOptions | None = None) -> BrokerFacts:
     """Probe the broker at ``url``; raises :class:`BrokerError` when nothing usable answers."""
-    return probe_class(url)(url, options or ProbeOptions()).probe()
+    probe = probe_class(url)(url, options or ProbeOptions())
+    try:
+        return probe.probe()
+    finally:
+        probe.budget.cancel()
 
 
 __all__ = ["BadURLError", "BrokerError", "ProbeOptions", "UnreachableError", "probe_broker"]

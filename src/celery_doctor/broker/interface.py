@@ -7,14 +7,16 @@ and scrubbing the password out of whatever a client library says.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
 import ssl
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from celery_doctor.model import BrokerFacts, DoctorError
 from celery_doctor.redact import MASK, redact
@@ -33,7 +35,7 @@ class BadURLError(BrokerError):
 class UnreachableError(BrokerError):
     """Nothing that speaks the broker's protocol answered; ``reason`` says how it failed."""
 
-    REASONS = ("dns", "refused", "timeout", "no_greeting", "tls", "closed", "unreachable")
+    REASONS = ("dns", "refused", "timeout", "no_greeting", "tls", "closed", "unreachable", "stalled")
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -42,11 +44,59 @@ class UnreachableError(BrokerError):
 
 @dataclass
 class ProbeOptions:
-    timeout: float = 5.0  # every network step (DNS, connect, handshake, each request)
+    timeout: float = 5.0  # wall-clock budget of the whole probe (DNS, handshake, requests, churn sample)
     heartbeat: int = CELERY_DEFAULT_HEARTBEAT  # what the user's Celery asks for
     management_url: str | None = None  # RabbitMQ management API; None = broker host :15672
     churn_interval: float = 5.0  # seconds between the two churn samples (0 = one sample)
     sentinel_master: str | None = None  # Redis Sentinel master name
+
+
+class Budget:
+    """The probe's wall-clock budget. A per-read socket timeout does not bound a server that
+    trickles one byte a second, so every socket the probe opens is registered here and shut
+    down when the budget runs out: the blocked read returns at once and the probe says so."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def remaining(self, floor: float = 0.05) -> float:
+        return max(floor, self.deadline - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return self.fired or time.monotonic() >= self.deadline
+
+    def guard(self, sock: socket.socket | None) -> None:
+        """Shut ``sock`` down when the budget runs out (at once if it already has)."""
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            if self._timer is None:
+                self._timer = threading.Timer(max(0.0, self.deadline - time.monotonic()), self._fire)
+                self._timer.daemon = True
+                self._timer.start()
+        if self.fired:
+            self._fire()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._sockets = []
 
 
 @dataclass
@@ -77,40 +127,65 @@ class BrokerTarget:
         return redact(str(text), self.secrets)
 
 
-def _mask_url(parts: SplitResult) -> str:
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{MASK}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-    return parts._replace(netloc=netloc, query="", fragment="").geturl()
+# Characters that end the authority of a URL (RFC 3986): unencoded in a password, kombu and
+# redis-py read a different host, port and password than the user meant.
+_AUTHORITY_ENDS = "/?#"
+
+
+def split_authority(url: str) -> tuple[str, str, str]:
+    """``(scheme, userinfo, rest)`` with the userinfo everything before the *last* ``@`` of the
+    authority, as kombu and redis-py read it; ``rest`` is host, port, path and query."""
+    scheme, sep, after = url.partition("://")
+    if not sep:
+        return "", "", url
+    at = after.rfind("@")
+    if at == -1:
+        return scheme, "", after
+    return scheme, after[:at], after[at + 1:]
 
 
 def parse_url(url: str, default_ports: dict[str, int], tls_schemes: set[str]) -> BrokerTarget:
-    """Parse one broker URL; raises :class:`BadURLError` with a one-line reason."""
+    """Parse one broker URL; raises :class:`BadURLError` with a one-line reason (never the password)."""
     url = url.strip()
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise BadURLError(f"bad broker URL {redact(url)}: {exc}") from None
-    scheme = parts.scheme.lower()
+    scheme_raw, userinfo, rest = split_authority(url)
+    user_raw, colon, password_raw = userinfo.partition(":")
+    username = unquote(user_raw) if user_raw else None
+    password = unquote(password_raw) if colon else None
+    secrets = tuple(s for s in {password_raw, password or ""} if s)
+    scheme = scheme_raw.lower()
+    hostport = rest
+    for end in _AUTHORITY_ENDS:
+        hostport = hostport.split(end, 1)[0]
+    shown = f"{scheme}://" + (f"{user_raw}:{MASK}@" if colon else f"{user_raw}@" if userinfo else "") + hostport
+
+    def bad(reason: str) -> BadURLError:
+        return BadURLError(redact(f"bad broker URL {shown}: {reason}", secrets))
+
     if scheme not in default_ports:
         known = ", ".join(f"{s}://" for s in sorted(default_ports))
-        raise BadURLError(f"bad broker URL {redact(url)}: scheme must be one of {known}")
+        raise bad(f"scheme must be one of {known}")
+    if any(c in userinfo for c in _AUTHORITY_ENDS) or any(c.isspace() for c in userinfo):
+        odd = sorted({c for c in userinfo if c in _AUTHORITY_ENDS or c.isspace()})
+        names = ", ".join(repr(c) for c in odd)
+        raise bad(f"the user or password holds {names}, which kombu and redis-py read as the end of the "
+                  "host part: percent-encode it (urllib.parse.quote(password, safe=''))")
+    try:
+        parts = urlsplit(f"{scheme}://{'x@' if userinfo else ''}{rest}")
+        port = parts.port
+    except ValueError as exc:
+        raise bad(str(exc)) from None
     host = parts.hostname or ""
     if not host:
-        raise BadURLError(f"bad broker URL {redact(url)}: no host")
-    password = unquote(parts.password) if parts.password is not None else None
+        raise bad("no host")
     return BrokerTarget(
         scheme=scheme,
         host=host,
         port=port or default_ports[scheme],
-        username=unquote(parts.username) if parts.username else None,
+        username=username,
         password=password,
         path=unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path),
         tls=scheme in tls_schemes,
-        url=_mask_url(parts),
+        url=shown + (parts.path or ""),
     )
 
 
@@ -138,12 +213,17 @@ def resolve(host: str, port: int, timeout: float) -> str:
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise UnreachableError("dns", f"DNS lookup of {host} gave no answer within {timeout:g} s")
+        raise UnreachableError("dns", f"DNS lookup of {host} gave no answer within {_seconds(timeout)} s")
     if "error" in result:
         raise UnreachableError("dns", f"DNS lookup of {host} failed: {_strerror(result['error'])}")
     infos = result["infos"]
     assert isinstance(infos, list)
     return str(infos[0][4][0])
+
+
+def _seconds(value: float) -> str:
+    """A budget's remainder as people read it (2.99998 -> 3)."""
+    return f"{round(value, 1):g}"
 
 
 def _strerror(exc: object) -> str:
@@ -203,6 +283,19 @@ class BrokerProbe(ABC):
     def __init__(self, url: str, options: ProbeOptions) -> None:
         self.options = options
         self.target = self.parse(url)
+        self.budget = Budget(options.timeout)  # starts now: the probe runs right after parsing
+
+    def step_timeout(self) -> float:
+        """The socket timeout for the next step: what is left of the budget, a little less, so a
+        server that says nothing ends as a socket timeout ("no answer") and only one that keeps
+        the socket busy without finishing meets the budget's guard ("stalled")."""
+        return max(0.05, self.budget.remaining() - 0.25)
+
+    def stalled(self, where: str, stage: str) -> UnreachableError:
+        return UnreachableError(
+            "stalled", f"{where} accepted the TCP connection but did not complete the {stage} within the "
+            f"{self.options.timeout:g} s budget (--timeout): no reply, or one stalled or trickled (the server "
+            "there may not speak the protocol, may want TLS, or a proxy holds the connection)")
 
     @abstractmethod
     def parse(self, url: str) -> BrokerTarget: ...

@@ -73,7 +73,7 @@ class RedisProbe(BrokerProbe):
         if len(targets) > 1 and any(t.scheme != "sentinel" for t in targets):
             raise BadURLError(f"bad broker URL {first.url}: only sentinel:// URLs may be joined with ';'")
         db = first.path.strip("/") or "0"
-        if not db.isdigit():
+        if not (db.isascii() and db.isdigit()) or len(db) > 6:  # "²".isdigit() is True, int("²") fails
             raise BadURLError(f"bad broker URL {first.url}: the path must be a database number, not {db!r}")
         first.path = db
         first.extra = targets[1:]
@@ -92,34 +92,65 @@ class RedisProbe(BrokerProbe):
         if client is not None:
             try:
                 self._inspect(client, facts)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if not self.budget.expired:
+                    facts.notes.append(t.scrub(f"the connection broke while reading the server's state: "
+                                               f"{_first_line(exc)}"))
             finally:
                 client.close()
+            if self.budget.expired:
+                facts.notes.append(f"the server answered too slowly: the {self.options.timeout:g} s budget "
+                                   "(--timeout) ran out before every fact was read")
         facts.elapsed_s = round(time.monotonic() - started, 3)
         return facts
 
     # -- connecting ----------------------------------------------------------------------------
 
     def _client(self, host: str, port: int, password: str | None, username: str | None,
-                db: int, tls: bool) -> redis.Redis:
-        timeout = self.options.timeout
+                db: int, tls: bool, protocol: int = 3) -> redis.Redis:
+        """A connected client (single connection: redis-py connects in the constructor)."""
+        timeout = self.step_timeout()
+        budget = self.budget
         kwargs: dict[str, Any] = {}
         if tls:
             kwargs.update(ssl=True, ssl_cert_reqs="required")
+
+        def on_connect(connection: Any) -> None:
+            budget.guard(getattr(connection, "_sock", None))  # a trickled handshake cannot outlive the budget
+            connection.on_connect()
+
         return redis.Redis(
-            host=host, port=port, db=db, username=username, password=password,
+            host=host, port=port, db=db, username=username, password=password, protocol=protocol,
             socket_connect_timeout=timeout, socket_timeout=timeout,
+            redis_connect_func=on_connect,  # type: ignore[arg-type]  # redis-py calls it with the connection
             retry=Retry(NoBackoff(), 0), health_check_interval=0, single_connection_client=True, **kwargs)
+
+    def _client_any_protocol(self, host: str, port: int, password: str | None, username: str | None,
+                             db: int, tls: bool, facts: BrokerFacts | None = None) -> redis.Redis:
+        """RESP3 first (HELLO 3); a server before Redis 6, or a managed one that hides HELLO,
+        answers -ERR unknown command: talk RESP2 to it, as Celery's clients do."""
+        try:
+            client = self._client(host, port, password, username, db, tls, 3)
+            protocol = 3
+        except ResponseError as exc:
+            if "hello" not in str(exc).lower():
+                raise
+            client = self._client(host, port, password, username, db, tls, 2)
+            protocol = 2
+        if facts is not None:
+            facts.facts["protocol"] = f"RESP{protocol}"
+        return client
 
     def _connect(self, host: str, port: int, facts: BrokerFacts) -> redis.Redis | None:
         """A connected client, or None when the login was refused (recorded in ``facts``)."""
         t = self.target
         target = BrokerTarget(t.scheme, host, port, t.username, t.password, t.path, t.tls, t.url)
-        address = resolve(host, port, self.options.timeout)
+        address = resolve(host, port, self.step_timeout())
         facts.reachable = True
         # TLS needs the name for the certificate check; plain TCP uses the address we resolved
         try:
-            client = self._client(host if t.tls else address, port, t.password, t.username,
-                                  int(t.path), t.tls)
+            client = self._client_any_protocol(host if t.tls else address, port, t.password, t.username,
+                                               int(t.path), t.tls, facts)
         except (AuthenticationError, AuthenticationWrongNumberOfArgsError) as exc:
             facts.logged_in = False
             facts.facts["login"] = {"ok": False, "error": t.scrub(_first_line(exc)),
@@ -134,6 +165,8 @@ class RedisProbe(BrokerProbe):
         except RedisTimeoutError as exc:
             raise self._unreachable(exc, target) from None
         except RedisError as exc:
+            if self.budget.expired:
+                raise self.stalled(target.address, "Redis handshake") from None
             raise UnreachableError("closed", t.scrub(f"{target.address}: {_first_line(exc)}")) from None
         facts.logged_in = True
         facts.facts["login"] = {"ok": True}
@@ -155,11 +188,13 @@ class RedisProbe(BrokerProbe):
     def _unreachable(self, exc: RedisError, target: BrokerTarget) -> UnreachableError:
         text = str(exc)
         cause = exc.__cause__ or exc.__context__
-        timeout = self.options.timeout
+        timeout = self.options.timeout  # as the user gave it, for the messages
+        if self.budget.expired and "connecting" not in text and not isinstance(exc, RedisTimeoutError):
+            return self.stalled(target.address, "Redis handshake")
         if isinstance(exc, RedisTimeoutError):
             stage = "tcp" if "connecting" in text else "greeting"
             if stage == "tcp" and target.tls:
-                stage = "tls" if _tcp_open(target.host, target.port, timeout) else "tcp"
+                stage = "tls" if _tcp_open(target.host, target.port, self.step_timeout()) else "tcp"
             return classify_network_error(TimeoutError(), target, stage, timeout, "Redis")
         if isinstance(cause, OSError | ssl.SSLError):
             stage = "tcp" if "connecting" in text and not isinstance(cause, ssl.SSLError) else "greeting"
@@ -174,18 +209,20 @@ class RedisProbe(BrokerProbe):
         facts.facts["sentinel"] = info
         for sentinel in (t, *t.extra):
             try:
-                address = resolve(sentinel.host, sentinel.port, self.options.timeout)
+                address = resolve(sentinel.host, sentinel.port, self.step_timeout())
             except UnreachableError as exc:
                 errors.append(str(exc))
                 continue
-            client = self._client(address, sentinel.port, None, None, 0, False)
+            client: redis.Redis | None = None
             try:
                 try:
+                    client = self._client_any_protocol(address, sentinel.port, None, None, 0, False)
                     masters = client.sentinel_masters()
                 except AuthenticationError:
-                    client.close()
-                    client = self._client(address, sentinel.port, sentinel.password,
-                                          sentinel.username, 0, False)
+                    if client is not None:
+                        client.close()
+                    client = self._client_any_protocol(address, sentinel.port, sentinel.password,
+                                                       sentinel.username, 0, False)
                     masters = client.sentinel_masters()
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 errors.append(str(self._unreachable(exc, sentinel)))
@@ -194,7 +231,8 @@ class RedisProbe(BrokerProbe):
                 errors.append(t.scrub(f"{sentinel.address}: {_first_line(exc)}"))
                 continue
             finally:
-                client.close()
+                if client is not None:
+                    client.close()
             if not isinstance(masters, dict):  # RESP2 gives name -> state
                 masters = {}
             names = sorted(str(n) for n in masters)
@@ -209,11 +247,15 @@ class RedisProbe(BrokerProbe):
             if name not in masters:
                 raise BadURLError(f"sentinel {sentinel.address} knows no master named {name!r} "
                                   f"(it knows {names or 'none'})")
-            state: dict[str, Any] = masters[name]
-            info.update(master_name=name, master=f"{state.get('ip')}:{state.get('port')}",
+            state = masters[name] if isinstance(masters[name], dict) else {}
+            port = str(state.get("port") or "")
+            if not (state.get("ip") and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+                raise UnreachableError("closed", f"sentinel {sentinel.address} gave no usable address for "
+                                                 f"master {name!r}")
+            info.update(master_name=name, master=f"{state.get('ip')}:{port}",
                         master_flags=state.get("flags"),
                         num_other_sentinels=state.get("num-other-sentinels"))
-            return str(state.get("ip")), int(state.get("port") or 0)
+            return str(state.get("ip")), int(port)
         raise UnreachableError("unreachable", "no sentinel answered: " + "; ".join(errors))
 
     # -- what the server says ------------------------------------------------------------------
@@ -264,9 +306,9 @@ class RedisProbe(BrokerProbe):
         except (NoPermissionError, ResponseError) as exc:
             facts.notes.append(self.target.scrub(f"CLIENT LIST not allowed: {_first_line(exc)}"))
             return None
-        others = [r for r in rows if r.get("name") != PROBE_NAME]
-        idle = sorted(int(r.get("idle", 0)) for r in others)
-        age = sorted(int(r.get("age", 0)) for r in others)
+        others = [r for r in rows if isinstance(r, dict) and r.get("name") != PROBE_NAME]
+        idle = sorted(_count(r.get("idle")) for r in others)
+        age = sorted(_count(r.get("age")) for r in others)
         flags = [str(r.get("flags", "")) for r in others]
         summary: dict[str, Any] = {
             "count": len(others),
@@ -285,6 +327,12 @@ class RedisProbe(BrokerProbe):
             by_addr[host] = by_addr.get(host, 0) + 1
         summary["by_host"] = dict(sorted(by_addr.items(), key=lambda kv: -kv[1])[:10])
         return summary
+
+
+def _count(value: Any) -> int:
+    """A non-negative count from CLIENT LIST; 0 for anything else (a proxy may answer oddly)."""
+    text = str(value or "0")
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else 0
 
 
 def _first_line(exc: BaseException) -> str:
