@@ -111,7 +111,7 @@ def test_cli_diff_then_write_keeps_first_backup(tmp_path: Path) -> None:
     runner = CliRunner()
     diff = runner.invoke(main, ["config", "migrate", str(target)])
     assert diff.exit_code == 0 and "+broker_heartbeat = 0" in diff.stdout
-    assert "s3cretpw" not in diff.stderr  # the notes are redacted; the diff is the file's own text
+    assert "s3cretpw" not in diff.stderr and "s3cretpw" not in diff.stdout  # masked unless --show-secrets
     assert target.read_text() == original  # a diff only
     first = runner.invoke(main, ["config", "migrate", str(target), "--write"])
     assert first.exit_code == 0
@@ -124,15 +124,16 @@ def test_cli_diff_then_write_keeps_first_backup(tmp_path: Path) -> None:
 
 
 def test_printed_diff_applies_with_git_apply_and_patch(tmp_path: Path) -> None:
-    """The patch is the user's own file: the password stays in it, or the `-` lines would not match."""
+    """With --show-secrets the patch is the user's own file: the password stays in it, or the `-` lines
+    would not match (by default it is masked, like every output)."""
     source = (CONFIGS / "celeryconfig_31.py").read_text().rstrip("\n")  # no newline at the end
     for tool in (["git", "apply"], ["patch", "-p1", "--quiet"]):
         work = tmp_path / tool[0]
         work.mkdir()
         (work / "conf").mkdir()
         (work / "conf" / "celeryconfig.py").write_text(source)
-        printed = subprocess.run([console_script(), "config", "migrate", "conf/celeryconfig.py"], cwd=work,
-                                 capture_output=True, text=True, timeout=60)
+        printed = subprocess.run([console_script(), "config", "migrate", "conf/celeryconfig.py", "--show-secrets"],
+                                 cwd=work, capture_output=True, text=True, timeout=60)
         assert printed.returncode == 0, printed.stderr
         assert printed.stdout.startswith("--- a/conf/celeryconfig.py\n+++ b/conf/celeryconfig.py\n")
         assert "s3cretpw" in printed.stdout and "s3cretpw" not in printed.stderr

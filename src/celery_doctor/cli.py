@@ -487,12 +487,14 @@ def config_check(paths: tuple[str, ...], app: str | None, python: str | None, to
 @click.option("--django", is_flag=True, help="Write Django's CELERY_ namespace form (CELERY_BROKER_URL).")
 @click.option("--write", "write_", is_flag=True, help="Apply the change (keeps FILE.orig, never overwritten).")
 @click.option("--format", "fmt", type=click.Choice(["diff", "json"]), default="diff", show_default=True,
-              help="diff: a patch for `git apply` / `patch -p1`, with your file's text as it is (secrets "
-                   "included: it is your file); json: the renames and the diff, secrets masked.")
+              help="diff: a patch for `git apply` / `patch -p1` (secrets masked, see --show-secrets); "
+                   "json: the renames and the diff, secrets masked.")
+@click.option("--show-secrets", is_flag=True,
+              help="Print the diff with your file's text as it is, passwords included (an applicable patch).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the diff or JSON to this file instead of stdout.")
 def config_migrate(file: str, to_version: str | None, django: bool, write_: bool, fmt: str,
-                   output: str | None) -> None:
+                   show_secrets: bool, output: str | None) -> None:
     """Rename old setting names in FILE; comments and layout stay. Prints a diff unless --write.
 
     What was done goes to stderr, so `celery-doctor config migrate FILE | git apply` works.
@@ -501,8 +503,8 @@ def config_migrate(file: str, to_version: str | None, django: bool, write_: bool
     from celery_doctor.report.migration import migration_notes, render_migration
 
     result = migrate_config(file, to_version, django, write_)
-    write_out(render_migration(result, fmt), output)
-    for line in migration_notes(result):
+    write_out(render_migration(result, fmt, show_secrets), output)
+    for line in migration_notes(result, show_secrets):
         click.echo(line, err=True)
 
 

@@ -1,8 +1,9 @@
 """`config migrate` output: the diff itself (applicable), or JSON, plus the summary lines for stderr.
 
-The diff is the user's own file, so it is printed as the file has it: a masked password in a
-``-`` line would make the patch fail to apply. Everything else (JSON, the summary lines) is
-redacted like every report.
+The diff is the user's own file, but stdout ends up in CI logs, tickets and chat: secrets in it
+are masked like in every report. A masked password in a ``-`` line makes that hunk fail to apply,
+so the notes say so, and ``--show-secrets`` prints the file's text as it is (an applicable patch);
+``--write`` applies the change without printing anything.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
-def migration_notes(result: MigrationResult) -> list[str]:
+def diff_masks_secrets(result: MigrationResult) -> bool:
+    """Whether the printed (masked) diff differs from the file's own text."""
+    diff = result.migration.diff()
+    return redact(diff) != diff
+
+
+def migration_notes(result: MigrationResult, show_secrets: bool = False) -> list[str]:
     """What happened, one line each, for stderr (so stdout stays a clean diff)."""
     m = result.migration
     renamed = _count(len(m.renamed), "name")
@@ -36,14 +43,19 @@ def migration_notes(result: MigrationResult) -> list[str]:
     lines = [done]
     lines += [f"{m.path}:{line}: cannot convert {name}: {why}" for line, name, why in m.unconvertible]
     lines += [f"note: {note}" for note in m.notes]
+    if m.changed and not result.written and not show_secrets and diff_masks_secrets(result):
+        lines.append("note: secrets in the diff are masked (***), so the hunks holding them will not apply; "
+                     "use --write, or --show-secrets for the file's text as it is")
     return [redact(line) for line in lines]
 
 
-def render_migration(result: MigrationResult, fmt: str) -> str:
+def render_migration(result: MigrationResult, fmt: str, show_secrets: bool = False) -> str:
     """stdout of `config migrate`: the diff (empty once written), or the JSON document."""
     m = result.migration
     if fmt == "diff":
-        return "" if result.written else m.diff()
+        if result.written:
+            return ""
+        return m.diff() if show_secrets else redact(m.diff())
     if fmt == "json":
         payload = {"file": m.path, "changed": m.changed, "written": result.written, "backup": result.backup,
                    "renamed": [{"line": n, "old": o, "new": w} for n, o, w in m.renamed],
