@@ -1,44 +1,152 @@
-"""Speed and memory of `celery-doctor logs` on a big worker log, against `grep -c` (the anchor).
+"""`celery-doctor logs` against `grep -c` on every log shape: time, peak memory, incidents.
 
-    python bench/make_big_log.py 1024        # once: bench/data/worker-big.log
-    python bench/bench_logs.py [PATH]
+    python bench/bench_logs.py [--shapes worker,json,...] [--sizes 100,1024] [--repeat 3] [--clean]
 
-Same run, warm cache: the file is read once before timing. Prints both wall times, their ratio
-(goal: <= 3x grep) and the analysis' peak RSS (goal: < 300 MB, independent of the file size).
+For each shape (bench/shapes.py) and size the input is generated once into bench/data/, read
+once to warm the page cache, then `grep -c ANCHOR` (writing its count to a file: GNU grep stops
+at the first match when its output is /dev/null) and `celery-doctor logs --format json` run in
+turn, ``--repeat`` times, interleaved, so both see the same machine load. For `.gz` the anchor is
+`zcat | grep -c`. The table gives the medians, their ratio, the peak resident memory of the whole
+process tree (sampled from /proc: the parent and every worker it forks), the size of the JSON
+report and the incidents found against the number injected. The load average is printed with it
+because other work on the machine changes both columns.
 """
 
 from __future__ import annotations
 
-import resource
+import argparse
+import json
+import os
+import shlex
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import shapes  # bench/ is not a package
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+CLI = Path(sys.executable).with_name("celery-doctor")
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    return time.perf_counter() - start, done.stdout.strip()
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found.extend(int(c) for c in fh.read().split())
+    except OSError:
+        pass
+    return found
 
 
-def main() -> int:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench" / "data" / "worker-big.log"
-    if not path.exists():
-        print(f"{path} missing: run python bench/make_big_log.py first", file=sys.stderr)
+def tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants (shared pages counted in each)."""
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                total += int(fh.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            continue
+        todo.extend(_children(pid))
+    return total
+
+
+def run(cmd: str, out: Path) -> tuple[float, int]:
+    """(wall seconds, peak tree RSS bytes) of a shell command whose stdout goes to ``out``."""
+    with out.open("wb") as sink:
+        start = time.perf_counter()
+        proc = subprocess.Popen(["bash", "-c", f"set -o pipefail; {cmd}"], stdout=sink, stderr=subprocess.PIPE)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(0.01)
+        wall = time.perf_counter() - start
+    if proc.returncode not in (0, 1):  # grep: 1 = no match; logs: 1 = findings
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        raise RuntimeError(f"{cmd!r} exited {proc.returncode}: {err[-500:]}")
+    return wall, peak
+
+
+def truth_for(shape: str, size_mb: int) -> dict[str, object]:
+    path = shapes.DATA / f"{shape}-{size_mb}mb.log.truth.json"
+    if path.exists():
+        truth = json.loads(path.read_text())
+        if all(Path(f).exists() for f in truth["files"]):  # type: ignore[union-attr]
+            return truth
+    print(f"  generating {shape} {size_mb} MB ...", file=sys.stderr, flush=True)
+    return shapes.generate(shape, size_mb)
+
+
+def bench_one(shape: str, size_mb: int, repeat: int) -> dict[str, object]:
+    truth = truth_for(shape, size_mb)
+    files = [str(f) for f in truth["files"]]  # type: ignore[union-attr]
+    quoted = " ".join(shlex.quote(f) for f in files)
+    anchor = shlex.quote(str(truth["anchor"]))
+    grep = f"zcat {quoted} | grep -c {anchor}" if truth["gz"] else f"grep -c {anchor} {quoted}"
+    report = shapes.DATA / f"{shape}-{size_mb}mb.report.json"
+    ours = f"{shlex.quote(str(CLI))} logs {quoted} --format json -o {shlex.quote(str(report))}"
+    for f in files:  # warm the page cache
+        subprocess.run(["cat", f], stdout=subprocess.DEVNULL, check=True)
+    grep_s, ours_s, peaks = [], [], []
+    for _ in range(repeat):
+        g, _ = run(grep, shapes.DATA / "grep.out")
+        o, peak = run(ours, shapes.DATA / "logs.out")
+        grep_s.append(g)
+        ours_s.append(o)
+        peaks.append(peak)
+    data = json.loads(report.read_text())
+    size = sum(Path(f).stat().st_size for f in files)
+    return {"shape": shape, "size_mb": size / 1e6, "grep_s": statistics.median(grep_s),
+            "logs_s": statistics.median(ours_s), "logs_all": ours_s, "grep_all": grep_s,
+            "peak_mb": max(peaks) / 1e6, "report_kb": report.stat().st_size / 1e3,
+            "found": len(data.get("incidents", [])), "injected": truth["injected"],
+            "timeline": len(data.get("timeline", []))}
+
+
+def row(r: dict[str, object]) -> str:
+    ratio = float(r["logs_s"]) / max(1e-9, float(r["grep_s"]))  # type: ignore[arg-type]
+    return (f"| {r['shape']} | {float(r['size_mb']):,.0f} MB | {float(r['grep_s']):.2f} s "  # type: ignore[arg-type]
+            f"| {float(r['logs_s']):.2f} s | {ratio:.1f}x | {float(r['peak_mb']):,.0f} MB "  # type: ignore[arg-type]
+            f"| {float(r['report_kb']):,.0f} KB | {r['found']} / {r['injected']} |")  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default=",".join(shapes.SHAPES))
+    parser.add_argument("--sizes", default="100", help="MB, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--clean", action="store_true", help="delete each generated input after its run")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args(argv)
+    if not CLI.exists():
+        print(f"{CLI} missing: install the project in this interpreter's environment", file=sys.stderr)
         return 2
-    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
-    grep_s, count = timed(["grep", "-c", "reset by peer", str(path)])
-    analyse = [sys.executable, "-m", "celery_doctor.cli", "logs", str(path), "--format", "json", "-o", "/dev/null"]
-    ours_s, _ = timed(analyse)
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child: ours
-    size_mb = path.stat().st_size / 1e6
-    print(f"file: {size_mb:.0f} MB, 'reset by peer' lines: {count}")
-    print(f"grep -c:            {grep_s:6.2f} s")
-    print(f"celery-doctor logs: {ours_s:6.2f} s  ({ours_s / grep_s:.2f}x grep, goal <= 3x)")
-    print(f"peak RSS:           {peak_mb:6.0f} MB (goal < 300 MB)")
+    version = subprocess.run([str(CLI), "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    load0 = os.getloadavg()
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, {version}")
+    print("| shape | size | `grep -c` | `logs --format json` | ratio | peak RSS (tree) | report "
+          "| incidents found / injected |")
+    print("|---|---|---|---|---|---|---|---|")
+    results = []
+    for size_mb in (int(s) for s in args.sizes.split(",")):
+        for shape in args.shapes.split(","):
+            result = bench_one(shape, size_mb, args.repeat)
+            results.append(result)
+            print(row(result), flush=True)
+            if args.clean:
+                truth = truth_for(shape, size_mb)
+                for f in truth["files"]:  # type: ignore[union-attr]
+                    Path(f).unlink(missing_ok=True)
+    load1 = os.getloadavg()
+    print(f"load average (1/5/15 min): before {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, "
+          f"after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}; median of {args.repeat} interleaved runs each")
+    if args.json:
+        args.json.write_text(json.dumps({"version": version, "load": [load0, load1], "results": results}, indent=1))
     return 0
 
 
