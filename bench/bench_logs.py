@@ -56,8 +56,8 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def run(cmd: str, out: Path) -> tuple[float, int]:
-    """(wall seconds, peak tree RSS bytes) of a shell command whose stdout goes to ``out``."""
+def run(cmd: str, out: Path) -> tuple[float, int, str | None]:
+    """(wall seconds, peak tree RSS bytes, failure) of a shell command whose stdout goes to ``out``."""
     with out.open("wb") as sink:
         start = time.perf_counter()
         proc = subprocess.Popen(["bash", "-c", f"set -o pipefail; {cmd}"], stdout=sink, stderr=subprocess.PIPE)
@@ -66,10 +66,11 @@ def run(cmd: str, out: Path) -> tuple[float, int]:
             peak = max(peak, tree_rss(proc.pid))
             time.sleep(0.01)
         wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
     if proc.returncode not in (0, 1):  # grep: 1 = no match; logs: 1 = findings
-        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-        raise RuntimeError(f"{cmd!r} exited {proc.returncode}: {err[-500:]}")
-    return wall, peak
+        last = err.splitlines()[-1] if err else ""
+        return wall, peak, f"exit {proc.returncode}: {last[:200]}"
+    return wall, peak, None
 
 
 def truth_for(shape: str, size_mb: int) -> dict[str, object]:
@@ -93,26 +94,31 @@ def bench_one(shape: str, size_mb: int, repeat: int) -> dict[str, object]:
     for f in files:  # warm the page cache
         subprocess.run(["cat", f], stdout=subprocess.DEVNULL, check=True)
     grep_s, ours_s, peaks = [], [], []
+    failure = None
+    report.unlink(missing_ok=True)
     for _ in range(repeat):
-        g, _ = run(grep, shapes.DATA / "grep.out")
-        o, peak = run(ours, shapes.DATA / "logs.out")
+        g, _, _ = run(grep, shapes.DATA / "grep.out")
+        o, peak, failure = run(ours, shapes.DATA / "logs.out")
         grep_s.append(g)
         ours_s.append(o)
         peaks.append(peak)
-    data = json.loads(report.read_text())
+        if failure:
+            break
+    data = json.loads(report.read_text()) if report.exists() and not failure else {}
     size = sum(Path(f).stat().st_size for f in files)
     return {"shape": shape, "size_mb": size / 1e6, "grep_s": statistics.median(grep_s),
             "logs_s": statistics.median(ours_s), "logs_all": ours_s, "grep_all": grep_s,
-            "peak_mb": max(peaks) / 1e6, "report_kb": report.stat().st_size / 1e3,
+            "peak_mb": max(peaks) / 1e6, "report_kb": report.stat().st_size / 1e3 if data else 0,
             "found": len(data.get("incidents", [])), "injected": truth["injected"],
-            "timeline": len(data.get("timeline", []))}
+            "timeline": len(data.get("timeline", [])), "failure": failure}
 
 
 def row(r: dict[str, object]) -> str:
     ratio = float(r["logs_s"]) / max(1e-9, float(r["grep_s"]))  # type: ignore[arg-type]
     return (f"| {r['shape']} | {float(r['size_mb']):,.0f} MB | {float(r['grep_s']):.2f} s "  # type: ignore[arg-type]
             f"| {float(r['logs_s']):.2f} s | {ratio:.1f}x | {float(r['peak_mb']):,.0f} MB "  # type: ignore[arg-type]
-            f"| {float(r['report_kb']):,.0f} KB | {r['found']} / {r['injected']} |")  # type: ignore[arg-type]
+            f"| {float(r['report_kb']):,.0f} KB | {r['found']} / {r['injected']} |"  # type: ignore[arg-type]
+            + (f" failed ({r['failure']})" if r.get("failure") else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

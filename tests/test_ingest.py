@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,8 +190,9 @@ def test_out_of_order_timestamps_are_sorted_and_reported(tmp_path: Path) -> None
 
 
 def test_split_scan_gives_the_same_events_as_one_pass(tmp_path: Path) -> None:
-    """Large files are scanned in ranges by several processes; the result must not change."""
-    from celery_doctor.ingest.parallel import scan_split
+    """Files are scanned in byte ranges cut anywhere (mid-line, mid-traceback) by several
+    processes; the events, their line numbers and the line count must not change."""
+    from celery_doctor.ingest.parallel import join, scan_range
     from celery_doctor.ingest.reader import Scanner, SourceState
     from celery_doctor.model import SourceInfo
 
@@ -207,8 +209,13 @@ def test_split_scan_gives_the_same_events_as_one_pass(tmp_path: Path) -> None:
     scanner.feed(Path(path).read_bytes())
     scanner.finish()
     split = state()
-    scan_split(path, split, size, parts=3)
+    data = Path(path).read_bytes()
+    inside = data.index(b"In Celery 5.1 we introduced", size // 2)  # a cut inside a multi-line record
+    cuts = [0, size // 3 + 17, inside + 3, size]
+    parts = [scan_range(path, split, 0, a, b) for a, b in itertools.pairwise(cuts)]
+    join([(path, split, size)], parts)
     assert [(e.line, e.kind) for e in split.events] == [(e.line, e.kind) for e in one.events]
+    assert len(one.events) >= 2400
     assert split.info.lines == one.info.lines == text.count("\n") * 400
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from celery_doctor.ingest import signatures
-from celery_doctor.ingest.families import LINE_FAMILIES, REGISTRY
+from celery_doctor.ingest.families import REGISTRY
 from celery_doctor.ingest.interface import Family, IngestError, IngestResult
-from celery_doctor.ingest.parallel import scan_split, workers_for
+from celery_doctor.ingest.parallel import scan_files
 from celery_doctor.ingest.prefixes import PREFIXES
-from celery_doctor.ingest.reader import Scanner, SourceState, scan_banner, scan_json
+from celery_doctor.ingest.reader import Scanner, SourceState, _classify, scan_banner, scan_json
 from celery_doctor.ingest.sources import (
     SNIFF_BYTES,
     celery_layout,
@@ -47,26 +46,36 @@ def read_logs(paths: list[str], format_hint: str | None = None, progress: Progre
     if not paths:
         raise IngestError("no log files given")
     sources: list[SourceInfo] = []
+    problems = []
+    opened: list[tuple[SourceInfo, SourceState | None]] = []
+    files: list[tuple[str, SourceState, int]] = []
+    streams: list[tuple[Iterator[bytes], SourceState, int]] = []
+    handles: list[BinaryIO] = []
+    try:
+        for path in paths:
+            name = "stdin" if path == "-" else path
+            info = SourceInfo(name=name, format="unknown")
+            try:
+                state = _read_one(path, info, format_hint, progress, (files, streams, handles))
+            except IngestError as exc:
+                problems.append(str(exc))
+                info.warnings.append(str(exc).removeprefix(f"{path}: "))
+                state = None
+            opened.append((info, state))
+        scan_files(files, streams, progress)  # the big inputs: one pool over the ranges of every file
+    finally:
+        for handle in handles:
+            handle.close()
     events = []
     activity = {}
-    problems = []
-    for path in paths:
-        name = "stdin" if path == "-" else path
-        info = SourceInfo(name=name, format="unknown")
-        try:
-            state = _read_one(path, info, format_hint, progress)
-        except IngestError as exc:
-            problems.append(str(exc))
-            info.warnings.append(str(exc).removeprefix(f"{path}: "))
-            sources.append(info)
-            continue
+    for info, state in opened:
         sources.append(info)
         if state is None:
             continue
         events.extend(state.events)
         if state.activity:
-            activity[name] = state.activity
-        for service in sorted({e.source for e in state.events} - {name}):
+            activity[info.name] = state.activity
+        for service in sorted({e.source for e in state.events} - {info.name}):
             sources.append(SourceInfo(name=service, format=state.services_family(service),
                                       events=sum(e.source == service for e in state.events)))
     if all(s.format == "unknown" for s in sources):
@@ -75,10 +84,18 @@ def read_logs(paths: list[str], format_hint: str | None = None, progress: Progre
     return IngestResult(events=events, sources=sources, activity=activity)
 
 
-def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress | None) -> SourceState | None:
+Queues = tuple[list[tuple[str, SourceState, int]], list[tuple[Iterator[bytes], SourceState, int]], list[BinaryIO]]
+
+
+def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress | None,
+              queues: Queues) -> SourceState | None:
+    """Open and sniff one input. A small one is read here, record by record; a big one is queued
+    for the scan (plain files by path for the pool, streams left open)."""
     stream, size = open_binary(path)
     year, guessed = default_year(path) if path != "-" else (0, True)
-    with stream:
+    files, streams, handles = queues
+    keep = False
+    try:
         head = read_head(stream, info.warnings)
         if not head:
             info.warnings.append("empty")
@@ -88,7 +105,7 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
             return None
         year = year or datetime.now(tz=UTC).year
         family, prefix, services = sniff(head, hint, year)
-        if family == "json":
+        if family == "json" and len(head) < SNIFF_BYTES:  # small: every line
             info.format = family + (f" ({prefix})" if prefix else "")
             state = SourceState(info=info, family=family, prefix=prefix, year=year, services=services)
             scan_json(text_lines(chunks(stream, head, info.warnings)), state, _classify)
@@ -118,21 +135,16 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
                 progress(info.name, len(whole), max(size, len(whole)))
             return state if state.events or family is not None else None
         info.format = (family or "paste") + (f" ({prefix})" if prefix else "")
-        head = whole
-        if path != "-" and not isinstance(stream, gzip.GzipFile) and workers_for(size) > 1:
-            scan_split(path, state, size)  # large plain file: one range per core
-            if progress is not None:
-                progress(info.name, size, size)
-            return state
-        scanner = Scanner(state)
-        done = 0
-        for block in chunks(stream, head, info.warnings):
-            scanner.feed(block)
-            done += len(block)
-            if progress is not None:
-                progress(info.name, done, size)
-        scanner.finish()
-    return state
+        if path != "-" and not isinstance(stream, gzip.GzipFile):
+            files.append((path, state, size))  # read again by range, in the pool
+        else:
+            streams.append((chunks(stream, whole, info.warnings), state, size))
+            handles.append(stream)
+            keep = True
+        return state
+    finally:
+        if not keep:
+            stream.close()
 
 
 def _read_more(stream: BinaryIO, want: int, warnings: list[str]) -> bytes:
@@ -179,14 +191,6 @@ def _error_line(event: Event) -> int:
             if line.strip() == event.error:
                 return index
     return 0
-
-
-def _classify(message: str) -> tuple[str, signatures.Signature] | None:
-    for family in LINE_FAMILIES:
-        sig = family.match(message)
-        if sig is not None:
-            return family.name, sig
-    return None
 
 
 __all__ = ["FAMILIES", "FORMATS", "PREFIXES", "IngestError", "IngestResult", "read_logs"]

@@ -1,67 +1,193 @@
-"""Large plain files are scanned in byte ranges by several processes (one per core).
+"""One pool over byte ranges of every input: all cores busy whatever the number and size of files.
 
-The scan is bound by memory bandwidth in a single thread; a second core halves the wall time.
-Each range starts at a line boundary and reads the look-back window before it; the parent
-renumbers lines and joins the ranges in order.
+Plain files are cut into ranges at any byte (a record belongs to the range holding its first
+hit; see ``Scanner.feed``), about two ranges per worker so that one slow range does not leave a
+core idle. A worker reads its range window by window with ``os.pread`` (one copy from the page
+cache, as grep's read does) plus a look-back and a look-ahead around each window, and returns
+only what it found: events, activity buckets, counts. The parent renumbers the lines and joins
+the ranges of each file in order. Compressed and piped inputs cannot be split: the parent
+streams them meanwhile, decompressing in a thread beside the scan.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+import queue
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from multiprocessing import get_context
 
-from celery_doctor.ingest.reader import LOOKBACK_BYTES, Scanner, SourceState
-from celery_doctor.ingest.sources import chunks
+from celery_doctor.ingest.reader import CHUNK, LOOKBACK_BYTES, Scanner, SourceState, downsample
+from celery_doctor.model import Event
 
-SPLIT_MIN = 128 * 1024 * 1024  # below this, starting processes costs more than it saves
+SPLIT_MIN = 48 * 1024 * 1024  # below this in all, starting processes costs more than it saves
+RANGE_MIN = 16 * 1024 * 1024
+LOOKAHEAD = 256 * 1024  # a record that starts in a window may end this far past it
+MAX_WORKERS = 4  # each forked worker counts the parent's pages in its RSS: keep the tree small
 
-
-def workers_for(size: int) -> int:
-    return min(4, os.cpu_count() or 1) if size >= SPLIT_MIN else 1
-
-
-def boundaries(path: str, size: int, parts: int) -> list[int]:
-    """Byte offsets that split the file into ``parts`` ranges at line starts."""
-    cuts = [0]
-    with open(path, "rb") as handle:
-        for k in range(1, parts):
-            handle.seek(size * k // parts)
-            handle.readline()
-            cuts.append(max(cuts[-1], handle.tell()))
-    cuts.append(size)
-    return cuts
+BACKWARDS = "timestamps go backwards"
+Progress = Callable[[str, int, int], None]
 
 
-def _scan_range(path: str, template: SourceState, start: int, end: int) -> SourceState:
-    state = replace(template, info=replace(template.info, warnings=[], meta=dict(template.info.meta)),
-                    events=[], activity=[])
+@dataclass
+class Part:
+    """What one range of one file gave: small, so returning it from a worker is cheap."""
+
+    index: int
+    start: int
+    events: list[Event] = field(default_factory=list)
+    activity: list[tuple[datetime, datetime, int]] = field(default_factory=list)
+    lines: int = 0
+    ends_with_newline: bool = True
+    out_of_order: int = 0
+    warnings: list[str] = field(default_factory=list)
+    services: dict[str, str] = field(default_factory=dict)
+    naive_tz: bool = False
+
+
+def workers() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
+
+
+def _fresh(template: SourceState) -> SourceState:
+    return replace(template, info=replace(template.info, warnings=[], meta=dict(template.info.meta)),
+                   events=[], activity=[], services=dict(template.services))
+
+
+def scan_range(path: str, template: SourceState, index: int, start: int, end: int) -> Part:
+    """Scan bytes [start, end) of ``path`` (a whole file when start is 0 and end its size)."""
+    state = _fresh(template)
     scanner = Scanner(state)
     scanner.first_chunk = start == 0
-    with open(path, "rb") as handle:
-        handle.seek(max(0, start - LOOKBACK_BYTES))
-        scanner.tail = handle.read(start - max(0, start - LOOKBACK_BYTES))
-        for block in chunks(handle, b"", state.info.warnings, limit=end - start):
-            scanner.feed(block)
+    last = b"\n"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pos = start
+        while pos < end:
+            stop = min(end, pos + CHUNK)
+            back = min(pos, LOOKBACK_BYTES)
+            buf = os.pread(fd, back + (stop - pos) + LOOKAHEAD, pos - back)
+            owned = min(len(buf), back + stop - pos)
+            if owned <= back:  # the file got shorter while we read it
+                break
+            scanner.feed(buf, back, owned)
+            last = buf[owned - 1:owned]
+            pos = stop
+    finally:
+        os.close(fd)
     scanner.finish()
-    return state
+    return Part(index=index, start=start, events=state.events, activity=state.activity, lines=state.info.lines,
+                ends_with_newline=last == b"\n", out_of_order=state.out_of_order,
+                warnings=[w for w in state.info.warnings if not w.startswith(BACKWARDS)],
+                services=state.services, naive_tz=bool(state.info.meta.get("naive_tz")))
 
 
-def scan_split(path: str, state: SourceState, size: int, parts: int | None = None) -> None:
-    """Scan ``path`` in parallel ranges and merge the results into ``state``."""
-    cuts = boundaries(path, size, parts or workers_for(size))
-    ranges = list(itertools.pairwise(cuts))
-    with ProcessPoolExecutor(max_workers=len(ranges), mp_context=get_context("fork")) as pool:
-        results = list(pool.map(_scan_range, [path] * len(ranges), [state] * len(ranges),
-                              [a for a, _ in ranges], [b for _, b in ranges]))
-    lines = 0
-    for part in results:
-        state.events.extend(replace(e, line=e.line + lines) for e in part.events)
+def scan_stream(blocks: Iterator[bytes], state: SourceState, progress: Progress | None = None,
+                size: int = 0) -> None:
+    """Scan a stream (.gz, stdin) chunk by chunk; the next chunk is read (and decompressed: zlib
+    releases the GIL) in a thread while this one is scanned."""
+    scanner = Scanner(state)
+    done = 0
+    tail = b""
+    for block in _read_ahead(blocks):
+        buf = tail + block
+        scanner.feed(buf, len(tail), len(buf))
+        tail = buf[-LOOKBACK_BYTES:]
+        done += len(block)
+        if progress is not None:
+            progress(state.info.name, done, size or done)
+    scanner.finish()
+
+
+def _read_ahead(blocks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
+    pipe: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for block in blocks:
+                pipe.put(block)
+        except (OSError, EOFError, zlib.error) as exc:  # chunks() already warns on these; be safe
+            pipe.put(exc)
+        pipe.put(None)
+
+    thread = threading.Thread(target=produce, name="celery-doctor-read-ahead", daemon=True)
+    thread.start()
+    while (item := pipe.get()) is not None:
+        if isinstance(item, BaseException):
+            break
+        yield item
+    thread.join()
+
+
+def plan(sizes: list[int], pool: int) -> list[tuple[int, int, int]]:
+    """(file index, start, end) ranges over all files, about two per worker."""
+    total = sum(sizes)
+    target = max(RANGE_MIN, total // max(1, 2 * pool))
+    ranges: list[tuple[int, int, int]] = []
+    for index, size in enumerate(sizes):
+        parts = max(1, round(size / target))
+        cuts = [size * k // parts for k in range(parts + 1)]
+        ranges.extend((index, a, b) for a, b in itertools.pairwise(cuts) if b > a)
+    return ranges
+
+
+def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[Iterator[bytes], SourceState, int]],
+               progress: Progress | None = None) -> None:
+    """Scan every plain file (by ranges, in a pool when it pays) and every stream, filling each state."""
+    sizes = [size for _, _, size in files]
+    pool_size = workers()
+    ranges = plan(sizes, pool_size)
+    parts: list[Part] = []
+    if pool_size > 1 and sum(sizes) >= SPLIT_MIN and len(ranges) > 1:
+        with ProcessPoolExecutor(max_workers=min(pool_size, len(ranges)), mp_context=get_context("fork")) as ex:
+            futures: list[Future[Part]] = [ex.submit(scan_range, files[i][0], files[i][1], i, a, b)
+                                           for i, a, b in ranges]
+            for blocks, state, size in streams:  # meanwhile, here
+                scan_stream(blocks, state, progress, size)
+            for fut in futures:
+                part = fut.result()
+                parts.append(part)
+                if progress is not None:
+                    name = files[part.index][1].info.name
+                    progress(name, min(sizes[part.index], part.start + RANGE_MIN), sizes[part.index])
+    else:
+        for blocks, state, size in streams:
+            scan_stream(blocks, state, progress, size)
+        for i, a, b in ranges:
+            parts.append(scan_range(files[i][0], files[i][1], i, a, b))
+            if progress is not None:
+                progress(files[i][1].info.name, b, sizes[i])
+    join(files, parts)
+
+
+def join(files: list[tuple[str, SourceState, int]], parts: list[Part]) -> None:
+    lines = [0] * len(files)
+    last_newline = [True] * len(files)
+    for part in sorted(parts, key=lambda p: (p.index, p.start)):
+        state = files[part.index][1]
+        base = lines[part.index]
+        state.events.extend(replace(e, line=e.line + base) if base else e for e in part.events)
         state.activity.extend(part.activity)
         state.out_of_order += part.out_of_order
-        lines += part.info.lines
-        state.info.warnings.extend(w for w in part.info.warnings if w not in state.info.warnings)
-    state.info.lines = lines
-    state.info.events = len(state.events)
+        state.services.update(part.services)
+        if part.naive_tz:
+            state.info.meta["naive_tz"] = True
+        state.info.warnings.extend(w for w in part.warnings if w not in state.info.warnings)
+        lines[part.index] += part.lines
+        last_newline[part.index] = part.ends_with_newline
+    for index, (_, state, _size) in enumerate(files):
+        state.activity = downsample(state.activity)
+        state.info.lines = lines[index] + (0 if last_newline[index] else 1)
+        state.info.events = len(state.events)
+        if state.out_of_order:
+            state.info.warnings.append(f"{BACKWARDS} {state.out_of_order} time(s); events were re-sorted")
+

@@ -1,9 +1,11 @@
-"""Stream one log source and turn its rare interesting lines into Events.
+"""Scan one log source and turn its rare interesting lines into Events.
 
-A worker log of a gigabyte is mostly task lines. Parsing every line would cost minutes, so the
-reader walks the file in large chunks, finds the catalogue's literals with ``bytes.find``, and
-parses only the records around those hits (plus a bounded look back at the task lines before a
-client-side failure, to tell idle from busy). Memory is one chunk plus a bounded tail.
+A log of a gigabyte is mostly task lines or broker connection churn. Parsing every line would
+cost minutes, so the scanner runs one multi-literal matcher (matcher.py) over the raw bytes of a
+window, rejects what cannot matter before decoding anything, and parses only the records around
+the remaining hits (plus a bounded look back at the task lines before a client-side failure, to
+tell idle from busy). Task lines and connection lifecycle lines are counted per slice of the
+window, never stored. Memory is one window plus its look-back, whatever the size of the input.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery_doctor.ingest import families, prefixes, signatures
+from celery_doctor.ingest import families, matcher, prefixes, signatures
 from celery_doctor.ingest.families import celery as celery_family
 from celery_doctor.ingest.families import json as json_family
 from celery_doctor.ingest.families.celery import FAMILY as CELERY
@@ -22,7 +24,11 @@ from celery_doctor.ingest.families.rabbitmq import PEER
 from celery_doctor.ingest.interface import Start
 from celery_doctor.model import Event, Kind, Side, SourceInfo
 
-CHUNK = 16 * 1024 * 1024
+CHUNK = 16 * 1024 * 1024  # one window of a file (mapped or read) at a time
+NEAR_BYTES = 64 * 1024  # after a broker-side incident, its lifecycle lines this far on are events
+NEAR_EVENTS = 6
+HEAD_LIFECYCLE = 40  # the first accepts of a broker log pair with the workers' first connects
+TRACEBACK_WINDOW = 8 * 1024  # a traceback's exception line is this close to its first line
 SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
 MAX_RECORD_LINES = 60
 MAX_TEXT = 16 * 1024
@@ -34,6 +40,7 @@ MAX_BUCKETS = 400
 
 RUNTIME = re.compile(r" succeeded in (\d+(?:\.\d+)?)s")
 TASK_ID = re.compile(r"(?:Task |Received task: )([\w.:\-]+)\[([^\]\s]+)\]")
+LIFECYCLE_KINDS = frozenset({Kind.CONNECTION_ACCEPTED, Kind.CONNECTION_CLOSED_CLEAN})
 BANNER = {
     "celery_version": re.compile(r"celery@\S+ v(\d+\.\d+\.\d+\S*)"),
     "transport": re.compile(r"\.> transport:\s+(\S+)"),
@@ -72,6 +79,7 @@ class Record:
     # header-less records have a header with no time and family None (the catalogue decides)
     family: str | None = None
     head: Start | None = None
+    end: int = 0  # byte offset just past its last line
 
 
 strip_prefix = prefixes.strip
@@ -93,16 +101,27 @@ class Scanner:
 
     def __init__(self, state: SourceState) -> None:
         self.state = state
-        names = tuple(f.name for f in families.LINE_FAMILIES) if state.family == "multi" else (state.family,)
-        self.full_scan = signatures.scan_for(names, None)
-        self.scan = signatures.scan_for(names, state.info.meta.get("layout"))
+        line_families = tuple(f.name for f in families.LINE_FAMILIES)
+        names = line_families if state.family in ("multi", "json") else (state.family,)
+        rare = sorted({e for n in names for e in signatures.expressions(n, counted=False)}, key=repr)
+        every = sorted({e for n in names for e in signatures.expressions(n)}, key=repr)
+        if state.family == "json":  # one object per line: the message decides, and the proxy's own lines
+            rare = [e for e in rare if e[0] != signatures.TRACEBACK] + [(b'"proxy"', None)]
+            every = rare
+        self.matcher = matcher.build(tuple(rare))
+        self.full = matcher.build(tuple(every))  # with the lifecycle lines: the file's head, near incidents
+        self.lifecycle = frozenset(i for i, e in enumerate(self.full.expressions) if e not in rare)
         self.first_chunk = True
         # 3.1 logs "Received task: x[id]", 4.0+ "Task x[id] received"
-        self.arrival_literal = b"Received task" if state.info.meta.get("layout") == "celery-3.1" else b"] received"
-        self.client_like = "celery" in names
+        layout = "celery-3.1" if state.info.meta.get("layout") == "celery-3.1" else "celery"
+        family = layout if state.family in ("celery", "multi") else state.family
+        self.arrival_literal = signatures.ACTIVITY_LITERALS.get(family, b"")
+        self.activity_family = families.REGISTRY.get("celery" if family.startswith("celery") else family)
+        self.client_like = "celery" in names and state.family != "json"
         self.tail = b""
-        self.line_base = 0  # physical line number of the first byte of the current chunk
+        self.line_base = 0  # physical line number of the first byte of the current window
         self.seen: set[int] = set()
+        self.near_left = 0
 
     # -- helpers over raw bytes ---------------------------------------------------------------
     @staticmethod
@@ -169,7 +188,8 @@ class Scanner:
                 raw = raw[families.REGISTRY[family].message_start(raw):]  # 3.9+: drop the repeated prefix
             lines.append(raw)
             cursor = nxt_end
-        return Record(start=start, lines=lines, service=service, prefix_ts=pts)
+        return Record(start=start, lines=lines, service=service, prefix_ts=pts, family=family, head=head,
+                      end=max(cursor, end))
 
     def _continues(self, family: str, head: Start, buf: bytes, start: int) -> bool:
         """RabbitMQ 3.9+: a line with the same ts+pid as the one before continues it."""
@@ -255,7 +275,7 @@ class Scanner:
             if event is not None:
                 self._add(event)
         if self.client_like:
-            self._activity(buf)
+            self._activity(buf, 0, len(buf))
         self.line_base += buf.count(b"\n")
 
     # -- task activity -------------------------------------------------------------------------
@@ -310,88 +330,154 @@ class Scanner:
             out["recent_long_tasks"] = long_tasks
         return out
 
-    def _activity(self, chunk: bytes) -> None:
-        """The load curve: task arrivals per slice of the chunk, counted in a sample of each slice
-        (exact for small files) and dated by the slice's first and last task lines."""
+    def _activity(self, buf: bytes, start: int, end: int) -> None:
+        """The load curve: task arrivals (or connections accepted) per slice of the window, counted
+        in a sample of each slice (exact for small windows) and dated by the slice's first line and
+        its last counted line. Counted, never stored: memory does not grow with the log."""
         arrivals = self.arrival_literal
-        slice_len = min(1024 * 1024, max(4096, len(chunk) // 16))
-        for offset in range(0, len(chunk), slice_len):
-            end = min(len(chunk), offset + slice_len)
-            sample_end = min(end, offset + SAMPLE)
-            count = chunk.count(arrivals, offset, sample_end) * (end - offset) / max(1, sample_end - offset)
+        if not arrivals or self.activity_family is None:
+            return
+        slice_len = min(1024 * 1024, max(4096, (end - start) // 16))
+        for offset in range(start, end, slice_len):
+            stop = min(end, offset + slice_len)
+            sample_end = min(stop, offset + SAMPLE)
+            count = buf.count(arrivals, offset, sample_end) * (stop - offset) / max(1, sample_end - offset)
             if not count:
                 continue
-            first = self._first_ts(chunk, offset, end)
-            last = self._last_task_ts(chunk, offset, end)
+            first = self._first_ts(buf, offset, stop)
+            last = self._last_counted_ts(buf, offset, stop)
             if first and last:
                 self.state.activity.append((first, max(first, last), round(count)))
-                self.state.last_task = max(self.state.last_task or last, last)
+                if self.client_like:
+                    self.state.last_task = max(self.state.last_task or last, last)
 
-    def _first_ts(self, chunk: bytes, start: int, end: int) -> datetime | None:
-        pos = start if start == 0 else chunk.find(b"\n", start, end) + 1
+    def _head_ts(self, raw: bytes) -> datetime | None:
+        assert self.activity_family is not None
+        line, _, _ = self._split(self._decode(raw))
+        head = self.activity_family.start(line, self.state.year)
+        return head.ts if head else None
+
+    def _first_ts(self, buf: bytes, start: int, end: int) -> datetime | None:
+        pos = start if start == 0 or buf[start - 1:start] == b"\n" else buf.find(b"\n", start, end) + 1
         for _ in range(20):
             if pos <= 0 and start != 0:
                 return None
-            nl = chunk.find(b"\n", pos, end)
+            nl = buf.find(b"\n", pos, end)
             if nl < 0:
                 return None
-            line, _, _ = self._split(self._decode(chunk[pos:nl]))
-            head = CELERY.start(line, 0)
-            if head and head.ts:
-                return head.ts
+            ts = self._head_ts(buf[pos:nl])
+            if ts:
+                return ts
             pos = nl + 1
         return None
 
-    def _last_task_ts(self, chunk: bytes, start: int, end: int) -> datetime | None:
-        at = max(chunk.rfind(lit, max(start, end - SAMPLE), end) for lit in signatures.TASK_LITERALS)
+    def _last_counted_ts(self, buf: bytes, start: int, end: int) -> datetime | None:
+        lits = signatures.TASK_LITERALS if self.client_like else (self.arrival_literal,)
+        at = max(buf.rfind(lit, max(start, end - SAMPLE), end) for lit in lits)
         if at < 0:
             return None
-        s, e = self._line_at(chunk, at)
-        line, _, _ = self._split(self._decode(chunk[s:e]))
-        head = CELERY.start(line, 0)
-        return head.ts if head else None
+        s, e = self._line_at(buf, at)
+        return self._head_ts(buf[s:e])
 
     # -- driving ------------------------------------------------------------------------------
-    def feed(self, chunk: bytes) -> None:
-        """Scan one chunk that ends at a line boundary."""
-        # the first chunk is searched for the whole catalogue (readiness), the rest with the fast scan
-        hits = [m.start() for m in self.scan.finditer(chunk)]
-        line_pos, line_no = 0, self.line_base + 1  # line_no is the number of the line at line_pos
-        if self.first_chunk and self.full_scan is not self.scan:
-            hits = sorted(set(hits) | {m.start() for m in self.full_scan.finditer(chunk, 0, HEAD_SCAN)})
+    def feed(self, buf: bytes, start: int = 0, end: int | None = None) -> None:
+        """Scan the bytes ``buf[start:end]`` of the source, which follow the bytes scanned before.
+        What lies before ``start`` is look-back (a record may begin there), what lies after ``end``
+        look-ahead (a record may end there); ``start`` need not be at a line start."""
+        end = len(buf) if end is None else end
+        view = memoryview(buf)
+        hits = [(start + at, ident, False) for at, ident in self.matcher.hits(view[start:end])]
+        if self.first_chunk:  # the head of a file: the whole catalogue (readiness, the first accepts)
+            stop = min(end, start + HEAD_SCAN)
+            extra = [(start + at, ident, True) for at, ident in self.full.hits(view[start:stop])
+                     if ident in self.lifecycle][:HEAD_LIFECYCLE]
+            hits = sorted(hits + extra)
         self.first_chunk = False
-        for hit in hits:
-            # look back into the previous chunk only for hits near this one's start (saves a copy)
-            near_start = hit < LOOKBACK_BYTES and bool(self.tail)
-            buf = self.tail + chunk[: hit + LOOKBACK_BYTES] if near_start else chunk
-            shift = len(self.tail) if near_start else 0
-            record = self._record(buf, hit + shift)
-            if record is None or record.start - shift in self.seen or record.start < shift:
+        self._pos, self._no = start, self.line_base + 1  # the line number of the line holding byte _pos
+        for hit, ident, full in hits:
+            if self.state.family == "json":
+                self._json_line(buf, hit)
                 continue
-            self.seen.add(record.start - shift)
-            if record.start - shift < line_pos:  # a record that began before the last one
-                line_pos, line_no = 0, self.line_base + 1
-            line_no += chunk.count(b"\n", line_pos, record.start - shift)
-            line_pos = record.start - shift
-            event = self._event(record, line_no, buf)
-            if event is not None:
-                self._add(event)
-        if self.client_like:
-            self._activity(chunk)
-            self.tail = chunk[-LOOKBACK_BYTES:]
+            lit = (self.full if full else self.matcher).expressions[ident][0]
+            if lit == signatures.TRACEBACK and self._dull_traceback(buf, hit):
+                continue  # an application's traceback: rejected before decoding
+            self._emit(buf, hit, start)
+        self._activity(buf, start, end)
         self.seen.clear()
-        self.line_base = line_no - 1 + chunk.count(b"\n", line_pos)  # one newline pass per chunk in all
+        self.line_base = self._line_no(buf, end) - 1  # one newline pass over the window in all
+
+    def _line_no(self, buf: bytes, pos: int) -> int:
+        """The number of the line holding byte ``pos`` (counting from the last position asked)."""
+        if pos >= self._pos:
+            self._no += buf.count(b"\n", self._pos, pos)
+        else:
+            self._no -= buf.count(b"\n", pos, self._pos)
+        self._pos = pos
+        return self._no
+
+    def _emit(self, buf: bytes, hit: int, start: int, near: bool = False) -> None:
+        record = self._record(buf, hit)
+        if record is None or record.start in self.seen:
+            return
+        self.seen.add(record.start)
+        if record.start < start and self.matcher.hits(memoryview(buf)[record.start:start]):
+            return  # it began in the bytes before this window, whose scan saw it
+        event = self._event(record, self._line_no(buf, record.start), buf)
+        if event is None:
+            return
+        self._add(event)
+        if near:
+            self.near_left -= 1
+        elif event.side == Side.BROKER and event.kind not in LIFECYCLE_KINDS:
+            self._near(buf, record.end + 1, start)
+
+    def _near(self, buf: bytes, pos: int, start: int) -> None:
+        """The lifecycle lines just after a broker-side incident become events (the reconnect that
+        pairs with the client's ``Connected to``), a few at most."""
+        self.near_left = NEAR_EVENTS
+        stop = min(len(buf), pos + NEAR_BYTES)
+        for at, ident in self.full.hits(memoryview(buf)[pos:stop]):
+            if self.near_left <= 0:
+                break
+            if ident in self.lifecycle:
+                self._emit(buf, pos + at, start, near=True)
+
+    def _dull_traceback(self, buf: bytes, hit: int) -> bool:
+        """Whether a traceback cannot be a connection failure, judged on raw bytes: a task's own
+        failure (``raised unexpected``), or no connection error named before the next record."""
+        line_start = buf.rfind(b"\n", 0, hit) + 1
+        header = buf.rfind(b"\n", 0, max(0, line_start - 1)) + 1
+        above = buf[header:line_start]
+        if b"] raised" in above or b"raised unexpected" in above:
+            return True
+        stop = min(len(buf), hit + TRACEBACK_WINDOW)
+        nxt = buf.find(b"\n[", hit, stop)
+        return signatures.CONNECTION_ERROR_BYTES.search(buf, hit, stop if nxt < 0 else nxt) is None
+
+    def _json_line(self, buf: bytes, hit: int) -> None:
+        line_start, line_end = self._line_at(buf, hit)
+        if line_start in self.seen:
+            return
+        self.seen.add(line_start)
+        before = len(self.state.events)
+        text = buf[line_start:line_end].decode("utf-8", errors="replace").rstrip("\r")  # whole: JSON
+        scan_json(iter([(self._line_no(buf, line_start), text)]), self.state, _classify)
+        for event in self.state.events[before:]:
+            self._check_order(event)
 
     def _add(self, event: Event) -> None:
+        self.state.events.append(event)
+        self._check_order(event)
+
+    def _check_order(self, event: Event) -> None:
         if event.ts is None:
-            self.state.events.append(event)
             return
         if self.state.last_ts and event.ts < self.state.last_ts - timedelta(seconds=1):
             self.state.out_of_order += 1
         self.state.last_ts = event.ts
-        self.state.events.append(event)
 
     def finish(self) -> None:
+        self.state.events.sort(key=lambda e: e.line)  # near-incident lines were added out of order
         self.state.info.lines = self.line_base
         self.state.info.events = len(self.state.events)
         self.state.activity = downsample(self.state.activity)
@@ -449,3 +535,12 @@ def scan_json(lines: Iterator[tuple[int, str]], state: SourceState,
         if event is not None:
             state.events.append(event)
     state.info.events = len(state.events)
+
+
+def _classify(message: str) -> tuple[str, signatures.Signature] | None:
+    """A JSON line's message against the line families' catalogue entries."""
+    for family in families.LINE_FAMILIES:
+        sig = family.match(message)
+        if sig is not None:
+            return family.name, sig
+    return None

@@ -179,23 +179,46 @@ def match(family: str, text: str) -> Signature | None:
     return None
 
 
-# In Celery's default layout every connection failure is logged at WARNING or above, so one
-# regular expression with a literal prefix (": ") finds them, and the connects, in a single fast
-# pass, instead of one pass per catalogue literal.
-DEFAULT_LAYOUT_SCAN = re.compile(rb": (?:WARNING/|ERROR/|CRITICAL/|INFO/MainProcess\] Connected to )")
+# Connection lifecycle lines: a busy broker writes one per connection opened or closed (millions a
+# day under churn). They are counted per time slice (the load curve, idle times), not turned into
+# Events, except at the start of a file and just after an incident (where they pair the client's
+# reconnect with the broker's accept for the clock offset).
+COUNTED = frozenset({"rabbitmq.conn.accepting", "rabbitmq.conn.closed_clean", "redis.client.accepted",
+                     "redis.client.closed"})
+# What the load curve counts per slice, per family (task arrivals; connections accepted).
+ACTIVITY_LITERALS = {"celery": b"] received", "celery-3.1": b"Received task", "rabbitmq": b"accepting AMQP connection",
+                     "redis": b"Accepted "}
+TRACEBACK = b"Traceback (most recent call last)"
+CONNECTION_ERROR_BYTES = re.compile(CONNECTION_ERROR.pattern.encode())
 
 
-def scan_for(families: tuple[str, ...], layout: object) -> re.Pattern[bytes]:
-    """One compiled search for the lines worth parsing in a source of these families."""
-    if families == ("celery",) and layout in ("celery", "celery-3.1"):
-        return DEFAULT_LAYOUT_SCAN
-    found = sorted({lit for f in families for lit in literals(f)}, key=len, reverse=True)
-    return re.compile(b"|".join(re.escape(lit) for lit in found))
+def literals(family: str, counted: bool = True) -> tuple[bytes, ...]:
+    """The byte strings the fast scan looks for in a source of ``family`` (without the lifecycle
+    lines when ``counted`` is False)."""
+    return tuple(sorted({lit for lit, _ in expressions(family, counted)}))
 
 
-def literals(family: str) -> tuple[bytes, ...]:
-    """The byte strings the fast scan looks for in a source of ``family``."""
-    found = {s.literal.encode() for s in FAMILY_SIGNATURES.get(family, ())}
+# A pattern that can match only inside one line (no '.', '\s', anchors or negated classes), and
+# that holds the entry's literal, can replace the literal in the scan: "access to vhost" alone is
+# on every "authenticated and granted access to vhost" line of a busy broker, the pattern is not.
+_CROSSES_LINES = re.compile(r"(?<!\\)[.$^]|\\s|\[\^")
+
+
+def expressions(family: str, counted: bool = True) -> tuple[tuple[bytes, bytes | None], ...]:
+    """(literal, line-local pattern or None) per catalogue entry of ``family``, for the scan."""
+    found: dict[tuple[bytes, bytes | None], None] = {}
+    by_literal: dict[str, list[Signature]] = {}
+    for sig in FAMILY_SIGNATURES.get(family, ()):
+        if counted or sig.id not in COUNTED:
+            by_literal.setdefault(sig.literal, []).append(sig)
+    for literal, sigs in by_literal.items():
+        local = [s.pattern.pattern for s in sigs if s.pattern is not None and literal.strip() in s.pattern.pattern
+                 and not _CROSSES_LINES.search(s.pattern.pattern)]
+        if len(local) == len(sigs):  # every entry of this literal has a narrower line-local pattern
+            for pattern in local:
+                found[(literal.encode(), pattern.encode())] = None
+        else:
+            found[(literal.encode(), None)] = None
     if family == "celery":
-        found |= {b"Traceback (most recent call last)"}
-    return tuple(sorted(found))
+        found[(TRACEBACK, None)] = None
+    return tuple(found)
