@@ -178,6 +178,16 @@ def progress_bar(label: str) -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+def _version(ctx: click.Context, value: bool) -> None:
+    """--version names the log scanner's matcher engine (Hyperscan or the stdlib fallback)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from celery_doctor.ingest.matcher import ENGINE
+
+    click.echo(f"celery-doctor, version {__version__} (log matcher: {ENGINE})")
+    ctx.exit()
+
+
 class DoctorGroup(click.Group):
     """Turns stage errors into one line and BAD_INPUT, anything else into one INTERNAL line.
 
@@ -200,7 +210,9 @@ class DoctorGroup(click.Group):
 
 
 @click.group(name="doctor", cls=DoctorGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="celery-doctor")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _p, v: _version(ctx, v),
+              help="Show the version (and the log matcher in use) and exit.")
 def main() -> None:
     """Find out why Celery workers lose their broker connection, and prove the fix."""
 

@@ -1,0 +1,87 @@
+"""The scan core: the matcher engines agree, lifecycle lines are counted not stored, the report
+does not grow with the log, a traceback an application logged is not a connection failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from celery_doctor.ingest import matcher, read_logs, signatures
+from conftest import FIXTURES, console_script
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import shapes  # the bench's generators: the same shapes the bench measures
+
+
+def test_both_engines_find_the_same_lines() -> None:
+    """Hyperscan and the stdlib fallback must flag the same lines of a real broker log."""
+    data = (FIXTURES / "rabbitmq-short-lived-publishers" / "broker.log").read_bytes() * 3
+    data += b"2026-11-23 22:34:43.9+00:00 [error] <0.1.0> access to vhost '/' refused for user 'x'\n"
+    exprs = tuple(sorted(set(signatures.expressions("rabbitmq")), key=repr))
+    fast = matcher.build(exprs)
+    slow = matcher.FindMatcher(exprs)
+
+    def lines(found: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return sorted({(data.count(b"\n", 0, at), ident) for at, ident in found})
+
+    assert matcher.ENGINE.startswith("hyperscan")  # the dependency installs on this platform
+    assert lines(fast.hits(data)) == lines(slow.hits(data))
+    assert len(lines(fast.hits(data))) > 10
+    granted = [e for e in exprs if e[0] == b"access to vhost"]
+    assert granted and granted[0][1] is not None  # the pattern, not the literal: 'granted access to vhost'
+
+
+def test_version_names_the_matcher() -> None:
+    out = subprocess.run([console_script(), "--version"], capture_output=True, text=True, check=True).stdout
+    assert "log matcher: hyperscan" in out
+
+
+def test_broker_churn_is_counted_not_stored(tmp_path: Path) -> None:
+    """RabbitMQ 3.9+ churn: accept/authenticate/close lines become a load curve; only the
+    injected missed-heartbeat closes (and the few lines around them) become events."""
+    truth = shapes.generate("rabbitmq", 4, tmp_path / "rabbit.log")
+    result = read_logs([str(tmp_path / "rabbit.log")])
+    kinds = [e.kind.value for e in result.events]
+    assert kinds.count("heartbeat_missed_client") == truth["injected"] > 0
+    lines = (tmp_path / "rabbit.log").read_bytes().count(b"\n")
+    assert len(result.events) < 100 < lines // 100  # not one event per connection
+    curve = result.activity[str(tmp_path / "rabbit.log")]
+    accepts = (tmp_path / "rabbit.log").read_bytes().count(b"accepting AMQP connection")
+    assert abs(sum(n for _, _, n in curve) - accepts) < 0.1 * accepts  # the counts add up
+
+
+def test_report_size_does_not_grow_with_the_log(tmp_path: Path) -> None:
+    small, big = tmp_path / "small.log", tmp_path / "big.log"
+    shapes.write_one(shapes.SHAPES["redis"], small, 1024 * 1024)
+    shapes.write_one(shapes.SHAPES["redis"], big, 8 * 1024 * 1024)
+    sizes = []
+    for log in (small, big):
+        out = tmp_path / f"{log.stem}.json"
+        done = subprocess.run([console_script(), "logs", str(log), "--format", "json", "-o", str(out)],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode in (0, 1), done.stderr
+        sizes.append(out.stat().st_size)
+    assert sizes[1] < 3 * sizes[0]  # 8x the log, not 8x the report
+
+
+def test_application_tracebacks_are_not_connection_failures(tmp_path: Path) -> None:
+    """Celery 3.1 with a task failure every 25 tasks (task errors and the app's logger.exception,
+    some ending in requests' ConnectionError): only the injected broker losses are incidents."""
+    truth = shapes.generate("celery31", 3, tmp_path / "w31.log")
+    result = read_logs([str(tmp_path / "w31.log")])
+    lost = [e for e in result.events if e.kind.value == "connection_lost"]
+    assert len(lost) == truth["injected"] > 0
+    assert all("Connection to broker lost" in e.text for e in lost)
+
+
+def test_prefixed_and_json_logs_take_the_same_scan(tmp_path: Path) -> None:
+    for shape in ("compose", "json"):
+        truth = shapes.generate(shape, 2, tmp_path / f"{shape}.log")
+        result = read_logs([str(tmp_path / f"{shape}.log")])
+        lost = [e for e in result.events if e.kind.value == "connection_lost"]
+        assert len(lost) == truth["injected"] > 0, shape
+        data = (tmp_path / f"{shape}.log").read_bytes()
+        for event in lost:  # the line numbers point at the line itself
+            line = data.split(b"\n")[event.line - 1].decode()
+            assert "Connection to broker lost" in line, (shape, event.line)
