@@ -105,6 +105,6 @@ ENGINE = _engine()
 def build(expressions: tuple[Expression, ...]) -> Matcher:
     """One compiled matcher per set of expressions (cached: sources of one family share it)."""
     unique = tuple(dict.fromkeys(expressions))
-    if ENGINE.startswith("hyperscan"):
+    if ENGINE.startswith("hyperscan") and unique:
         return HyperscanMatcher(unique)
     return FindMatcher(unique)

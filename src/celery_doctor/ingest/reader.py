@@ -102,7 +102,7 @@ class Scanner:
     def __init__(self, state: SourceState) -> None:
         self.state = state
         line_families = tuple(f.name for f in families.LINE_FAMILIES)
-        names = line_families if state.family in ("multi", "json") else (state.family,)
+        names = line_families if state.family not in families.REGISTRY or state.family == "json" else (state.family,)
         rare = sorted({e for n in names for e in signatures.expressions(n, counted=False)}, key=repr)
         every = sorted({e for n in names for e in signatures.expressions(n)}, key=repr)
         if state.family == "json":  # one object per line: the message decides, and the proxy's own lines
