@@ -22,7 +22,7 @@ from celery_doctor.timeline import Timeline
 # Events that start or extend an incident, per side.
 ANCHORS = {
     Side.CLIENT: {Kind.CONNECTION_LOST, Kind.CANNOT_CONNECT, Kind.HEARTBEAT_MISSED_BROKER,
-                  Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.TLS_ERROR},
+                  Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.TLS_ERROR, Kind.WORKER_CRASH},
     Side.BROKER: {Kind.HEARTBEAT_MISSED_CLIENT, Kind.CLIENT_CLOSED_ABRUPTLY,
                   Kind.BROKER_FORCED_CLOSE, Kind.SERVER_CLOSED_IDLE, Kind.SERVER_CLOSED_LIMIT,
                   Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.CONSUMER_TIMEOUT, Kind.TLS_ERROR,
@@ -54,6 +54,8 @@ ERROR_FAMILIES = (
     ("broken_pipe", re.compile(r"Broken pipe|Errno 32\b|EPIPE|\(32,", re.I)),
     ("eof", re.compile(r"Server unexpectedly closed|Connection closed by server|Socket closed|"
                        r"end-of-stream|Bad frame read|\bEOF\b|connection already closed", re.I)),
+    # RabbitMQ's consumer_timeout, as the client quotes it: a broker-side close, not a socket timeout
+    ("ack_timeout", re.compile(r"delivery acknowledgement on channel \d+ timed out|consumer ack timed out", re.I)),
     ("timeout", re.compile(r"timed out|Errno 110\b|ETIMEDOUT|Timeout (?:reading|writing)", re.I)),
 )
 
@@ -191,7 +193,7 @@ def _verdict(draft: _Draft, timeline: Timeline) -> tuple[str, ClosedBy, str, flo
         return "V04", ClosedBy.BROKER, "the Redis server closed the client (idle timeout or limit)", 0.9
     if kinds[Kind.CHANNEL_ERROR]:
         return "V05", ClosedBy.BROKER, "the broker closed the channel (or connection) after a protocol error", 0.8
-    if kinds[Kind.CONSUMER_TIMEOUT]:
+    if kinds[Kind.CONSUMER_TIMEOUT] or "ack_timeout" in families:
         return "V06", ClosedBy.BROKER, "the broker timed out waiting for a delivery acknowledgement", 0.85
     if kinds[Kind.HEARTBEAT_MISSED_CLIENT]:
         if kinds[Kind.HEARTBEAT_MISSED_BROKER] or "heartbeat" in families or "timeout" in families:

@@ -53,6 +53,7 @@ class Kind(str, Enum):
     WORKER_READY = "worker_ready"
     WORKER_SHUTDOWN = "worker_shutdown"
     WORKER_LOST = "worker_lost"  # pool child died: not a network event
+    WORKER_CRASH = "worker_crash"  # client: stopped on an exception that is not a connection error
     BROKER_START = "broker_start"
     BROKER_STOP = "broker_stop"
     FAILOVER = "failover"  # redis replica promotion, sentinel switch-master

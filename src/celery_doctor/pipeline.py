@@ -19,6 +19,7 @@ from celery_doctor.middleboxes import parse_idle_timeout
 from celery_doctor.model import Category, DoctorError, Evidence, Finding, Kind, Report, Role, Severity, Side
 from celery_doctor.rules import combine, logs_rules, registry, settings_rules
 from celery_doctor.rules.broker_rules import broker_findings
+from celery_doctor.rules.context import context_for
 from celery_doctor.settings import analysis as settings_analysis
 from celery_doctor.settings import catalogue as settings_catalogue
 from celery_doctor.settings import static_reader
@@ -56,7 +57,7 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
     result = read_logs(paths, format_hint=format_hint, progress=progress)
     timeline = timeline_stage.build(result)
     found = incident_stage.detect(timeline)
-    findings = logs_rules.evaluate(logs_rules.context_for(timeline, found.incidents))
+    findings = logs_rules.evaluate(context_for(timeline, found.incidents))
     warnings = [f"{s.name}: {w}" for s in result.sources for w in s.warnings]
     return Report(
         command="logs", findings=findings, incidents=found.incidents, events=timeline.events,

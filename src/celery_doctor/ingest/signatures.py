@@ -52,6 +52,10 @@ SIGNATURES: tuple[Signature, ...] = (
               "Unrecoverable error", "celery celery/worker/worker.py",
               _re(r"Unrecoverable error: \w*(OperationalError|ConnectionError|ConnectionReset|BrokenPipe|"
                   r"RecoverableConnectionError|ConnectionForced|socket\.timeout|OSError|IOError)")),
+    # any other exception that stops the worker: a library bug, a server refusal (MISCONF, OOM),
+    # a channel closed by the broker; rules/logs/ read its traceback
+    Signature("celery.worker.unrecoverable_other", "celery", Kind.WORKER_CRASH,
+              "Unrecoverable error", "celery celery/worker/worker.py"),
     Signature("celery.beat.connection_error", "celery", Kind.CONNECTION_LOST,
               "beat: Connection error", "celery celery/beat.py", versions="3.1+"),
     Signature("kombu.ensure.connection_error", "celery", Kind.CONNECTION_LOST,

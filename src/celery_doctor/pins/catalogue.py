@@ -126,6 +126,9 @@ class KnownBad:
     severity: str = "high"
     avoid: dict[str, str] = field(default_factory=dict)  # a pin that steers clear of it
     notes: str = ""
+    # how it shows in a traceback: {"exception", "text" (regex), "frame" (path part), "function"};
+    # rules/logs/known_bugs.py matches these against the logs
+    log: list[dict[str, str]] = field(default_factory=list)
 
 
 class Catalogue:

@@ -253,6 +253,8 @@ def known_bad_hits(versions: dict[str, str], pythons: list[str], broker: str | N
     for entry in entries:
         if entry.broker and broker and entry.broker != broker:
             continue
+        if not entry.when:  # known from log evidence only (no version range to check)
+            continue
         if not all(n in versions and _matches(spec, versions[n]) for n, spec in entry.when.items()):
             continue
         hit_pythons: list[str] = []

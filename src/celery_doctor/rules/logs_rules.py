@@ -8,14 +8,12 @@ event kinds, error families, verdicts and times.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from celery_doctor.incidents import error_family, running_task_age
 from celery_doctor.model import (
     Category,
     ClosedBy,
-    Event,
     Evidence,
     Finding,
     Fix,
@@ -25,73 +23,21 @@ from celery_doctor.model import (
     Severity,
     Side,
 )
+from celery_doctor.rules.context import (
+    MAX_EVIDENCE,
+    THREAD_POOLS,
+    LogContext,
+    Rule,
+    events_of,
+    evidence_of,
+    fmt_s,
+)
 from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, snippet, worst_silence_s
 from celery_doctor.rules.registry import RuleInfo, register, rule
-from celery_doctor.timeline import Timeline
 
-MAX_EVIDENCE = 8
-THREAD_POOLS = {"solo", "threads"}
-
-
-@dataclass
-class LogContext:
-    timeline: Timeline
-    incidents: list[Incident]
-    celery_version: str | None
-    pool: str | None
-    transport: str | None  # "amqp", "redis", ... from the banner or the events
-    heartbeat_s: float | None  # negotiated timeout the broker reported, if any
-
-
-Rule = Callable[[LogContext], Iterable[Finding]]
-
-
-def context_for(timeline: Timeline, incidents: list[Incident]) -> LogContext:
-    meta: dict[str, object] = {}
-    for source in timeline.sources:
-        for key, value in source.meta.items():
-            meta.setdefault(key, value)
-    hb = [e.detail["timeout_s"] for e in timeline.events
-          if e.kind == Kind.HEARTBEAT_MISSED_CLIENT and e.detail.get("timeout_s")]
-    transport = str(meta.get("transport") or "")
-    client_text = "\n".join(e.text for e in timeline.events if e.side == Side.CLIENT and e.kind != Kind.OTHER)
-    if not transport and ("redis/" in client_text or "redis.exceptions" in client_text or "redis://" in client_text):
-        transport = "redis"
-    if not transport:
-        broker_formats = {s.format for s in timeline.sources}
-        transport = "redis" if any("redis" in f for f in broker_formats) else (
-            "amqp" if any("rabbit" in f for f in broker_formats) else "")
-    return LogContext(
-        timeline=timeline, incidents=incidents,
-        celery_version=str(meta["celery_version"]) if meta.get("celery_version") else None,
-        pool=str(meta["pool"]).lower() if meta.get("pool") else None,
-        transport=transport.split(":")[0].lower() or None,
-        heartbeat_s=float(hb[0]) if hb else None,
-    )
-
-
-def _evidence(events: Iterable[Event], kinds: set[Kind] | None = None) -> list[Evidence]:
-    out: list[Evidence] = []
-    seen: set[tuple[str, int]] = set()
-    for e in events:
-        if kinds is not None and e.kind not in kinds:
-            continue
-        if (e.source, e.line) in seen:
-            continue
-        seen.add((e.source, e.line))
-        out.append(Evidence.of(e))
-        if len(out) >= MAX_EVIDENCE:
-            break
-    return out
-
-
-def _events(incidents: Iterable[Incident]) -> list[Event]:
-    return [e for inc in incidents for e in inc.events]
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-
+_evidence = evidence_of
+_events = events_of
+_fmt_s = fmt_s
 
 @rule("CD-L01", "logs", Category.NETWORK_IDLE_TIMEOUT)
 def idle_cut(ctx: LogContext) -> Iterable[Finding]:
@@ -381,7 +327,8 @@ def alarms(ctx: LogContext) -> Iterable[Finding]:
 @rule("CD-L08", "logs", Category.VERSION_INCOMPATIBILITY)
 def consumer_timeout(ctx: LogContext) -> Iterable[Finding]:
     """RabbitMQ closed a channel whose delivery stayed unacknowledged past `consumer_timeout`."""
-    hits = [i for i in ctx.incidents if any(e.kind == Kind.CONSUMER_TIMEOUT for e in i.events)]
+    hits = [i for i in ctx.incidents if any(e.kind == Kind.CONSUMER_TIMEOUT or error_family(e) == "ack_timeout"
+                                            for e in i.events)]
     if not hits:
         return []
     return [Finding(
@@ -475,7 +422,9 @@ RULES: tuple[Rule, ...] = (idle_cut, path_loss, heartbeat_silence, broker_restar
 
 
 def evaluate(ctx: LogContext) -> list[Finding]:
-    findings = [f for rule in RULES for f in rule(ctx)]
+    from celery_doctor.rules.logs import RULES as MODULE_RULES  # they import this module's helpers
+
+    findings = [f for rule in (*RULES, *MODULE_RULES) for f in rule(ctx)]
     explained = {(e.source, e.line) for f in findings for e in f.evidence}
     unexplained = [i for i in ctx.incidents if not any((e.source, e.line) in explained for e in i.events)]
     if unexplained:
