@@ -38,9 +38,12 @@ def test_thread_is_diagnosed_to_its_confirmed_cause(name: str) -> None:
     assert any(line.split("...")[0].strip()[:40] in cited for line in truth["evidence_lines"]), cited[:300]
 
 
+def _label(folder: Path) -> str:
+    return str(json.loads((folder / "case.json").read_text())["root_cause_category"])
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in THREADS.iterdir()
-                                        if (p / "case.json").exists()
-                                        and json.loads((p / "case.json").read_text())["root_cause_category"] == "unknown"))
+                                        if (p / "case.json").exists() and _label(p) == "unknown"))
 def test_unsettled_thread_claims_no_cause_above_half(name: str) -> None:
     _, logs = _case(name)
     try:
