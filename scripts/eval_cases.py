@@ -96,7 +96,8 @@ def calibration(rows: list[Scored]) -> list[tuple[str, int, int]]:
     """(bucket, causes named in it, of those the confirmed one) over every named cause."""
     table = []
     for lo, hi in BUCKETS:
-        hits = [(row.label, cat) for row in rows for cat, c in row.causes if lo <= c < hi]
+        # "unknown" is no claim (the tool says it cannot tell), so it is not scored here
+        hits = [(row.label, cat) for row in rows for cat, c in row.causes if lo <= c < hi and cat != "unknown"]
         right = sum(1 for label, cat in hits if cat == label)
         table.append((f"{lo:.1f}-{min(hi, 1.0):.1f}", len(hits), right))
     return table

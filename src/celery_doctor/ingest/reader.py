@@ -257,7 +257,8 @@ class Scanner:
             return None
         last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
         if not signatures.CONNECTION_ERROR.search(last):
-            return None
+            # a pasted traceback on its own is what stopped the process (the known-bug rules read it)
+            return Kind.WORKER_CRASH if bare and "Traceback (most recent call last)" in "\n".join(lines) else None
         return Kind.CANNOT_CONNECT if signatures.REFUSED.search(last) else Kind.CONNECTION_LOST
 
     def feed_records(self, buf: bytes) -> None:

@@ -14,6 +14,7 @@ from celery_doctor.incidents import error_family, running_task_age
 from celery_doctor.model import (
     Category,
     ClosedBy,
+    Event,
     Evidence,
     Finding,
     Fix,
@@ -327,9 +328,12 @@ def alarms(ctx: LogContext) -> Iterable[Finding]:
 @rule("CD-L08", "logs", Category.VERSION_INCOMPATIBILITY)
 def consumer_timeout(ctx: LogContext) -> Iterable[Finding]:
     """RabbitMQ closed a channel whose delivery stayed unacknowledged past `consumer_timeout`."""
-    hits = [i for i in ctx.incidents if any(e.kind == Kind.CONSUMER_TIMEOUT or error_family(e) == "ack_timeout"
-                                            for e in i.events)]
-    if not hits:
+    def timed_out(e: Event) -> bool:
+        return e.kind == Kind.CONSUMER_TIMEOUT or error_family(e) == "ack_timeout"
+
+    hits = [i for i in ctx.incidents if any(timed_out(e) for e in i.events)]
+    pasted = [e for e in ctx.timeline.undated if timed_out(e)]  # the error quoted without its log line
+    if not hits and not pasted:
         return []
     return [Finding(
         category=Category.VERSION_INCOMPATIBILITY, severity=Severity.HIGH,
@@ -338,10 +342,10 @@ def consumer_timeout(ctx: LogContext) -> Iterable[Finding]:
                      "unacknowledged longer than `consumer_timeout` (30 min by default since 3.8.17). "
                      "Late-acked long tasks, or ETA/countdown tasks held by the worker, hit it after "
                      "a broker upgrade."),
-        evidence=_evidence(_events(hits)),
+        evidence=_evidence([*_events(hits), *pasted]),
         fix=Fix(text="Raise consumer_timeout on the broker (rabbitmq.conf or per queue) above your "
                      "longest task / ETA, or stop holding ETA tasks in the worker."),
-        confidence=0.8,
+        confidence=0.8 if hits else 0.75,
     )]
 
 
