@@ -132,7 +132,12 @@ def main(root: str, spec: dict[str, Any]) -> dict[str, Any]:
         bare = name[len(prefix):].lower() if prefix and name.startswith(prefix) else name
         out["honoured"][name] = bare if bare in SETTING_KEYS else _TO_NEW_KEY.get(name)
     # keys set from code (Celery(**kw), conf.update, conf.X before or after configuration)
-    stored = {**dict(getattr(app, "_preconf", {})), **dict(conf.changes)}
+    from celery.app.defaults import _TO_OLD_KEY
+
+    raw = dict(getattr(app, "_preconf", {}))
+    # changes holds the preconf keys converted to the config's style: keep the names as written
+    converted = {_TO_NEW_KEY.get(k, _TO_OLD_KEY.get(k, k)) for k in raw}
+    stored = {**raw, **{k: v for k, v in dict(conf.changes).items() if k not in converted}}
     for key in stored:
         new = key if key in SETTING_KEYS else _TO_NEW_KEY.get(key)
         out["stored"][key] = new
@@ -148,12 +153,13 @@ def projects() -> dict[str, dict[str, Any]]:
     return data
 
 
-def truth_for(name: str) -> dict[str, Any]:
-    """The ground truth of one fixture project, from a fresh interpreter."""
+def truth_for(name: str, root: str | None = None) -> dict[str, Any]:
+    """The ground truth of one fixture project (or a copy of it at ``root``), from a fresh interpreter."""
     import subprocess
 
     spec = projects()[name]
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), os.path.join(REAL, name), json.dumps(spec)],
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), root or os.path.join(REAL, name),
+                           json.dumps(spec)],
                           capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{name}: loading it the project's way failed:\n{proc.stderr[-2000:]}")

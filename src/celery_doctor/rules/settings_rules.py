@@ -3,6 +3,7 @@ and values that are risky for long-lived broker connections."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from celery_doctor.middleboxes import Middlebox
@@ -59,6 +60,10 @@ def _spell(setting: str, analysis: an.Analysis, value: Any = None, *, with_value
         name = catalogue.canonical(setting, analysis.target) or setting.upper()
     elif facts.namespace:
         name = f"{facts.namespace}_{setting.upper()}"
+    elif facts.django:
+        # Django keeps upper-case names only: without a namespace the old name is the one Celery reads
+        old = catalogue.table(analysis.target).get(setting, {}).get("old") or [setting.upper()]
+        name = old[0] if facts.namespace_known else f"CELERY_{setting.upper()}"
     return f"{name} = {value!r}" if with_value else name
 
 
@@ -69,6 +74,20 @@ def _names_findings(analysis: an.Analysis) -> list[Finding]:
     for row in analysis.rows:
         name = row.item.name
         relevant = (row.setting or "") in CONNECTION_SETTINGS
+        if row.status in an.IGNORED and name in analysis.facts.loaded_names:
+            continue  # a variable the file uses to build a real setting (BROKER_URL from CELERY_BROKER_USER...)
+        if row.status == an.DROPPED_BY_DJANGO:
+            out.append(Finding(
+                category=Category.OLD_SETTING_NAMES_IGNORED, severity=Severity.HIGH if relevant else Severity.MEDIUM,
+                title=f"{name} never reaches Celery: Django keeps only upper-case settings",
+                explanation=f"{row.item.source} is part of the Django settings "
+                            f"({analysis.facts.django_settings or 'DJANGO_SETTINGS_MODULE'}); django.conf.settings "
+                            f"drops every name that is not upper case, so Celery uses the default of {row.setting}.",
+                evidence=[_ev(row)], confidence=0.95,
+                fix=Fix(text=f"Write it as {row.suggestion} (the CELERY namespace form).",
+                        snippet=f"{row.suggestion} = {an.show(row.item.value)}"),
+                facts={"setting": row.setting, "written": name, "suggestion": row.suggestion, "honoured": False}))
+            continue
         if row.status == an.OLD and id(row) not in mixed:
             out.append(Finding(
                 category=Category.OLD_SETTING_NAMES_IGNORED, severity=Severity.LOW,
@@ -141,29 +160,87 @@ def _mix_finding(analysis: an.Analysis) -> list[Finding]:
                "names": [r.item.name for r in analysis.mix_names]})]
 
 
+def _ignored_prefixed(analysis: an.Analysis) -> list[an.Row]:
+    return [r for r in analysis.rows if r.status == an.IGNORED_NO_NAMESPACE
+            and r.item.name not in analysis.facts.loaded_names]
+
+
+def _broker_text(analysis: an.Analysis) -> str:
+    broker, _ = analysis.value("broker_url")
+    return an.show(broker) if broker is not None else f"{DEFAULT_BROKER} (Celery's default)"
+
+
+def _harmless(analysis: an.Analysis, row: an.Row) -> bool:
+    """The ignored name's value is in effect anyway (set under the right name elsewhere)."""
+    current = analysis.effective.get(row.setting or "")
+    return current is not None and not isinstance(current[0], Dynamic) and current[0] == row.item.value
+
+
 def _namespace_findings(analysis: an.Analysis) -> list[Finding]:
-    ignored = [r for r in analysis.rows if r.status == an.IGNORED_NO_NAMESPACE]
+    facts = analysis.facts
+    if analysis.alternative is not None:
+        return _namespace_unknown(analysis, analysis.alternative)
+    ignored = _ignored_prefixed(analysis)
     if not ignored:
         return []
-    facts = analysis.facts
-    broker, origin = analysis.value("broker_url")
-    effective = an.show(broker) if broker is not None else f"{DEFAULT_BROKER} (Celery's default)"
-    where = f" ({facts.celery_py})" if facts.celery_py else ""
-    call = next((c for c in facts.config_from_object if "django" in c[0]), None)
-    relevant = any(r.setting in CONNECTION_SETTINGS for r in ignored)
+    _, origin = analysis.value("broker_url")
+    effective = _broker_text(analysis)
+    harmful = [r for r in ignored if not _harmless(analysis, r)]
+    relevant = any(r.setting in CONNECTION_SETTINGS for r in harmful)
     names = ", ".join(r.item.name for r in ignored)
+    loader = facts.loader
+    evidence = [_ev(r) for r in ignored] + (
+        [Evidence(source=loader.source, line=loader.line, text=loader.text)] if loader else [])
+    facts_out = {"ignored": [r.item.name for r in ignored], "effective_broker_url": effective,
+                 "broker_origin": origin, "harmless": [r.item.name for r in ignored if r not in harmful]}
+    severity = (Severity.CRITICAL if relevant else Severity.HIGH) if harmful else Severity.LOW
+    if not facts.django:
+        # a module or class config: the prefix is simply not part of Celery's names
+        renames = "\n".join(f"{r.setting} = {an.show(r.item.value)}" for r in ignored if r.setting)
+        return [Finding(
+            category=Category.OLD_SETTING_NAMES_IGNORED, severity=severity,
+            title=f"{len(ignored)} CELERY_-prefixed names are not Celery setting names here: ignored",
+            explanation=f"Celery reads this config without a namespace, so CELERY_BROKER_URL means nothing to it "
+                        f"(it reads broker_url, or the old BROKER_URL). Ignored: {names}. Effective broker URL: "
+                        f"{effective}." + (" The same values are set elsewhere, so nothing changes today."
+                                           if not harmful else ""),
+            evidence=evidence, confidence=0.9,
+            fix=Fix(text="Use Celery's own names.", snippet=renames or None), facts=facts_out)]
+    where = f" ({loader.source}:{loader.line})" if loader else ""
     return [Finding(
-        category=Category.OLD_SETTING_NAMES_IGNORED, severity=Severity.CRITICAL if relevant else Severity.HIGH,
+        category=Category.OLD_SETTING_NAMES_IGNORED, severity=severity,
         title=f"{len(ignored)} CELERY_-prefixed settings are ignored: the app is configured without namespace='CELERY'",
-        explanation=f"The app{where} loads the settings without a namespace, so Celery reads broker_url / "
+        explanation=f"The app{where} loads the Django settings without a namespace, so Celery reads broker_url / "
                     f"BROKER_URL, never CELERY_BROKER_URL. Ignored: {names}. Effective broker URL: {effective}.",
-        evidence=[_ev(r) for r in ignored] + ([Evidence(source=facts.celery_py or "", line=call[1], text=call[2])]
-                                             if call else []),
-        confidence=0.95,
+        evidence=evidence, confidence=0.95,
         fix=Fix(text="Load the Django settings with the CELERY namespace in celery.py.",
                 snippet="app.config_from_object('django.conf:settings', namespace='CELERY')"),
-        facts={"ignored": [r.item.name for r in ignored], "effective_broker_url": effective,
-               "broker_origin": origin})]
+        facts=facts_out)]
+
+
+def _namespace_unknown(analysis: an.Analysis, other: an.Analysis) -> list[Finding]:
+    """No celery.py was found for a Django settings file: both readings, side by side."""
+    readings: list[dict[str, Any]] = []
+    for reading in (analysis, other):
+        ignored = [r.item.name for r in reading.rows if r.status in an.IGNORED
+                   and r.item.name not in reading.facts.loaded_names]
+        label = f"namespace='{reading.facts.namespace}'" if reading.facts.namespace else "no namespace"
+        readings.append({"namespace": reading.facts.namespace, "effective_broker_url": _broker_text(reading),
+                         "ignored": ignored, "label": label})
+    if readings[0]["ignored"] == readings[1]["ignored"] and \
+            readings[0]["effective_broker_url"] == readings[1]["effective_broker_url"]:
+        return []  # no setting depends on it
+    text = " ".join(f"With {r['label']}: broker {r['effective_broker_url']}, ignored: "
+                    f"{', '.join(r['ignored']) or 'nothing'}." for r in readings)
+    return [Finding(
+        category=Category.OLD_SETTING_NAMES_IGNORED, severity=Severity.MEDIUM,
+        title="Which of these settings Celery reads depends on celery.py's namespace, and no celery.py was found",
+        explanation=f"No app module under the project loads this Django settings file, so the namespace= of its "
+                    f"config_from_object call is not known. {text} The table shows the first reading.",
+        evidence=[], confidence=0.5,
+        fix=Fix(text="Give the app module too (celery-doctor config settings.py proj/celery.py) or the project "
+                     "directory: its config_from_object('django.conf:settings', namespace=...) settles it."),
+        facts={"namespace": "unknown", "readings": readings})]
 
 
 def _amqp_backend(analysis: an.Analysis) -> list[Finding]:
@@ -308,9 +385,12 @@ def _default_findings(analysis: an.Analysis, source: str | None) -> list[Finding
     if not source:
         return []
     out: list[Finding] = []
+    kind = _broker_kind(analysis)
     for setting, story in CHANGED_DEFAULTS.items():
         if setting in analysis.effective:
             continue  # the user set it: the default does not matter
+        if setting == "broker_heartbeat" and kind not in ("amqp", None):
+            continue  # kombu sends AMQP heartbeats only on AMQP transports (Redis has none)
         before = catalogue.default(setting, source)
         after = catalogue.default(setting, analysis.target)
         if after is None or (before is not None and before == after):
@@ -344,7 +424,14 @@ def config_data(analysis: an.Analysis, source: str | None) -> dict[str, Any]:
     return {
         "target": analysis.target, "from": source, "files": analysis.facts.files,
         "namespace": analysis.facts.namespace, "django": analysis.facts.django,
-        "mix_error": analysis.mix_error,
+        "namespace_known": analysis.facts.namespace_known,
+        "loader": dataclasses.asdict(analysis.facts.loader) if analysis.facts.loader else None,
+        "config_object": analysis.facts.config_object,
+        "mix_error": analysis.mix_error, "mix_source": analysis.mix_source,
+        "alternative": {"namespace": analysis.alternative.facts.namespace,
+                        "effective_broker_url": _broker_text(analysis.alternative),
+                        "settings": [{"written": r.item.name, "status": r.status, "setting": r.setting}
+                                     for r in analysis.alternative.rows]} if analysis.alternative else None,
         "effective_broker_url": an.show(broker) if broker is not None else DEFAULT_BROKER,
         "effective_broker_origin": origin,
         "settings": [{"written": r.item.name, "setting": r.setting, "status": r.status,

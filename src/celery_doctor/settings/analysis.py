@@ -9,6 +9,7 @@ namespace the lookup tries ``CELERY_KEY``, then ``key``, then the old name; keys
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -35,8 +36,13 @@ E_MIX_NEW_INTO_OLD = ("\n\nCannot mix new setting names with old setting names, 
                       "Or change all of the settings to use the new format :)\n\n")
 
 # status of one written name
-OK, OLD, IGNORED_NO_NAMESPACE, NEW_IN_OLD_RELEASE, REMOVED, NOT_YET, UNKNOWN = (
-    "ok", "old_name", "ignored_no_namespace", "ignored_by_3x", "removed", "not_in_target", "unknown")
+OK, OLD, IGNORED_NO_NAMESPACE, NEW_IN_OLD_RELEASE, REMOVED, NOT_YET, UNKNOWN, DROPPED_BY_DJANGO = (
+    "ok", "old_name", "ignored_no_namespace", "ignored_by_3x", "removed", "not_in_target", "unknown",
+    "dropped_by_django")
+IGNORED = frozenset({IGNORED_NO_NAMESPACE, NEW_IN_OLD_RELEASE, REMOVED, NOT_YET, UNKNOWN, DROPPED_BY_DJANGO})
+# where the names of the config object itself are written (Celery reads them as one mapping)
+SOURCE_VIAS = ("module", "yaml", "class", "dict_literal")
+CODE_VIAS = ("conf_update", "conf_attr", "conf_item", "celery_kwarg")
 
 
 @dataclass
@@ -57,7 +63,10 @@ class Analysis:
     mix_error: str | None = None  # the exact ImproperlyConfigured text Celery would raise
     mix_style: str | None = None  # "new" | "old": the style Celery picks
     mix_names: list[Row] = field(default_factory=list)
+    mix_source: str | None = None  # what Celery checked: "the class X", "the module", "the pre-configuration"
     effective: dict[str, tuple[Any, str]] = field(default_factory=dict)  # setting -> (value, origin)
+    # when a Django file's namespace is not known: the same files read with the other namespace
+    alternative: Analysis | None = None
 
     def value(self, setting: str) -> tuple[Any, str]:
         if setting in self.effective:
@@ -83,10 +92,14 @@ def classify(item: Assignment, target: str, facts: ConfigFacts) -> Row | None:
     """One written name against the target release; None when it is not a Celery setting."""
     name = item.name
     names = catalogue.table(target)
-    prefix = _prefixed(facts) if item.prefixed and item.via in ("module", "dict_literal") else None
+    prefix = _prefixed(facts) if item.prefixed and item.via in SOURCE_VIAS else None
     if not catalogue.new_style(target):
         return _classify_3x(item, target, names)
     to_new = catalogue.to_new(target)
+    if facts.django and item.via in ("module", "yaml"):
+        django = _classify_django(item, target, facts)
+        if django is not None:
+            return django if isinstance(django, Row) else None
 
     def spelled(setting: str) -> str:
         return f"{prefix}{setting.upper()}" if prefix else setting
@@ -140,6 +153,26 @@ def classify(item: Assignment, target: str, facts: ConfigFacts) -> Row | None:
     return Row(item, UNKNOWN, setting, suggestion)
 
 
+def _classify_django(item: Assignment, target: str, facts: ConfigFacts) -> Row | bool | None:
+    """A Django settings module holds Django's names and the app's too: only names Celery reads are
+    Celery settings, and Django itself keeps only the upper-case ones. False: not a Celery setting;
+    None: judge it like any config module."""
+    name = item.name
+    names = catalogue.table(target)
+    if not name.isupper():
+        bare = name.lower()
+        if bare in names or bare in UNDECLARED_KEYS:
+            spelled = f"{facts.namespace or 'CELERY'}_{bare.upper()}"
+            return Row(item, DROPPED_BY_DJANGO, bare, spelled,
+                       note="Django keeps only upper-case names in settings")
+        return False
+    celery_prefixed = name.startswith(("CELERY", "BROKER_")) or (
+        facts.namespace is not None and name.startswith(f"{facts.namespace}_"))
+    if not celery_prefixed and name not in catalogue.to_new(target):
+        return False  # ADMINS, EMAIL_TIMEOUT, TIME_ZONE...: Django's (Celery 3.1 shared some of the names)
+    return None
+
+
 def _classify_3x(item: Assignment, target: str, names: dict[str, Any]) -> Row | None:
     name = item.name
     if name in names:
@@ -153,16 +186,43 @@ def _classify_3x(item: Assignment, target: str, names: dict[str, Any]) -> Row | 
     return Row(item, UNKNOWN, suggestion, suggestion)
 
 
+def _mappings(analysis: Analysis) -> list[tuple[str, list[Row]]]:
+    """What celery.app.utils.detect_settings looks at, one mapping at a time: the config object
+    (a module, a class with its bases, a dict, the Django settings), or, when the app has none,
+    the keys given in code before the first read of app.conf (module level only: a def may run
+    after the configuration is loaded, when nothing is checked)."""
+    facts = analysis.facts
+    rows = analysis.rows
+    if facts.config_object:
+        mro = set(facts.class_mro(facts.config_object))
+        chosen = [r for r in rows if r.item.via == "class" and r.item.scope in mro]
+        return [(f"the class {facts.config_object}", chosen)]
+    leaves = [c for c in facts.classes if not any(c in o.bases for o in facts.classes.values())]
+    out: list[tuple[str, list[Row]]] = []
+    for leaf in leaves:
+        mro = set(facts.class_mro(leaf))
+        out.append((f"the class {leaf}", [r for r in rows if r.item.via == "class" and r.item.scope in mro]))
+    source = [r for r in rows if r.item.via in ("module", "yaml", "dict_literal") and r.status != DROPPED_BY_DJANGO]
+    if source or any(r.item.via in ("module", "yaml") for r in rows):
+        out.append(("the config module", source))
+    if out or facts.loader_calls:
+        return out  # a config source exists (read or not): the pre-configuration is not checked
+    code = [r for r in rows if r.item.via in ("conf_update", "conf_attr", "conf_item") and not r.item.in_function]
+    return [("the settings given in code before the app is configured", code)]
+
+
 def _detect_mix(analysis: Analysis) -> None:
     """Predict celery.app.utils.detect_settings for the config source."""
     facts = analysis.facts
     if not catalogue.new_style(analysis.target) or facts.namespace:
         return
-    config_rows = [r for r in analysis.rows if r.item.via in ("module", "dict_literal")]
-    if not config_rows:  # configured in code only: the pre-configuration is checked
-        config_rows = [r for r in analysis.rows if r.item.via in ("conf_update", "conf_attr", "conf_item")
-                       or (r.item.via == "celery_kwarg" and r.item.name not in ("broker_url", "result_backend",
-                                                                                "include"))]
+    for label, config_rows in _mappings(analysis):
+        if _detect_one(analysis, config_rows):
+            analysis.mix_source = label
+            return
+
+
+def _detect_one(analysis: Analysis, config_rows: list[Row]) -> bool:
     have = {r.item.name for r in config_rows}
     names = set(catalogue.table(analysis.target))
     to_new = catalogue.to_new(analysis.target)
@@ -175,17 +235,31 @@ def _detect_mix(analysis: Analysis) -> None:
         style, left = "old", is_new
     convert = to_new if style == "new" else to_old
     really = sorted(k for k in left if convert.get(k) not in have)
+    analysis.mix_style = analysis.mix_style or style
+    if not really:
+        return False
     analysis.mix_style = style
-    if really:
-        template = E_MIX_OLD_INTO_NEW if style == "new" else E_MIX_NEW_INTO_OLD
-        analysis.mix_error = template.format(renames="\n".join(
-            f"{k:<36} -> {convert[k]}" for k in really))
-        analysis.mix_names = [r for r in config_rows if r.item.name in really]
+    template = E_MIX_OLD_INTO_NEW if style == "new" else E_MIX_NEW_INTO_OLD
+    analysis.mix_error = template.format(renames="\n".join(f"{k:<36} -> {convert[k]}" for k in really))
+    analysis.mix_names = [r for r in config_rows if r.item.name in really]
+    return True
 
 
 def _effective(analysis: Analysis) -> None:
-    """Setting -> (value as written, origin) for the names Celery will actually read."""
-    for row in analysis.rows:
+    """Setting -> (value as written, origin) for the names Celery will actually read: the config
+    object first (a class: its bases, then the class), then what code sets (Celery(...) keywords,
+    conf.update, conf.X), which Celery keeps on top of it."""
+    facts = analysis.facts
+    mro = list(reversed(facts.class_mro(facts.config_object))) if facts.config_object else None
+
+    def rank(row: Row) -> tuple[int, int]:
+        if row.item.via == "class":
+            return 0, mro.index(row.item.scope) if mro and row.item.scope in mro else 0
+        return (1 if row.item.via in CODE_VIAS else 0), 0
+
+    for row in sorted(analysis.rows, key=rank):
+        if row.item.via == "class" and mro is not None and row.item.scope not in mro:
+            continue  # a class Celery is not configured from
         if row.status in (OK, OLD, NEW_IN_OLD_RELEASE) and row.setting:
             setting = catalogue.any_to_new().get(row.setting, row.setting) if not catalogue.new_style(
                 analysis.target) else row.setting
@@ -194,12 +268,27 @@ def _effective(analysis: Analysis) -> None:
             # under a namespace the prefixed name wins over the old one, whatever the order
             if current and row.status == OLD and current[1].endswith("(namespaced)"):
                 continue
-            if analysis.facts.namespace and row.status == OK and row.item.via == "module":
+            if analysis.facts.namespace and row.status == OK and row.item.via in SOURCE_VIAS:
                 origin += " (namespaced)"
+            if row.item.in_function:
+                origin += " (in a function)"
             analysis.effective[setting] = (row.item.value, origin)
 
 
 def analyse(facts: ConfigFacts, target: str | None = None, source_version: str | None = None) -> Analysis:
+    """The files as Celery reads them; a Django file whose namespace is not known is read both ways,
+    the reading its names point to first (CELERY_ names: the namespace the docs use)."""
+    if facts.namespace_known or not facts.django:
+        return _analyse(facts, target, source_version)
+    prefixed = any(a.name.startswith("CELERY_") and a.via in ("module", "yaml") for a in facts.assignments)
+    first = dataclasses.replace(facts, namespace="CELERY" if prefixed else None)
+    other = dataclasses.replace(facts, namespace=None if prefixed else "CELERY")
+    analysis = _analyse(first, target, source_version)
+    analysis.alternative = _analyse(other, target, source_version)
+    return analysis
+
+
+def _analyse(facts: ConfigFacts, target: str | None, source_version: str | None) -> Analysis:
     version = catalogue.resolve(target)
     analysis = Analysis(target=version, source_version=catalogue.resolve(source_version) if source_version else None,
                         facts=facts)

@@ -19,7 +19,7 @@ import libcst as cst
 import libcst.metadata
 
 from celery_doctor.settings import catalogue
-from celery_doctor.settings.interface import SettingsError
+from celery_doctor.settings.interface import ConfigFacts, SettingsError
 
 
 @dataclass
@@ -119,22 +119,30 @@ class _Collector(cst.CSTVisitor):
 
     METADATA_DEPENDENCIES = (cst.metadata.ScopeProvider,)
 
-    def __init__(self) -> None:
+    def __init__(self, classes: frozenset[str] = frozenset()) -> None:
         self.assigned: set[str] = set()
+        self.classes = classes
+        self.class_assigned: dict[str, set[str]] = {}  # config class -> names assigned in its body
+        self.lines: dict[tuple[str | None, str], int] = {}
 
     def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
         if isinstance(node.target, cst.Name):
             scope = self.get_metadata(cst.metadata.ScopeProvider, node.target, None)
             if isinstance(scope, cst.metadata.GlobalScope):
                 self.assigned.add(node.target.value)
+            elif isinstance(scope, cst.metadata.ClassScope) and isinstance(scope.node, cst.ClassDef) and \
+                    scope.node.name.value in self.classes:
+                self.class_assigned.setdefault(scope.node.name.value, set()).add(node.target.value)
 
 
 class _Renamer(cst.CSTTransformer):
     METADATA_DEPENDENCIES = (cst.metadata.PositionProvider, cst.metadata.ScopeProvider)
 
-    def __init__(self, names: _Names, module_renames: dict[str, str], migration: Migration) -> None:
+    def __init__(self, names: _Names, module_renames: dict[str, str], migration: Migration,
+                 class_renames: dict[tuple[str, str], str] | None = None) -> None:
         self.names = names
         self.module_renames = module_renames
+        self.class_renames = class_renames or {}
         self.migration = migration
         self._not_references: set[int] = set()  # attribute names and keyword names are not globals
 
@@ -153,6 +161,13 @@ class _Renamer(cst.CSTTransformer):
 
     # module-level names: targets and every read of those globals
     def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+        if self.class_renames and id(original) not in self._not_references:
+            scope = self.get_metadata(cst.metadata.ScopeProvider, original, None)
+            if isinstance(scope, cst.metadata.ClassScope) and isinstance(scope.node, cst.ClassDef):
+                renamed = self.class_renames.get((scope.node.name.value, original.value))
+                if renamed is not None:
+                    self._record(original, original.value, renamed)
+                    return updated.with_changes(value=renamed)
         new = self.module_renames.get(original.value)
         if new is None or id(original) in self._not_references:
             return updated
@@ -208,6 +223,11 @@ class _Renamer(cst.CSTTransformer):
 
     # conf.KEY and conf['KEY']
     def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
+        if isinstance(original.value, cst.Name):  # TheConfigClass.OLD_NAME read elsewhere in the file
+            renamed = self.class_renames.get((original.value.value, original.attr.value))
+            if renamed is not None:
+                self._record(original, original.attr.value, renamed)
+                return updated.with_changes(attr=updated.attr.with_changes(value=renamed))
         if _is_conf(original.value):
             new = self.names.new_key(original.attr.value)
             if new:
@@ -236,7 +256,8 @@ class _Renamer(cst.CSTTransformer):
 
 
 def migrate_source(source: str, path: str = "<config>", to_version: str | None = None,
-                   django: bool = False) -> Migration:
+                   django: bool = False, classes: frozenset[str] = frozenset()) -> Migration:
+    """Rename in ``source``; ``classes`` are the config classes whose bodies hold settings."""
     target = catalogue.resolve(to_version)
     if not catalogue.new_style(target):
         raise SettingsError(f"--to {target}: migrate converts to the 4.0+ names; {target} uses the old ones")
@@ -246,7 +267,7 @@ def migrate_source(source: str, path: str = "<config>", to_version: str | None =
         raise SettingsError(f"{path}:{exc.raw_line}: syntax error (is this a Python 2 file? "
                             "convert it with 2to3 first)") from None
     wrapper = cst.metadata.MetadataWrapper(module)
-    collector = _Collector()
+    collector = _Collector(classes)
     wrapper.visit(collector)
     names = _Names(target, django)
     migration = Migration(path=path, original=source, migrated=source)
@@ -260,7 +281,24 @@ def migrate_source(source: str, path: str = "<config>", to_version: str | None =
                                    "(not renamed, to keep the value Celery uses now)")
             continue
         module_renames[name] = new
-    renamed = wrapper.visit(_Renamer(names, module_renames, migration))
+    class_renames: dict[tuple[str, str], str] = {}
+    for cls, assigned in sorted(collector.class_assigned.items()):
+        for name in sorted(assigned):
+            new = names.new_key(name)
+            if new is None:
+                if names.removed(name):
+                    line = next((i for i, text in enumerate(source.splitlines(), 1)
+                                 if text.lstrip().startswith(name)), 0)
+                    migration.unconvertible.append(
+                        (line, name, f"removed after Celery {catalogue.last_release_with(name)}; "
+                                     f"no {target} equivalent"))
+                continue
+            if new in assigned:
+                migration.notes.append(f"{cls}: {name} and {new} are both set: Celery uses {new}; delete {name} "
+                                       "by hand (not renamed, to keep the value Celery uses now)")
+                continue
+            class_renames[(cls, name)] = new
+    renamed = wrapper.visit(_Renamer(names, module_renames, migration, class_renames))
     migration.migrated = renamed.code
     # removed module-level settings: report, never pass through silently
     lines = source.splitlines()
@@ -284,6 +322,10 @@ def migrate_source(source: str, path: str = "<config>", to_version: str | None =
 
 
 def migrate_file(path: str, to_version: str | None = None, django: bool = False) -> Migration:
+    """Migrate one file the way the audit reads it: the classes Celery is configured from are
+    renamed too, and a Django settings file gets the names Django and Celery will both keep."""
+    from celery_doctor.settings import static_reader
+
     file = Path(path)
     try:
         source = file.read_text(encoding="utf-8")
@@ -291,27 +333,52 @@ def migrate_file(path: str, to_version: str | None = None, django: bool = False)
         raise SettingsError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: cannot read: {exc}") from None
-    migration = migrate_source(source, path, to_version, django)
+    facts = static_reader.read([path])
+    classes = frozenset(facts.class_mro(facts.config_object) if facts.config_object else facts.classes)
+    switched = None
+    if facts.django and not django:
+        plain = migrate_source(source, path, to_version, False, classes).changed
+        namespaced = migrate_source(source, path, to_version, True, classes).changed
+        no_namespace = facts.namespace_known and facts.loader is not None and facts.namespace != "CELERY"
+        if plain or (namespaced and not no_namespace):
+            switched = _django_mode(path, facts)
+            django = True
+    migration = migrate_source(source, path, to_version, django, classes)
+    if switched:
+        migration.notes.append(switched)
     if django:
-        migration.notes.extend(_namespace_advice(file))
+        migration.notes.extend(_namespace_advice(facts))
     return migration
 
 
-def _namespace_advice(settings_file: Path) -> list[str]:
-    from celery_doctor.settings import static_reader
+def _django_mode(path: str, facts: ConfigFacts) -> str:
+    """A Django settings file migrated without --django: the namespaced form when the app reads it
+    with namespace='CELERY'; otherwise refuse, since lower-case names never reach Celery."""
+    loader = facts.loader
+    where = f"{loader.source}:{loader.line}" if loader else None
+    if facts.namespace_known and facts.namespace == "CELERY":
+        return (f"{path} is Django settings loaded with namespace='CELERY' ({where}): writing the CELERY_ names "
+                "(Django keeps only upper-case names, so the lower-case ones would be lost)")
+    if facts.namespace_known and loader is not None:
+        raise SettingsError(
+            f"{path} is Django settings and {where} loads it without namespace='CELERY': lower-case names would "
+            "be dropped by Django and CELERY_ names ignored by Celery; add namespace='CELERY' there, then run "
+            f"`celery-doctor config migrate --django {path}`")
+    raise SettingsError(
+        f"{path} is Django settings and no celery.py that loads it was found under the project: the names to "
+        "write depend on its namespace=; with namespace='CELERY' run `celery-doctor config migrate --django "
+        f"{path}`, or give the project's celery.py a look first (nothing written)")
 
-    for candidate in (settings_file.parent / "celery.py", settings_file.parent.parent / "celery.py"):
-        if candidate.is_file():
-            try:
-                facts = static_reader.read([str(candidate)])
-            except SettingsError:
-                return []
-            if facts.namespace != "CELERY":
-                return [f"{candidate} loads the settings without namespace='CELERY': the CELERY_ names are "
-                        "ignored until it says app.config_from_object('django.conf:settings', namespace='CELERY')"]
-            return []
-    return ["make sure your celery.py loads the settings with "
-            "app.config_from_object('django.conf:settings', namespace='CELERY')"]
+
+def _namespace_advice(facts: ConfigFacts) -> list[str]:
+    loader = facts.loader
+    if loader is not None and facts.namespace_known and facts.namespace != "CELERY":
+        return [f"{loader.source}:{loader.line} loads the settings without namespace='CELERY': the CELERY_ names "
+                "are ignored until it says app.config_from_object('django.conf:settings', namespace='CELERY')"]
+    if loader is None:
+        return ["make sure your celery.py loads the settings with "
+                "app.config_from_object('django.conf:settings', namespace='CELERY')"]
+    return []
 
 
 def write(migration: Migration) -> str | None:

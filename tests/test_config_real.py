@@ -1,0 +1,193 @@
+"""The audit and migrate on real configs from public projects, against what Celery 5.7 really does
+with each project loaded the way the project loads it (tests/config_truth.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import config_truth
+from celery_doctor.model import DoctorError
+from celery_doctor.settings.migrate import migrate_file
+
+PROJECTS = sorted(config_truth.projects())
+
+
+@pytest.fixture(scope="module")
+def truths() -> dict[str, dict[str, Any]]:
+    return {}
+
+
+def _truth(truths: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    if name not in truths:
+        truths[name] = config_truth.truth_for(name)
+    return truths[name]
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_every_claim_matches_celery(project: str, truths: dict[str, dict[str, Any]]) -> None:
+    data, findings = config_truth.audit(project)
+    result = config_truth.score(project, data, findings, _truth(truths, project))
+    assert result["wrong"] == [] and result["missed"] == [], result
+    assert result["right"]
+
+
+def _filled(truth: dict[str, Any]) -> dict[str, Any]:
+    """Setting -> what fills it: the marker's name for config objects, the value for code."""
+    out = {setting: ("marked", name) for name, setting in truth["honoured"].items() if setting}
+    for setting in truth["stored"].values():
+        if setting and setting not in out:
+            out[setting] = ("code", truth["values"].get(setting))
+    return out
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_migrated_project_loads_with_the_same_settings(project: str, truths: dict[str, dict[str, Any]],
+                                                       tmp_path: Path) -> None:
+    spec = config_truth.projects()[project]
+    copy = tmp_path / project
+    shutil.copytree(Path(config_truth.REAL) / project, copy)
+    target = copy / spec["audit"][0]
+    try:
+        migration = migrate_file(str(target))
+    except DoctorError as exc:  # refused: nothing written, and the reason is one line
+        assert "\n" not in str(exc) and "namespace" in str(exc)
+        assert target.read_text() == (Path(config_truth.REAL) / project / spec["audit"][0]).read_text()
+        return
+    target.write_text(migration.migrated)
+    assert not migrate_file(str(target)).changed, "a second migrate changed something"
+    before, after = _truth(truths, project), config_truth.truth_for(project, str(copy))
+    assert after["error"] is None
+    was, now = _filled(before), _filled(after)
+    # every setting Celery read before is read after, with the same value; names Celery ignored
+    # before (CELERY_ENABLE_UTC) may now be read
+    for setting, (how, value) in was.items():
+        assert setting in now, f"{setting} lost by the migration"
+        if how == "code":
+            assert now[setting][1] == value
+    renamed_to = {new[7:].lower() if new.startswith("CELERY_") else new for _, _, new in migration.renamed}
+    assert set(now) - set(was) <= renamed_to
+
+
+def _titles(paths: list[Path]) -> list[str]:
+    from celery_doctor.pipeline import check_config
+
+    return [f.title for f in check_config([str(p) for p in paths]).findings]
+
+
+def test_class_config_is_read_with_its_loader_and_kwargs() -> None:
+    from celery_doctor.pipeline import check_config
+
+    root = Path(config_truth.REAL) / "flask_demo"
+    report = check_config([str(root / "celery_config.py")])
+    config = report.data["config"]
+    assert config["config_object"] == "CeleryConfig" and config["loader"]["kind"] == "class"
+    assert config["effective_broker_url"] == "'redis://127.0.0.1:6379/0'"  # Celery(broker=...), as in Celery
+    ignored = next(f for f in report.findings if "CELERY_-prefixed" in f.title)
+    assert ignored.severity.value == "low" and ignored.facts["harmless"] == ["CELERY_BROKER_URL"]
+    # a Redis broker: kombu sends no AMQP heartbeat, so its default is no concern
+    assert not any(f.facts.get("setting") == "broker_heartbeat" for f in report.findings)
+
+
+INHERITED = '''class BaseCeleryConfig(object):
+    task_serializer = 'json'
+    worker_concurrency = 4
+    CELERY_ACKS_LATE = True
+
+
+class DefaultCeleryConfig(BaseCeleryConfig):
+    CELERY_IMPORTS = ('lib.send_email',)
+    CELERYD_PREFETCH_MULTIPLIER = 1
+    CELERY_DEFAULT_QUEUE = 'mail'
+'''
+APP = '''from celery import Celery
+
+app = Celery('mail', broker='amqp://127.0.0.1//')
+app.config_from_object('celery_config.{name}')
+'''
+
+
+@pytest.mark.parametrize("name", ["DefaultCeleryConfig", "BaseCeleryConfig"])
+def test_inherited_class_mix_prediction_matches_celery(tmp_path: Path, name: str) -> None:
+    """Celery checks one mapping: the class with its bases; the prediction follows it."""
+    from celery_doctor.settings import analysis, static_reader
+
+    (tmp_path / "celery_config.py").write_text(INHERITED)
+    (tmp_path / "celery_app.py").write_text(APP.format(name=name))
+    result = analysis.analyse(static_reader.read([str(tmp_path / "celery_config.py")]))
+    assert result.facts.config_object == name
+    import json
+    import subprocess
+    import sys
+
+    spec = {"app": "celery_app:app"}
+    proc = subprocess.run([sys.executable, config_truth.__file__, str(tmp_path), json.dumps(spec)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    truth = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result.mix_error == truth["error"]
+    # with its base the subclass has 4 old names to 2 new: Celery picks the old style; the base alone the new
+    assert truth["error"] and ("to use the old format" in truth["error"]) == (name == "DefaultCeleryConfig")
+
+
+def test_conf_update_in_a_function_is_not_a_refusal(tmp_path: Path) -> None:
+    """Old names at import time, a new name set later in a method: Celery loads it, we say so."""
+    from celery_doctor.settings import analysis, static_reader
+
+    dgs = (Path(config_truth.REAL) / "dgs" / "src" / "gsserver" / "celeryapp.py").read_text()
+    app = tmp_path / "celeryapp.py"
+    app.write_text(dgs + "\n\nclass Setup:\n    def queues(self):\n        app.conf.task_queues = []\n")
+    result = analysis.analyse(static_reader.read([str(app)]))
+    assert result.mix_error is None
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, config_truth.__file__, str(tmp_path), json.dumps({"app": "celeryapp:app"})],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["error"] is None
+
+
+def _django_without_loader(tmp_path: Path) -> Path:
+    copy = tmp_path / "delivery"
+    shutil.copytree(Path(config_truth.REAL) / "delivery_project", copy)
+    (copy / "configs" / "celery.py").unlink()
+    return copy
+
+
+def test_unknown_namespace_shows_both_readings_and_migrate_agrees(tmp_path: Path) -> None:
+    from celery_doctor.pipeline import check_config
+
+    copy = _django_without_loader(tmp_path)
+    fragment = copy / "configs" / "extra_configs" / "celery_config.py"
+    report = check_config([str(fragment)])
+    config = report.data["config"]
+    assert config["namespace_known"] is False and config["alternative"]["namespace"] is None
+    unknown = next(f for f in report.findings if "no celery.py was found" in f.title)
+    readings = {r["namespace"]: r for r in unknown.facts["readings"]}
+    assert readings["CELERY"]["effective_broker_url"] == "'redis://redis:6379/0'"
+    assert "CELERY_BROKER_URL" in readings[None]["ignored"]
+    assert "critical" not in {f.severity.value for f in report.findings}
+    with pytest.raises(DoctorError, match=r"no celery\.py that loads it was found"):
+        migrate_file(str(fragment))
+    # the same tree with celery.py: the namespace is known, and migrate writes the CELERY_ names
+    assert migrate_file(str(Path(config_truth.REAL) / "delivery_project" / "configs" / "extra_configs"
+                             / "celery_config.py")).migrated.count("CELERY_RESULT_BACKEND") == 1
+
+
+def test_django_own_names_are_not_celery_settings(tmp_path: Path) -> None:
+    settings = tmp_path / "mysite" / "settings.py"
+    shutil.copytree(Path(config_truth.REAL) / "magaz" / "mysite", settings.parent)
+    settings.write_text(settings.read_text() + "ADMINS = [('ops', 'ops@example.com')]\nMANAGERS = ADMINS\n"
+                        "SERVER_EMAIL = 'celery@example.com'\nEMAIL_TIMEOUT = 5\nBROKER_URL = 'redis://r:6379/0'\n")
+    titles = _titles([settings])
+    assert not [t for t in titles if any(n in t for n in ("ADMINS", "SERVER_EMAIL", "EMAIL_TIMEOUT", "TIME_ZONE"))]
+    assert any("BROKER_URL is the old name" in t for t in titles)
+
+
+def test_lower_case_names_in_django_settings_are_dropped() -> None:
+    root = Path(config_truth.REAL) / "delivery_project"
+    titles = _titles([root / "configs" / "extra_configs" / "celery_config.py"])
+    assert "result_backend never reaches Celery: Django keeps only upper-case settings" in titles
