@@ -25,11 +25,18 @@ from dataclasses import dataclass, field, replace
 
 from celery_doctor.middleboxes import Middlebox
 from celery_doctor.model import Category, Evidence, Finding, Fix, Role, Severity
+from celery_doctor.rules import registry
 from celery_doctor.rules.fixes import worst_silence_s
 
 # Causes of a lost connection; the other categories are verdicts of their own.
 CAUSES = {c for c in Category} - {Category.NO_INCIDENT, Category.UNKNOWN, Category.BENIGN_CLIENT_DISCONNECT}
 VERDICTS = {Category.NO_INCIDENT, Category.BENIGN_CLIENT_DISCONNECT}
+registry.register(registry.RuleInfo(
+    "CD-X01", "probe_url_mismatch", "diagnose", (Category.AUTH_OR_PERMISSIONS,),
+    "The probe's own login was refused while the worker logs show successful logins: a finding about the "
+    "probe URL (context), never a cause.", __name__))
+registry.register(registry.RuleInfo(
+    "CD-X00", "nothing_given", "diagnose", (Category.UNKNOWN,), "Nothing was given to judge.", __name__))
 MIN_CAUSE_CONFIDENCE = 0.5  # below this a cause is "possible", not "the" answer
 UNTIED_SCALE = 0.6  # a probe finding no log line ties to, beside failures the logs cannot explain
 

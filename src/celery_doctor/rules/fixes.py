@@ -44,14 +44,20 @@ def snippet(values: dict[str, str], celery_version: str | None, comment: str | N
     return "\n".join(lines)
 
 
-# How py-amqp keeps an idle connection busy (checked in amqp/connection.py, heartbeat_tick, and
-# celery/worker/loops.py): the worker calls heartbeat_tick(rate) every H / rate seconds, where H
-# is the negotiated heartbeat (min of client and server when both are set) and rate is
-# broker_heartbeat_checkrate (3.0 by default in Celery 3.1 to 5.x). py-amqp 2.x+ sends a frame
-# when more than H / rate passed since the last bytes it sent; 1.4 sends one on any tick after
-# a tick with nothing sent. Either way the longest silence the worker leaves is two ticks:
-# 2 * H / rate. The middlebox must see a frame well inside its idle timeout T, so we propose
-# the H that leaves at most T / 2 of silence: H = T * rate / 4.
+HEARTBEAT_RULE = """
+How py-amqp keeps an idle connection busy (checked in amqp/connection.py `heartbeat_tick` and
+celery/worker/loops.py): the worker calls `heartbeat_tick(rate)` every H / rate seconds, where H is
+the negotiated heartbeat (the smaller of client and server when both are set; RabbitMQ offers 60 s)
+and rate is `broker_heartbeat_checkrate` (3.0 by default in Celery 3.1 to 5.x). py-amqp 5.x (read in
+5.4.2) sends a frame when more than H / rate passed since the last bytes sent; 1.4 sends one on any
+tick that follows a tick with nothing sent. Either way the longest silence the worker leaves is two
+ticks: 2 × H / rate. A middlebox with idle timeout T must see a frame well inside T, so the fix
+proposes the H that leaves at most T / 2 of silence: H = T × rate / 4 (at most 60 s, at least 1 s),
+and the same value appears in every finding and every format. Network-side, the fix names where the
+idle timeout is set: AWS ELB/ALB `idle_timeout.timeout_seconds`, NLB `tcp.idle_timeout.seconds`,
+Azure Load Balancer `idleTimeoutInMinutes`, Google Cloud NAT `tcpEstablishedIdleTimeoutSec`,
+HAProxy `timeout client` / `timeout server`.
+"""
 CHECKRATE_DEFAULT = 3.0
 RABBITMQ_SERVER_HEARTBEAT = 60  # RabbitMQ's default: the negotiated value is never above it
 
