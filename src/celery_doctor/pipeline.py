@@ -232,8 +232,16 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
     """Every step the expert would take, on whatever evidence was given, ranked into causes."""
     findings: list[Finding] = []
     parts: dict[str, Report] = {}
+    unread: list[str] = []
     if options.logs:
-        parts["logs"] = analyse_logs(expand_log_paths(options.logs), progress=progress)
+        paths = expand_log_paths(options.logs)
+        try:
+            parts["logs"] = analyse_logs(paths, progress=progress)
+        except DoctorError as exc:
+            if not (options.config or options.app or options.broker or options.repro):
+                raise  # nothing else to judge: the documented exit 2 with its one line
+            # the other inputs can still be judged: the unreadable logs are a warning
+            unread.append(f"logs not used: {exc}")
     if options.config or options.app:
         paths = [options.config] if options.config else []
         if options.app:
@@ -278,7 +286,7 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
         sources=logs_report.sources if logs_report else [],
         summary=summary,
         data={name: part.data for name, part in parts.items()},
-        warnings=[w for part in parts.values() for w in part.warnings],
+        warnings=unread + [w for part in parts.values() for w in part.warnings],
     )
 
 

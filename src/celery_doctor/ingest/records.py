@@ -41,6 +41,7 @@ BOX = re.compile(r"^[│┃|]\s")
 EMPHASIS = re.compile(r"^\*\*(?=\S)|(?<=\S)\*\*\s*$")
 FENCE = re.compile(r"^\s*(?:```|~~~)")
 TRACEBACK = "Traceback (most recent call last)"
+INNER_HEADER = re.compile(r"\[\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d{1,6})?: ?[A-Z]+/[^\]]*\] ")
 CONTINUES = re.compile(r"^(?:Trying again|Will retry using next failover|Trying to re-establish|\(\d+/\d+\)|"
                        r"client unexpectedly closed|missed heartbeats from client|[{}\[\]]|<<)")
 
@@ -133,6 +134,7 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
     current: Piece | None = None
     in_traceback = False  # the open record has a traceback still waiting for its exception line
     finished_traceback = False
+    after_chain = False  # the last line read was a chain marker ("During handling of ...")
     blank_before = True
     for ln in lines:
         text = ln.text
@@ -143,6 +145,11 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
                 current = None
             continue
         found = _start(text, candidates, year)
+        if found is None and (inner := INNER_HEADER.search(text, 1, 160)) is not None:
+            # an unknown prefix in front of a default Celery header (a pod name glued on, a CSV
+            # quote, spaces): the record starts at the header
+            text = text[inner.start():].rstrip('"')
+            found = _start(text, candidates, year)
         if found is not None:
             fam, head = found
             if current is not None and head.key and current.head.key == head.key and fam is current.family:
@@ -165,7 +172,7 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
         is_exception = text[:1] not in (" ", "\t") and bool(EXCEPTION.match(stripped))
         joins = current is not None and (current.service == ln.service or prefix != "docker-compose")
         if joins and current is not None and len(current.lines) < MAX_RECORD_LINES and (
-                chain or (in_traceback and not starts_traceback)
+                chain or (starts_traceback and after_chain) or (in_traceback and not starts_traceback)
                 or (starts_traceback and not blank_before and not finished_traceback and current.family is not None)
                 or (not starts_traceback and not is_exception and (current.family is not None or _goes_on(
                     current.lines[-1], text)))
@@ -177,9 +184,9 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
             current = Piece(ln.offset, ln.number, [text], ln.service, ln.prefix_ts, None,
                             Start(None, "", naive=True))
         if starts_traceback:
-            in_traceback, finished_traceback = True, False
+            in_traceback, finished_traceback, after_chain = True, False, False
         elif chain:
-            in_traceback = False
+            in_traceback, after_chain = False, True
         elif is_exception and in_traceback:
             in_traceback, finished_traceback = False, True
         blank_before = False

@@ -65,6 +65,27 @@ SIGNATURES: tuple[Signature, ...] = (
               "Connection to Redis lost", "celery celery/backends/redis.py", versions="4.0+"),
     Signature("pyamqp.too_many_heartbeats", "celery", Kind.HEARTBEAT_MISSED_BROKER,
               "Too many heartbeats missed", "py-amqp amqp/connection.py heartbeat_tick"),
+    # kombu/message.py Message.ack()/reject(): logger.critical("Couldn't ack %r, reason:%r", ...) when the
+    # channel or connection under the message is gone; "reason: %r" (with a space) for reject
+    Signature("kombu.message.ack_failed_connection", "celery", Kind.CONNECTION_LOST,
+              "Couldn't ", "kombu kombu/message.py (ack, ack_log_error, reject_log_error)",
+              _re(r"Couldn't (?:ack|reject) .*reason: ?\S*(?:Connection|BrokenPipe|Socket|socket|OSError|IOError|"
+                  r"error\(|RecoverableConnectionError|ConnectionForced|timed out|network:|Errno)")),
+    Signature("kombu.message.ack_failed", "celery", Kind.CHANNEL_ERROR,
+              "Couldn't ", "kombu kombu/message.py (ack, ack_log_error, reject_log_error)",
+              _re(r"Couldn't (?:ack|reject) \S+, ?reason")),
+    # celery/worker/pidbox.py Pidbox.on_message: error('Control command error: %r', exc, exc_info=True)
+    Signature("celery.pidbox.control_connection_error", "celery", Kind.CONNECTION_LOST,
+              "Control command error", "celery celery/worker/pidbox.py",
+              _re(r"Control command error: \S*(?:Connection\w*Error|BrokenPipe|OSError|IOError|RecoverableConnection|"
+                  r"ConnectionForced|timeout|network:|"
+                  r"OperationalError\(.{0,80}(?:Errno|reset|refused|closed|timed out))")),
+    # celery/worker/consumer/consumer.py ensure_connected: CONNECTION_RETRY_STEP and CONNECTION_FAILOVER
+    # are the second line of "Cannot connect to"; seen alone when that line was cut off the paste
+    Signature("celery.consumer.retry_step", "celery", Kind.CANNOT_CONNECT,
+              "Trying again ", CELERY_CONSUMER, _re(r"^\s*Trying again (?:in [\d.]+ \w+|now)?\.\.\.")),
+    Signature("celery.consumer.failover", "celery", Kind.CANNOT_CONNECT,
+              "Will retry using next failover", CELERY_CONSUMER, versions="4.0+"),
     Signature("celery.worker.ready", "celery", Kind.WORKER_READY,
               " ready.", "celery celery/apps/worker.py", _re(r"@\S+ ready\.\s*$")),
     Signature("celery.worker.shutdown", "celery", Kind.WORKER_SHUTDOWN,

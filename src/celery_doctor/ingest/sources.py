@@ -88,7 +88,9 @@ def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | N
     from celery_doctor.ingest.records import clean  # pasted Markdown/HTML must not hide the layout
 
     lines = [clean(ln) for ln in head.decode("utf-8", errors="replace").splitlines()[:400] if ln.strip()]
-    lines = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith(("```", "~~~"))]
+    lines = [ln.replace("\t", "    ") for ln in lines if ln.strip() and not ln.lstrip().startswith(("```", "~~~"))]
+    indent = min((len(ln) - len(ln.lstrip(" ")) for ln in lines), default=0)  # a Markdown code block
+    lines = [ln[indent:] for ln in lines]
     if not lines:
         return None, None, {}
     prefix = None

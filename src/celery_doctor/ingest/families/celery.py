@@ -13,8 +13,8 @@ from celery_doctor.model import Kind, Side
 HEADER = re.compile(r"^\[(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[,.](\d{1,6}))?: ?(\w+)/([^\]]*)\] ?")
 # custom worker_log_format that still starts with a timestamp and carries a level
 CUSTOM = re.compile(
-    r"^\[?(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[,.](\d{1,6}))?(Z|[+-]\d\d:?\d\d)?\]?[ :|\-\]]+"
-    r"(?:.{0,60}?)\b(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\b")
+    r"^\[?(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[,.](\d{1,6}))?(Z|[+-]\d\d:?\d\d)?\]?[ :|\-\]\[]+"
+    r"(?:.{0,120}?)\b(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\b")
 # a default header cut at the front by a copy-paste: ",937: WARNING/MainProcess] ", "ERROR/MainProcess] ",
 # "MainProcess] ", or a layout without time: "[WARNING/MainProcess] "
 FRAGMENT = re.compile(
