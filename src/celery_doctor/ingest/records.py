@@ -140,10 +140,11 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
         text = ln.text
         if not text.strip():
             blank_before = True
-            if current is not None and current.family is None:
-                yield current  # a header-less record ends at a blank line
-                current = None
             continue
+        if blank_before and current is not None and current.family is None and not (
+                text.strip().startswith(CHAIN) or (after_chain and text.startswith(TRACEBACK))):
+            yield current  # a header-less record ends at a blank line (unless a chained traceback goes on)
+            current = None
         found = _start(text, candidates, year)
         if found is None and (inner := INNER_HEADER.search(text, 1, 160)) is not None:
             # an unknown prefix in front of a default Celery header (a pod name glued on, a CSV
@@ -170,7 +171,9 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
         chain = stripped.startswith(CHAIN)
         starts_traceback = text.startswith(TRACEBACK)
         is_exception = text[:1] not in (" ", "\t") and bool(EXCEPTION.match(stripped))
-        joins = current is not None and (current.service == ln.service or prefix != "docker-compose")
+        # docker compose: another service's line never continues a record (an unprefixed one may)
+        joins = current is not None and (current.service == ln.service or None in (current.service, ln.service)
+                                         or prefix != "docker-compose")
         if joins and current is not None and len(current.lines) < MAX_RECORD_LINES and (
                 chain or (starts_traceback and after_chain) or (in_traceback and not starts_traceback)
                 or (starts_traceback and not blank_before and not finished_traceback and current.family is not None)

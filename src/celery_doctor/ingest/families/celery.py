@@ -22,8 +22,10 @@ FRAGMENT = re.compile(
     r"(MainProcess|ForkPoolWorker-\d+|PoolWorker-\d+|Worker-\d+|Beat|Dummy-\d+|MainThread|"
     r"ThreadPoolExecutor-[\d_]+|SpawnProcess-\d+)\] ?")
 # custom layouts without a time: "ERROR [MainThread] [consumer.py:493] - ", "WARNING:celery.worker:..."
+# and a time of day without a date: "11:27:04 [WARNING] celery.worker.consumer.consumer: "
 UNTIMED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)(?:\s+\[[^\]]*\])+\s*(?:-\s+)?|"
-                     r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):[\w.]+:")
+                     r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):[\w.]+:|"
+                     r"^\d\d:\d\d:\d\d(?:[,.]\d+)? \[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] ")
 # header-less lines Celery prints (to stderr, or before logging is set up) that are records of
 # their own: never continuation lines of the record before them
 STANDALONE = re.compile(
@@ -77,7 +79,7 @@ class Celery(Family):
             return Start(None, (m.group(1) or "").upper(), naive=True)
         m = UNTIMED.match(line)
         if m:
-            return Start(None, (m.group(1) or m.group(2)).upper(), naive=True)
+            return Start(None, (m.group(1) or m.group(2) or m.group(3)).upper(), naive=True)
         if STANDALONE.match(line):
             return Start(None, "", naive=True, standalone=True)
         return None
