@@ -171,11 +171,18 @@ def test_scenario_wall_times_are_reported(tmp_path: Path, rabbitmq_url: str) -> 
     _no_leftovers(result)
 
 
+def _default_signals() -> None:
+    """A suite started in the background by a non-interactive shell inherits SIGINT ignored, and
+    the child would rightly keep ignoring it: give the child the disposition a terminal gives."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_leaves_no_worker_proxy_or_queue_behind(tmp_path: Path, rabbitmq_url: str, sig: int) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "celery_doctor.cli", "repro", "--fault", "idle-cut:5",
                              "--broker", rabbitmq_url, "--workdir", str(tmp_path), "--format", "json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)
     deadline = time.monotonic() + 60
     settings = None
     while time.monotonic() < deadline:
