@@ -11,9 +11,12 @@ at import and named in ``celery-doctor --version``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import os
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 _hs: Any = None  # the module, when it imports
@@ -41,10 +44,8 @@ class HyperscanMatcher:
     def __init__(self, expressions: tuple[Expression, ...]) -> None:
         assert _hs is not None
         self.expressions = expressions
-        self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
         patterns = [pattern if pattern is not None else _escape(lit) for lit, pattern in expressions]
-        self._db.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
-                         flags=[0] * len(patterns))
+        self._db = _compiled(patterns)
         # a literal's start is known; a pattern's match is reported at its end (inside the line)
         self._back = [len(lit) if pattern is None else 1 for lit, pattern in expressions]
 
@@ -86,6 +87,26 @@ class FindMatcher:
                 at = view.find(lit, at + 1)
         found.sort()
         return found
+
+
+def _compiled(patterns: list[bytes]) -> Any:
+    """The Hyperscan database for ``patterns``: compiling literals and patterns together takes
+    ~0.1 s, so the result is kept in the user's cache folder, keyed by the patterns and the engine's
+    version (a database that does not load is compiled again)."""
+    key = hashlib.sha256(b"\0".join([str(getattr(_hs, "__version__", "")).encode(), *patterns])).hexdigest()[:24]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "celery-doctor" / f"hs-{key}.db"
+    with contextlib.suppress(Exception):
+        loaded = _hs.loadb(cache.read_bytes(), _hs.HS_MODE_BLOCK)
+        loaded.scratch = _hs.Scratch(loaded)  # a loaded database comes without one
+        return loaded
+    db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+    db.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns), flags=[0] * len(patterns))
+    with contextlib.suppress(OSError):  # a read-only home only costs the compile next time
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(_hs.dumpb(db))
+        tmp.replace(cache)
+    return db
 
 
 def _engine() -> str:

@@ -148,6 +148,8 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
     ranges = plan(sizes, pool_size)
     parts: list[Part] = []
     if pool_size > 1 and sum(sizes) >= SPLIT_MIN and len(ranges) > 1:
+        for _, state, _ in files:  # build the matchers here, once: the forked workers share them
+            Scanner(_fresh(state))
         with ProcessPoolExecutor(max_workers=min(pool_size, len(ranges)), mp_context=get_context("fork")) as ex:
             futures: list[Future[Part]] = [ex.submit(scan_range, files[i][0], files[i][1], i, a, b)
                                            for i, a, b in ranges]
