@@ -10,6 +10,7 @@ window, never stored. Memory is one window plus its look-back, whatever the size
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -122,6 +123,7 @@ class Scanner:
         self.line_base = 0  # physical line number of the first byte of the current window
         self.seen: set[int] = set()
         self.near_left = 0
+        self._ts_cache: dict[str, datetime] = {}
 
     # -- helpers over raw bytes ---------------------------------------------------------------
     @staticmethod
@@ -282,23 +284,56 @@ class Scanner:
     # -- task activity -------------------------------------------------------------------------
     def _task_lines_before(self, buf: bytes, pos: int
                            ) -> Iterator[tuple[datetime, str, str, str, float | None]]:
-        """(ts, 'received'|'done', task id, name, runtime), newest first, up to LOOKBACK_TASKS lines."""
+        """(ts, 'received'|'done', task id, name, runtime), newest first, up to LOOKBACK_TASKS lines.
+        Decodes a small window before ``pos`` once (widened when it holds too few task lines)."""
         floor = max(0, pos - LOOKBACK_BYTES)
-        nexts = {lit: buf.rfind(lit, floor, pos) for lit in signatures.TASK_LITERALS}
-        for _ in range(LOOKBACK_TASKS):
-            lit, at = max(nexts.items(), key=lambda kv: kv[1])
-            if at < 0:
-                return
-            start, end = self._line_at(buf, at)
-            nexts[lit] = buf.rfind(lit, floor, start)
-            line, _, _ = self._split(self._decode(buf[start:end]))
-            head = CELERY.start(line, 0)
-            m = TASK_ID.search(line)
-            if head is None or head.ts is None or m is None:
+        size = 32 * 1024
+        while True:
+            low = max(floor, pos - size)
+            found = list(itertools.islice(self._task_lines_in(buf, low, pos), LOOKBACK_TASKS))
+            if len(found) >= LOOKBACK_TASKS or low == floor:
+                break
+            size *= 4
+        yield from found
+
+    def _task_lines_in(self, buf: bytes, low: int, pos: int
+                       ) -> Iterator[tuple[datetime, str, str, str, float | None]]:
+        lines = buf[low:pos].decode("utf-8", errors="replace").split("\n")
+        if low > 0 and buf[low - 1:low] != b"\n":
+            lines = lines[1:]  # the window began mid-line
+        for raw in reversed(lines):
+            if "] received" in raw or "Received task" in raw:
+                state = "received"
+            elif " succeeded in " in raw or "] raised " in raw:
+                state = "done"
+            else:
                 continue
-            state = "received" if lit in (b"] received", b"Received task") else "done"
-            runtime = RUNTIME.search(line)
-            yield head.ts, state, m.group(2), m.group(1), float(runtime.group(1)) if runtime else None
+            line, _, _ = self._split(raw.rstrip("\r"))
+            m = TASK_ID.search(line)
+            ts = self._task_ts(line) if m else None
+            if ts is None or m is None:
+                continue
+            runtime = RUNTIME.search(line) if state == "done" else None
+            yield ts, state, m.group(2), m.group(1), float(runtime.group(1)) if runtime else None
+
+    def _task_ts(self, line: str) -> datetime | None:
+        """A task line's time. In the default layout (``[2026-11-01 00:00:00,123: ...``) the
+        second is parsed once per distinct second (neighbouring lines share it) and the
+        milliseconds added; any other layout goes through the family's header parser."""
+        if line[:1] == "[" and line[20:21] in (",", ".") and line[24:25] == ":" and line[21:24].isdigit():
+            second = line[:20]
+            base = self._ts_cache.get(second)
+            if base is None:
+                head = CELERY.start(line, 0)
+                if head is None or head.ts is None:
+                    return None
+                base = head.ts.replace(microsecond=0)
+                if len(self._ts_cache) > 4096:
+                    self._ts_cache.clear()
+                self._ts_cache[second] = base
+            return base + timedelta(milliseconds=int(line[21:24]))
+        head = CELERY.start(line, 0)
+        return head.ts if head else None
 
     def _task_context(self, buf: bytes, pos: int, ts: datetime) -> dict[str, Any]:
         """What the worker was doing before this event: last activity, recent load, and the
