@@ -173,3 +173,56 @@ def test_cli_redis_exit_codes(redis_url: str) -> None:
     assert "Redis" in text.stdout and "timeout" in text.stdout
     bad = run("redis://127.0.0.1:6379/notadb")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def _refused_clients(count: int) -> int:
+    """Open clients that Redis refuses (maxclients reached); returns how many were refused."""
+    refused = 0
+    for _ in range(count):
+        client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2)
+        try:
+            client.ping()
+        except redis.ConnectionError:
+            refused += 1
+        finally:
+            client.close()
+    return refused
+
+
+def test_rejections_since_start_are_history_and_rejections_now_are_a_fault(broker_lock_exclusive: None) -> None:
+    """rejected_connections is a counter since start: sampled twice, refusals during the probe
+    are HIGH, refusals hours ago (none while watching, clients far from the limit) are LOW."""
+    admin = _admin()
+    saved = admin.config_get("maxclients")["maxclients"]
+    options = ProbeOptions(timeout=5, churn_interval=1.5)
+    holders = [_admin() for _ in range(3)]
+    try:
+        for client in holders:
+            client.ping()
+        connected = int(admin.info("clients")["connected_clients"])
+        admin.config_set("maxclients", connected)
+        assert _refused_clients(2) == 2  # history: refused before the probe
+        admin.config_set("maxclients", saved)
+        past = probe_broker(URL, options)
+
+        # now: the probe's connection is the last one allowed; clients are refused while it watches
+        admin.config_set("maxclients", connected + 1)
+        refusing = threading.Timer(0.5, _refused_clients, args=(3,))
+        refusing.start()
+        present = probe_broker(URL, options)
+        refusing.join()
+    finally:
+        admin.config_set("maxclients", saved)
+        for client in holders:
+            client.close()
+    assert admin.config_get("maxclients")["maxclients"] == saved
+    admin.close()
+
+    history = [f for f in broker_findings(past) if "rejected" in f.title]
+    assert len(history) == 1 and history[0].severity == Severity.LOW, [f.title for f in history]
+    assert "since it started, none during the 1.5 s probe" in history[0].title
+    assert past.facts["rejections"]["during_probe"] == 0
+
+    now = [f for f in broker_findings(present) if "rejected" in f.title]
+    assert present.facts["rejections"]["during_probe"] >= 3
+    assert len(now) == 1 and now[0].severity == Severity.HIGH and "during the" in now[0].title

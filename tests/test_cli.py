@@ -126,3 +126,30 @@ def test_config_help_lists_every_audit_option() -> None:
         if isinstance(param, click.Option):
             assert param.opts[-1] in shown.stdout, param.opts
     assert "migrate" in shown.stdout and "[PATHS]" not in shown.stdout
+
+
+def test_progress_shows_on_a_terminal_and_never_on_a_pipe() -> None:
+    import os
+    import pty
+
+    args = [console_script(), "broker", "redis://127.0.0.1:6379/0", "--churn-interval", "1.5", "--format", "json"]
+    piped = run(*args)
+    assert piped.returncode in (0, 1) and piped.stderr == "", piped.stderr
+    master, slave = pty.openpty()
+    try:
+        shown = subprocess.run(args, stdout=subprocess.PIPE, stderr=slave, timeout=60)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert shown.returncode in (0, 1)
+    assert b"probing redis://127.0.0.1:6379/0" in seen
+    assert json.loads(shown.stdout)["command"] == "broker"  # stdout stays the report alone

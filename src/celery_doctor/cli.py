@@ -188,6 +188,19 @@ def _version(ctx: click.Context, value: bool) -> None:
     ctx.exit()
 
 
+@contextlib.contextmanager
+def busy(label: str) -> Iterator[None]:
+    """A rich spinner on stderr for steps that can take seconds (probes, imports); nothing when
+    stderr is not a terminal, so pipes and CI logs stay clean."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(label):
+        yield
+
+
 class DoctorGroup(click.Group):
     """Turns stage errors into one line and BAD_INPUT, anything else into one INTERNAL line.
 
@@ -263,7 +276,8 @@ def broker(url: str, heartbeat: int, management_url: str | None, timeout: float,
 
     options = ProbeOptions(timeout=timeout, heartbeat=heartbeat, management_url=management_url,
                            churn_interval=churn_interval, sentinel_master=sentinel_master)
-    report = check_broker(url, options)
+    with busy(f"probing {redact(url)} (churn sampled over {churn_interval:g} s)"):
+        report = check_broker(url, options)
     emit(report, fmt, output, fail_on)
 
 
@@ -428,8 +442,13 @@ def diagnose(more_logs: tuple[str, ...], logs_: tuple[str, ...], config_path: st
     options = DiagnoseOptions(logs=list(logs_), config=config_path, app=app, python=python, broker=broker_url,
                               repro=repro_fault, from_version=from_version, to_version=to_version,
                               idle_timeout=idle_timeout, timeout=timeout)
-    with progress_bar("reading logs") as progress:
-        report = run_diagnose(options, progress=progress)
+    if logs_:
+        with progress_bar("reading logs") as progress:
+            report = run_diagnose(options, progress=progress)
+    else:  # a probe, an import or a reproduction: seconds with nothing to count
+        with busy("diagnosing: " + ", ".join(name for name, given in (
+                ("config", config_path or app), ("broker probe", broker_url), ("reproduction", repro_fault)) if given)):
+            report = run_diagnose(options)
     emit(report, fmt, output, fail_on)
 
 
@@ -487,7 +506,8 @@ def config_check(paths: tuple[str, ...], app: str | None, python: str | None, to
     if not paths and not app:
         raise InputError("config: give a config file or project directory, or --app MODULE")
     if app:
-        report = check_effective(app, python, list(paths), to_version, from_version, idle_timeout, timeout)
+        with busy(f"importing {app} in {python or 'this interpreter'}"):
+            report = check_effective(app, python, list(paths), to_version, from_version, idle_timeout, timeout)
     else:
         report = check_config(list(paths), to_version, from_version, idle_timeout)
     emit(report, fmt, output, fail_on)
@@ -546,7 +566,9 @@ def pins(requirement: str | None, python: str | None, to: str | None, constraint
 
     if check_install and not to:
         raise InputError("--check-install needs --to VERSION (it installs the ladder's steps)")
-    emit(check_pins(requirement, python, to, constraints_dir, check_install, broker_url), fmt, output, fail_on)
+    with busy("reading the environment" + (" and checking installs" if check_install else "")):
+        report = check_pins(requirement, python, to, constraints_dir, check_install, broker_url)
+    emit(report, fmt, output, fail_on)
 
 
 if __name__ == "__main__":  # pragma: no cover

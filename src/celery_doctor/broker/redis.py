@@ -280,6 +280,32 @@ class RedisProbe(BrokerProbe):
         facts.version = picked.get("redis_version")
         facts.facts["config"] = self._config(client, facts)
         facts.facts["clients"] = self._clients(client, facts)
+        facts.facts["rejections"] = self._rejections(client, picked, facts)
+
+    def _rejections(self, client: redis.Redis, first: dict[str, Any], facts: BrokerFacts) -> dict[str, Any] | None:
+        """rejected_connections counts since the server started: history, not a present fault.
+        A second sample --churn-interval later (inside the budget) tells a server refusing
+        clients now from one that refused some hours ago."""
+        before = first.get("rejected_connections")
+        if not isinstance(before, int):
+            return None
+        sample: dict[str, Any] = {"since_start": before, "during_probe": None, "interval_s": None}
+        wait = min(max(0.0, self.options.churn_interval), self.budget.deadline - time.monotonic() - 0.5)
+        if wait <= 0:
+            return sample
+        t0 = time.monotonic()
+        time.sleep(wait)
+        try:
+            second = client.info("stats")
+        except RedisError:
+            return sample
+        after = second.get("rejected_connections")
+        if isinstance(after, int):
+            sample.update(since_start=after, during_probe=max(0, after - before),
+                          interval_s=round(time.monotonic() - t0, 2),
+                          received_during_probe=_count(second.get("total_connections_received"))
+                          - _count(first.get("total_connections_received")))
+        return sample
 
     def _config(self, client: redis.Redis, facts: BrokerFacts) -> dict[str, Any] | None:
         config: dict[str, Any] = {}

@@ -28,6 +28,15 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _words(*parts: Any) -> str:
+    """Join what is known: a missing value leaves its words out rather than showing '?' or '-'."""
+    return " ".join(str(p) for p in parts if p not in (None, "", "None")) or "unknown"
+
+
+def _sec(label: str, value: Any) -> str | None:
+    return None if value is None else f"{label} {value} s"
+
+
 def _facts_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left", show_header=False, expand=False)
     table.add_column("fact", style="bold")
@@ -55,12 +64,13 @@ def _rabbitmq(broker: dict[str, Any]) -> list[RenderableType]:
     conns = f.get("connections")
     rows: list[tuple[str, Any]] = [
         ("url", broker.get("url")),
-        ("server", f"{server.get('product') or 'RabbitMQ'} {broker.get('version') or '?'} "
-                   f"cluster {server.get('cluster_name') or '?'}"),
+        ("server", _words(server.get("product") or "RabbitMQ", broker.get("version"),
+                          server.get("cluster_name") and f"cluster {server.get('cluster_name')}")),
         ("login / vhost", f"{_login(f)} (user {f.get('user')}, vhost {f.get('vhost')!r})"),
-        ("heartbeat", f"requested {f.get('requested_heartbeat')} s, server "
-                      f"{_show(f.get('server_heartbeat'))} s, negotiated "
-                      f"{_show(f.get('negotiated_heartbeat'))} s"),
+        ("heartbeat", ", ".join(p for p in (_sec("requested", f.get("requested_heartbeat")),
+                                            _sec("server", f.get("server_heartbeat")),
+                                            _sec("negotiated", f.get("negotiated_heartbeat"))) if p)
+         or "not negotiated"),
         ("frame_max / channel_max", f"{_show(f.get('frame_max'))} / {_show(f.get('channel_max'))}"),
         ("connection.blocked", f"announced {_show(f.get('announces_connection_blocked'))}, "
                                f"blocked now {_show(f.get('blocked_now'))}"),
@@ -111,6 +121,13 @@ def _rabbitmq(broker: dict[str, Any]) -> list[RenderableType]:
     return out
 
 
+def _rejected_now(sample: dict[str, Any]) -> str:
+    during = sample.get("during_probe")
+    if during is None:
+        return ""
+    return f"; rejected during the {sample.get('interval_s'):g} s probe: {during}"
+
+
 def _redis(broker: dict[str, Any]) -> list[RenderableType]:
     f = broker.get("facts") or {}
     info = f.get("info") or {}
@@ -122,8 +139,8 @@ def _redis(broker: dict[str, Any]) -> list[RenderableType]:
         rows.append(("sentinel", f"master {sentinel.get('master_name')} at {sentinel.get('master')} "
                                  f"(asked {sentinel.get('answered_by')})"))
     rows += [
-        ("server", f"Redis {broker.get('version') or '?'} {info.get('redis_mode') or ''} "
-                   f"role {info.get('role') or '?'}"),
+        ("server", _words("Redis", broker.get("version"), info.get("redis_mode"),
+                          info.get("role") and f"role {info.get('role')}")),
         ("login", _login(f)),
     ]
     if config is not None:
@@ -143,18 +160,19 @@ def _redis(broker: dict[str, Any]) -> list[RenderableType]:
     if info:
         maxclients = (config or {}).get("maxclients") or info.get("maxclients")
         rows += [
-            ("clients", f"{info.get('connected_clients')} of maxclients {maxclients}; "
-                        f"rejected {info.get('rejected_connections')}, blocked "
-                        f"{info.get('blocked_clients')}, received "
-                        f"{info.get('total_connections_received')} since start"),
+            ("clients", f"{info.get('connected_clients')} of maxclients {maxclients}; since start: "
+                        f"rejected {info.get('rejected_connections')}, received "
+                        f"{info.get('total_connections_received')}; blocked now {info.get('blocked_clients')}"
+                        + _rejected_now(f.get("rejections") or {})),
             ("memory", f"{_mb(info.get('used_memory'))} of maxmemory "
                        f"{_mb(info.get('maxmemory')) if info.get('maxmemory') else 'unlimited'}"),
         ]
     if clients:
-        rows.append(("client idle", f"max {_show(clients.get('idle_max_s'))} s, median "
-                                    f"{_show(clients.get('idle_median_s'))} s, "
-                                    f"{clients.get('idle_over_300s')} idle > 300 s, "
-                                    f"{clients.get('pubsub')} pub/sub"))
+        idle = [p for p in (_sec("max", clients.get("idle_max_s")), _sec("median", clients.get("idle_median_s")))
+                if p]
+        rows.append(("client idle", ", ".join([*idle, f"{clients.get('idle_over_300s')} idle > 300 s",
+                                               f"{clients.get('pubsub')} pub/sub"]) if idle
+                     else "no other client connected"))
     rows.append(("probe time", f"{broker.get('elapsed_s')} s"))
     return [_facts_table("Redis", rows)]
 

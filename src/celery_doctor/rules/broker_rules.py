@@ -386,16 +386,51 @@ def redis_clients(facts: BrokerFacts) -> list[Finding]:
                 snippet="broker_pool_limit = 10\nredis_max_connections = 20"),
             confidence=0.8))
     rejected = info.get("rejected_connections")
-    if isinstance(rejected, int) and rejected > 0:
+    sample = facts.facts.get("rejections") or {}
+    during = sample.get("during_probe")
+    since = sample.get("since_start", rejected)
+    if isinstance(during, int) and during > 0 and isinstance(since, int):
         out.append(Finding(
             Category.POOL_EXHAUSTION_OR_MISUSE, Severity.HIGH,
-            f"Redis has rejected {rejected} connection(s) since it started",
-            "rejected_connections counts connections refused because maxclients was reached.",
-            [_ev(facts, f"rejected_connections = {rejected}, maxclients = {maxclients}, "
-                        f"connected_clients = {connected}")],
-            Fix("Find who holds the connections (CLIENT LIST), cap pools or raise maxclients."),
+            f"Redis rejected {during} connection{'s' if during != 1 else ''} during the "
+            f"{sample.get('interval_s'):g} s probe",
+            "rejected_connections counts connections refused because maxclients was reached, and it "
+            "rose while celery-doctor watched: clients are being refused now.",
+            [_ev(facts, f"rejected_connections {since - during} -> {since} in {sample.get('interval_s'):g} s, "
+                        f"maxclients = {maxclients}, connected_clients = {connected}")],
+            Fix("Find who holds the connections (CLIENT LIST), cap pools or raise maxclients.",
+                snippet="broker_pool_limit = 10\nredis_max_connections = 20"),
             confidence=0.85))
+    elif isinstance(since, int) and since > 0:
+        # a counter since start: history. Judge today's use instead (the share above).
+        watched = f"none during the {sample['interval_s']:g} s probe" if during == 0 else "not sampled twice"
+        out.append(Finding(
+            Category.POOL_EXHAUSTION_OR_MISUSE, Severity.LOW if during == 0 else Severity.MEDIUM,
+            f"Redis rejected {since} connection{'s' if since != 1 else ''} since it started, {watched}",
+            "rejected_connections counts connections refused because maxclients was reached at some "
+            "time since the server started (uptime "
+            f"{_uptime(info.get('uptime_in_seconds'))}). "
+            + ("None were refused while celery-doctor watched and the clients are well under the limit "
+               "now, so this is history; it matters if it lines up with the failures in your logs."
+               if during == 0 else "Run the probe with --churn-interval to see whether it is still rising."),
+            [_ev(facts, f"rejected_connections = {since}, maxclients = {maxclients}, "
+                        f"connected_clients = {connected}")],
+            Fix("If the times match your failures: find who held the connections (CLIENT LIST), cap pools "
+                "or raise maxclients."),
+            confidence=0.4 if during == 0 else 0.6))
     return out
+
+
+def _uptime(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "unknown"
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 @rule("CD-B11", "broker", Category.BROKER_RESOURCE_ALARM)
