@@ -34,6 +34,7 @@ ANCHORS = {
 CONTEXT = {Kind.BROKER_STOP, Kind.BROKER_START, Kind.ALARM_SET, Kind.FAILOVER,
            Kind.WORKER_SHUTDOWN, Kind.PROXY_HEAL, Kind.BLOCKED}
 GAP_S = 5.0  # events closer than this belong to the same failure
+SAME_MOMENT_S = 1.5  # closes of several connections this close together are one cut
 CONTEXT_BEFORE_S = 30.0
 IDLE_MIN_S = 2.0  # no task for this long before a failure (and none running) counts as idle
 REGULAR_CV = 0.25  # intervals varying less than this (std/mean) make a period
@@ -123,9 +124,11 @@ def _group(timeline: Timeline) -> list[_Draft]:
     """Cluster anchor events in time; a client's retries stay with its open outage."""
     drafts: list[_Draft] = []
     open_outage: dict[str, _Draft] = {}  # client source -> incident not yet reconnected
+    reconnected: dict[str, datetime] = {}  # client source -> its last "Connected to"
     gap = timedelta(seconds=GAP_S)
     for e in timeline.events:
         if e.kind == Kind.CONNECTED and e.side == Side.CLIENT:
+            reconnected[e.source] = e.at
             draft = open_outage.pop(e.source, None)
             if draft is not None and draft.reconnected_at is None:
                 draft.reconnected_at = e.ts
@@ -137,7 +140,7 @@ def _group(timeline: Timeline) -> list[_Draft]:
         target = None
         if e.side == Side.CLIENT and e.kind == Kind.CANNOT_CONNECT and e.source in open_outage:
             target = open_outage[e.source]
-        elif drafts and e.at - drafts[-1].last <= gap:
+        elif drafts and e.at - drafts[-1].last <= gap and _same_failure(drafts[-1], e, reconnected):
             target = drafts[-1]
         elif e.side == Side.CLIENT:
             target = _late_notice(drafts, e)
@@ -149,6 +152,38 @@ def _group(timeline: Timeline) -> list[_Draft]:
             open_outage[e.source] = target
     _attach_context(drafts, timeline)
     return drafts
+
+
+def connection_key(event: Event) -> str | None:
+    """Which connection a broker-side event is about: RabbitMQ's connection pid, else the client
+    address (ip:port, Redis addr=), None when the line names none."""
+    return event.detail.get("conn") or event.peer
+
+
+def _same_failure(draft: _Draft, event: Event, reconnected: dict[str, datetime]) -> bool:
+    """Whether ``event`` belongs to the failure ``draft`` describes, not to the next one.
+
+    One cut closes every connection of a worker at the same moment (consumer, pidbox, events),
+    so closes of several connections within SAME_MOMENT_S are one incident; a close of another
+    connection seconds later is another failure, however close in time. A client that has
+    connected again since the draft started is failing anew."""
+    if event.side == Side.CLIENT:
+        since = reconnected.get(event.source)
+        return since is None or since <= draft.first
+    key = connection_key(event)
+    if key is None or event.side != Side.BROKER:  # the fault proxy's own log follows the outage
+        return True
+    closes = [e for e in draft.events if e.side == event.side and connection_key(e) is not None]
+    if not closes or any(connection_key(e) == key for e in closes):
+        return True
+    return (event.at - draft.last).total_seconds() <= SAME_MOMENT_S
+
+
+def _before(draft: _Draft, kinds: set[Kind]) -> bool:
+    """Context of these kinds that really came first (at or just before the failure); a shutdown
+    or broker stop logged after the failure is what followed it, not its cause."""
+    limit = draft.first + timedelta(seconds=SAME_MOMENT_S)
+    return any(e.kind in kinds and e.at <= limit for e in draft.context)
 
 
 def _late_notice(drafts: list[_Draft], event: Event) -> _Draft | None:
@@ -179,7 +214,6 @@ def _verdict(draft: _Draft, timeline: Timeline) -> tuple[str, ClosedBy, str, flo
     kinds = Counter(e.kind for e in draft.events)
     client = [e for e in draft.events if e.side == Side.CLIENT]
     families = {error_family(e) for e in client} - {None}
-    context = {e.kind for e in draft.context}
     # a broker log that was running at that moment but logged no close of its own
     broker_watching = any(timeline.covers(name, draft.first) for name in _broker_source_names(timeline))
 
@@ -187,7 +221,7 @@ def _verdict(draft: _Draft, timeline: Timeline) -> tuple[str, ClosedBy, str, flo
         return "V01", ClosedBy.NETWORK, "the fault proxy between worker and broker cut or stalled the flow", 0.95
     if kinds[Kind.AUTH_REFUSED] or kinds[Kind.ACCESS_REFUSED] or families & {"auth", "vhost"}:
         return "V02", ClosedBy.BROKER, "the broker refused the login or the vhost", 0.9
-    if kinds[Kind.BROKER_FORCED_CLOSE] or "forced" in families or Kind.BROKER_STOP in context:
+    if kinds[Kind.BROKER_FORCED_CLOSE] or "forced" in families or _before(draft, {Kind.BROKER_STOP}):
         return "V03", ClosedBy.BROKER, "the broker forced the connection closed (shutdown or admin)", 0.9
     if kinds[Kind.SERVER_CLOSED_IDLE] or kinds[Kind.SERVER_CLOSED_LIMIT]:
         return "V04", ClosedBy.BROKER, "the Redis server closed the client (idle timeout or limit)", 0.9
@@ -301,7 +335,7 @@ def _phase(draft: _Draft, timeline: Timeline, idle: float | None) -> Phase:
     kinds = {e.kind for e in draft.events}
     if kinds & {Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED, Kind.TLS_ERROR}:
         return Phase.STARTUP
-    if any(e.kind == Kind.WORKER_SHUTDOWN for e in draft.context):
+    if _before(draft, {Kind.WORKER_SHUTDOWN}):
         return Phase.SHUTDOWN
     client = next((e for e in draft.events if e.side == Side.CLIENT), None)
     if client is not None:

@@ -243,8 +243,10 @@ class Scanner:
         if ts is not None and side == Side.CLIENT and kind not in (Kind.WORKER_READY, Kind.WORKER_SHUTDOWN,
                                                                    Kind.CONNECTED):
             detail.update(self._task_context(buf, record.start, ts))
-        signature = sig.id if sig else ("celery.traceback.connection_error" if "Traceback (most recent" in message
-                                        else "python.exception.connection_error")
+        signature = sig.id if sig else (
+            "python.traceback.crash" if kind == Kind.WORKER_CRASH else
+            "celery.traceback.connection_error" if "Traceback (most recent" in message
+            else "python.exception.connection_error")
         return Event(ts=ts, source=source, line=line_no, side=side, kind=kind, text=text, peer=peer,
                      error=error, signature=signature, level=head.level or None, detail=detail)
 

@@ -1,0 +1,63 @@
+"""Incidents: one per connection, and context (a shutdown, a broker stop) is evidence only when it
+really came first. Logs are written in the layouts the real recordings use."""
+# ruff: noqa: E501  (log lines are kept verbatim)
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from celery_doctor.model import Phase
+from celery_doctor.pipeline import analyse_logs
+
+RABBIT = "2026-11-23 22:34:{s} [warning] <0.{pid}.0> closing AMQP connection <0.{pid}.0> ({port} -> 127.0.0.1:5672, vhost: '/', user: 'guest'):\n2026-11-23 22:34:{s} [warning] <0.{pid}.0> client unexpectedly closed TCP connection\n"
+WORKER_HEAD = ("[2026-11-23 22:34:00,000: INFO/MainProcess] Connected to amqp://guest:**@127.0.0.1:5672//\n"
+               "[2026-11-23 22:34:00,050: INFO/MainProcess] celery@vm ready.\n")
+LOST = "[2026-11-23 22:34:{s}: WARNING/MainProcess] consumer: Connection to broker lost. Trying to re-establish the connection... (ConnectionResetError(104, 'Connection reset by peer'))\n"
+CONNECTED = "[2026-11-23 22:34:{s}: INFO/MainProcess] Connected to amqp://guest:**@127.0.0.1:5672//\n"
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_closes_of_different_connections_seconds_apart_are_different_incidents(tmp_path: Path) -> None:
+    broker = RABBIT.format(s="10.000000+00:00", pid=100, port="127.0.0.1:40001") + \
+        RABBIT.format(s="13.000000+00:00", pid=200, port="127.0.0.1:40002")
+    report = analyse_logs([_write(tmp_path, "rabbit.log", broker)])
+    assert len(report.incidents) == 2
+    assert [e.detail["conn"] for i in report.incidents for e in i.events] == ["<0.100.0>", "<0.200.0>"]
+
+
+def test_one_cut_that_closes_several_connections_at_once_is_one_incident(tmp_path: Path) -> None:
+    broker = RABBIT.format(s="10.000000+00:00", pid=100, port="127.0.0.1:40001") + \
+        RABBIT.format(s="10.004000+00:00", pid=200, port="127.0.0.1:40002")
+    report = analyse_logs([_write(tmp_path, "rabbit.log", broker)])
+    assert len(report.incidents) == 1
+
+
+def test_a_client_that_connected_again_fails_anew(tmp_path: Path) -> None:
+    worker = WORKER_HEAD + LOST.format(s="10,000") + CONNECTED.format(s="10,500") + LOST.format(s="13,000")
+    report = analyse_logs([_write(tmp_path, "worker.log", worker)])
+    assert len(report.incidents) == 2
+    assert report.incidents[0].outage_s == 0.5
+
+
+def test_a_shutdown_after_the_failure_does_not_make_it_a_shutdown(tmp_path: Path) -> None:
+    shutdown = "[2026-11-23 22:34:{s}: WARNING/MainProcess] worker: Warm shutdown (MainProcess)\n"
+    task = "[2026-11-23 22:34:09,000: INFO/MainProcess] Task proj.add[0f4c3a2e-1111-2222-3333-444455556666] received\n"
+    after = analyse_logs([_write(tmp_path, "after.log", WORKER_HEAD + task + LOST.format(s="10,000") + shutdown.format(s="12,000"))])
+    assert after.incidents[0].phase != Phase.SHUTDOWN
+    before = analyse_logs([_write(tmp_path, "before.log", WORKER_HEAD + task + shutdown.format(s="09,500") + LOST.format(s="10,000"))])
+    assert before.incidents[0].phase == Phase.SHUTDOWN
+
+
+def test_a_header_less_shutdown_line_is_not_glued_to_the_task_line(tmp_path: Path) -> None:
+    """Glued, 'Task ... received' + 'worker: Warm shutdown' became a dated shutdown before the loss;
+    printed to stderr, its place among the log's records proves no order."""
+    worker = (WORKER_HEAD + "[2026-11-23 22:34:09,000: INFO/MainProcess] Task proj.add[0f4c3a2e-1111-2222-3333-444455556666] received\n"
+              + "worker: Warm shutdown (MainProcess)\n" + LOST.format(s="10,000"))
+    report = analyse_logs([_write(tmp_path, "w.log", worker)])
+    assert report.incidents[0].phase != Phase.SHUTDOWN
+    assert [e.text for e in report.undated] == ["worker: Warm shutdown (MainProcess)"]
