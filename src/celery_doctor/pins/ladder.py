@@ -19,7 +19,7 @@ from packaging.version import Version
 from celery_doctor.pins.catalogue import Catalogue
 from celery_doctor.pins.checks import PYTHONS, known_bad_hits
 from celery_doctor.pins.interface import PinsError
-from celery_doctor.pins.resolver import ORDER, Request, Unsatisfiable, newest_patch, resolve
+from celery_doctor.pins.resolver import ORDER, Request, Unsatisfiable, deadline_after, newest_patch, resolve
 
 LADDER_PACKAGES = ("celery", "kombu", "amqp", "billiard", "vine", "redis")
 
@@ -85,7 +85,8 @@ def _accept(catalogue: Catalogue, python: str | None, broker: str | None):
 
 
 def solve_step(catalogue: Catalogue, celery: str, python: str | None, prefer: dict[str, str],
-               broker: str | None = None, keep_librabbitmq: bool = False) -> dict[str, str]:
+               broker: str | None = None, keep_librabbitmq: bool = False,
+               deadline: float | None = None) -> dict[str, str]:
     """The pinned set for one celery release: declared ranges, no known-bad hit, preferences when possible."""
     base = {"celery": f"=={celery}", "redis": ""}
     if keep_librabbitmq:
@@ -108,7 +109,7 @@ def solve_step(catalogue: Catalogue, celery: str, python: str | None, prefer: di
             attempts.append(specs)
     for specs in attempts:
         try:
-            pins = resolve(Request(specs=specs, extras=extras, python=python,
+            pins = resolve(Request(specs=specs, extras=extras, python=python, deadline=deadline,
                                    accept=_accept(catalogue, python, broker)), catalogue)
         except Unsatisfiable:
             continue
@@ -143,10 +144,12 @@ def plan(catalogue: Catalogue, current: str, target: str, python: str | None = N
 
     steps: list[Step] = []
     py = python
+    deadline = deadline_after()  # the whole ladder, however many sets it tries
     for number, (celery, stop) in enumerate(stops, 1):
         notes: list[str] = []
         # the Python of this step: stay where the user is while celery allows it, else the nearest newer
-        pins, step_py = _solve_for_python(catalogue, celery, py, stop.get("prefer", {}), broker, keep_librabbitmq)
+        pins, step_py = _solve_for_python(catalogue, celery, py, stop.get("prefer", {}), broker, keep_librabbitmq,
+                                          deadline)
         pythons = supported_pythons(pins, catalogue, broker)
         if py and step_py and _xy(py) != step_py:
             notes.append(f"Python {_xy(py)} -> {step_py}: change the interpreter at this step "
@@ -170,7 +173,8 @@ def _celery_pythons(catalogue: Catalogue, celery: str) -> list[str]:
 
 
 def _solve_for_python(catalogue: Catalogue, celery: str, current: str | None, prefer: dict[str, str],
-                      broker: str | None, keep_librabbitmq: bool) -> tuple[dict[str, str], str]:
+                      broker: str | None, keep_librabbitmq: bool,
+                      deadline: float | None = None) -> tuple[dict[str, str], str]:
     """Solve at the user's Python when celery supports it, else at the nearest newer one that works."""
     candidates = _celery_pythons(catalogue, celery)
     first = _choose_python(current, candidates)
@@ -178,7 +182,7 @@ def _solve_for_python(catalogue: Catalogue, celery: str, current: str | None, pr
         [p for p in reversed(candidates) if Version(p) < Version(first)]
     for py in order:
         try:
-            pins = solve_step(catalogue, celery, py, prefer, broker, keep_librabbitmq)
+            pins = solve_step(catalogue, celery, py, prefer, broker, keep_librabbitmq, deadline)
         except Unsatisfiable:
             continue
         if py in supported_pythons(pins, catalogue, broker):

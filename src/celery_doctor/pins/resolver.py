@@ -7,6 +7,7 @@ knows celery, kombu, amqp, billiard, vine, redis and librabbitmq; anything else 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,7 +18,8 @@ from celery_doctor.pins.catalogue import Catalogue, Release
 from celery_doctor.pins.interface import TRACKED, PinsError
 
 ORDER = ("celery", "kombu", "amqp", "vine", "billiard", "redis", "librabbitmq")
-MAX_STEPS = 20000  # backtracking budget: the tracked graph is tiny, so this is never reached in practice
+MAX_STEPS = 5000  # backtracking budget per resolution (forward checking keeps real ones under ~100)
+SEARCH_SECONDS = 20.0  # wall-clock budget of one whole search (a ladder resolves many sets)
 
 
 @dataclass
@@ -30,10 +32,19 @@ class Request:
     # extra filter (e.g. "not known-bad"): (name, version, chosen so far) -> acceptable?
     accept: Callable[[str, str, dict[str, str]], bool] | None = None
     prefer_oldest: bool = False
+    deadline: float | None = None  # time.monotonic() past which the search gives up (SearchTooLong)
 
 
 class Unsatisfiable(PinsError):
     pass
+
+
+class SearchTooLong(PinsError):
+    """The search ran out of its time budget: not an answer, so never caught as "unsatisfiable"."""
+
+
+def deadline_after(seconds: float = SEARCH_SECONDS) -> float:
+    return time.monotonic() + seconds
 
 
 def _python_ok(rel: Release, python: str | None) -> bool:
@@ -62,6 +73,16 @@ def resolve(request: Request, catalogue: Catalogue) -> dict[str, str]:
                     new_extras.setdefault(dep, set()).update(req.extras)
         return specs, new_extras, needed
 
+    def fits_chosen(name: str, version: str, chosen: dict[str, str]) -> bool:
+        """Whether ``name==version`` asks nothing of the packages already chosen that they are not."""
+        rel = catalogue.release(name, version)
+        assert rel is not None
+        for req in rel.dependencies(request.python, tuple(sorted(request.extras.get(name, ())))):
+            dep = req.name.lower()
+            if dep in chosen and not req.specifier.contains(chosen[dep], prereleases=True):
+                return False
+        return True
+
     def search(chosen: dict[str, str]) -> dict[str, str] | None:
         nonlocal steps
         steps += 1
@@ -75,11 +96,25 @@ def resolve(request: Request, catalogue: Catalogue) -> dict[str, str]:
         todo = [n for n in ORDER if n in needed and n not in chosen]
         if not todo:
             return chosen
+        if request.deadline is not None and time.monotonic() > request.deadline:
+            raise SearchTooLong("the search for a pinned set took too long; pin more of celery, kombu, amqp, "
+                                "billiard, vine and redis in the input to narrow it")
+        # forward checking: a package that has no candidate left under what is chosen makes this
+        # branch dead now, not after every combination of the packages before it was tried
+        options: dict[str, list[str]] = {}
+        for name in todo:
+            if not catalogue.versions(name):
+                raise PinsError(f"no release data for {name}")
+            options[name] = [v for v in catalogue.matching(name, str(specs.get(name, "")))
+                             if _python_ok(catalogue.release(name, v), request.python)  # type: ignore[arg-type]
+                             and fits_chosen(name, v, chosen)]
+            if request.accept and name != todo[0]:
+                # a known-bad combination with what is chosen already rules a version out for good
+                options[name] = [v for v in options[name] if request.accept(name, v, chosen)]
+            if not options[name]:
+                return None
         name = todo[0]
-        if not catalogue.versions(name):
-            raise PinsError(f"no release data for {name}")
-        candidates = [v for v in catalogue.matching(name, str(specs.get(name, "")))
-                      if _python_ok(catalogue.release(name, v), request.python)]  # type: ignore[arg-type]
+        candidates = options[name]
         if not request.prefer_oldest:
             candidates.reverse()
         for version in candidates:

@@ -12,6 +12,7 @@ from celery_doctor.pins.readers.interpreter import read_interpreter
 from celery_doctor.pins.readers.locks import read_pipfile_lock, read_poetry_lock, read_uv_lock
 from celery_doctor.pins.readers.pyproject import read_pyproject
 from celery_doctor.pins.readers.requirements_txt import read_requirements
+from celery_doctor.userfiles import MAX_TEXT_BYTES, decode_text, read_text
 
 __all__ = ["read_file", "read_interpreter"]
 
@@ -37,18 +38,20 @@ def read_file(path: str) -> Environment:
     import sys
 
     if path == "-":
-        text, file = sys.stdin.read(), Path("<stdin>")
+        data = sys.stdin.buffer.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise PinsError(f"<stdin>: more than {MAX_TEXT_BYTES // (1024 * 1024)} MB: not a requirement file")
+        file = Path("<stdin>")
+        text = decode_text(data, file, PinsError)
     else:
         file = Path(path)
-        try:
-            text = file.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise PinsError(f"{path}: no such file") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PinsError(f"{path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from exc
+        text = read_text(file, PinsError, "requirement or lock file")
     fmt = _sniff(file.name, text)
     reader = {"poetry.lock": read_poetry_lock, "uv.lock": read_uv_lock, "Pipfile.lock": read_pipfile_lock,
               "pyproject.toml": read_pyproject}.get(fmt)
-    env = reader(file, text) if reader else read_requirements(file, text)
+    try:
+        env = reader(file, text) if reader else read_requirements(file, text)
+    except RecursionError:
+        raise PinsError(f"{path}: nested too deeply to read as a {fmt}") from None
     env.origin = path
     return env

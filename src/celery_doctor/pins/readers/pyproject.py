@@ -10,6 +10,7 @@ import tomllib
 from packaging.requirements import InvalidRequirement, Requirement
 
 from celery_doctor.pins.interface import Environment, PinsError, canonical
+from celery_doctor.pins.readers import shape
 from celery_doctor.pins.readers.requirements_txt import pin_from_requirement
 
 
@@ -22,7 +23,9 @@ def poetry_range(spec: str) -> str:
             continue
         if clause[0] in "^~" and not clause.startswith("~="):
             base = clause[1:].strip()
-            nums = [int(x) for x in re.findall(r"\d+", base)[:3]]
+            nums = [int(x) for x in re.findall(r"\d{1,18}", base)[:3]]
+            if not nums:
+                raise ValueError(f"{clause!r} has no version after {clause[0]}")
             if clause[0] == "^":
                 idx = next((i for i, n in enumerate(nums) if n != 0), len(nums) - 1)
             else:
@@ -37,18 +40,22 @@ def poetry_range(spec: str) -> str:
     return ",".join(parts)
 
 
-def _poetry_table(env: Environment, table: dict[str, Any]) -> None:
+def _poetry_table(env: Environment, table: dict[str, Any], key: str) -> None:
     for name, value in table.items():
-        if canonical(name) == "python":
-            env.python_spec = poetry_range(str(value))
-            continue
-        if isinstance(value, list):  # multiple-constraint form: take the first
-            value = value[0] if value else {}
-        extras: tuple[str, ...] = ()
-        if isinstance(value, dict):
-            extras = tuple(value.get("extras", ()))
-            value = value.get("version", "")
-        spec = poetry_range(str(value))
+        where = f"{key}.{name}"
+        try:
+            if canonical(name) == "python":
+                env.python_spec = poetry_range(shape.string(value, env.origin, where))
+                continue
+            if isinstance(value, list):  # multiple-constraint form: take the first
+                value = value[0] if value else {}
+            extras: tuple[str, ...] = ()
+            if isinstance(value, dict):
+                extras = tuple(shape.strings(value.get("extras"), env.origin, f"{where}.extras"))
+                value = value.get("version", "")
+            spec = poetry_range(shape.version(value, env.origin, where))
+        except ValueError as exc:
+            raise PinsError(f"{env.origin}: bad Poetry constraint for {name}: {exc}") from None
         req = f"{name}[{','.join(extras)}]{spec}" if extras else f"{name}{spec}"
         try:
             pin = pin_from_requirement(Requirement(req), 0, f"{name} = {value!r}")
@@ -63,22 +70,27 @@ def read_pyproject(path: Path, text: str) -> Environment:
     except tomllib.TOMLDecodeError as exc:
         raise PinsError(f"{path}: not valid TOML: {exc}") from exc
     env = Environment(origin=str(path), format="pyproject.toml")
-    project = doc.get("project", {})
-    deps = list(project.get("dependencies", []))
-    for group in project.get("optional-dependencies", {}).values():
-        deps += group
-    for group in doc.get("dependency-groups", {}).values():
-        deps += [d for d in group if isinstance(d, str)]
+    project = shape.table(doc.get("project"), path, "[project]")
+    deps = list(shape.strings(project.get("dependencies"), path, "project.dependencies"))
+    for group, items in shape.table(project.get("optional-dependencies"), path,
+                                    "project.optional-dependencies").items():
+        deps += shape.strings(items, path, f"project.optional-dependencies.{group}")
+    for group, items in shape.table(doc.get("dependency-groups"), path, "[dependency-groups]").items():
+        deps += [d for d in shape.array(items, path, f"dependency-groups.{group}") if isinstance(d, str)]
     for dep in deps:
         try:
             env.add(pin_from_requirement(Requirement(dep), 0, dep))
         except InvalidRequirement as exc:
             raise PinsError(f"{path}: not a requirement: {dep!r}") from exc
     if project.get("requires-python"):
-        env.python_spec = project["requires-python"]
-    poetry = doc.get("tool", {}).get("poetry", {})
-    _poetry_table(env, poetry.get("dependencies", {}))
-    for group in poetry.get("group", {}).values():
-        _poetry_table(env, group.get("dependencies", {}))
-    _poetry_table(env, poetry.get("dev-dependencies", {}))
+        env.python_spec = shape.string(project["requires-python"], path, "project.requires-python")
+    poetry = shape.table(shape.table(doc.get("tool"), path, "[tool]").get("poetry"), path, "[tool.poetry]")
+    _poetry_table(env, shape.table(poetry.get("dependencies"), path, "tool.poetry.dependencies"),
+                  "tool.poetry.dependencies")
+    for name, group in shape.table(poetry.get("group"), path, "tool.poetry.group").items():
+        key = f"tool.poetry.group.{name}.dependencies"
+        _poetry_table(env, shape.table(shape.table(group, path, f"tool.poetry.group.{name}").get("dependencies"),
+                                       path, key), key)
+    _poetry_table(env, shape.table(poetry.get("dev-dependencies"), path, "tool.poetry.dev-dependencies"),
+                  "tool.poetry.dev-dependencies")
     return env

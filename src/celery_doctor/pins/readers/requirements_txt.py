@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
 
 from celery_doctor.pins.interface import Environment, Pin, PinsError, canonical
+from celery_doctor.userfiles import read_text
 
 # pip options that take no requirement: skipped, not errors
 _SKIPPED_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host",
@@ -23,6 +26,13 @@ def pin_from_requirement(req: Requirement, line: int, text: str) -> Pin:
     version = None
     if len(specs) == 1 and specs[0].operator in ("==", "===") and not specs[0].version.endswith("*"):
         version = specs[0].version
+    for spec in specs:
+        try:
+            Version(spec.version.rstrip(".*"))
+        except (InvalidVersion, ValueError):  # ValueError: more digits than int() takes
+            if spec.operator != "===":
+                raise PinsError(f"{text[:60]!r}: {spec.version[:24]}{'...' if len(spec.version) > 24 else ''} "
+                                "is not a version number") from None
     return Pin(name=canonical(req.name), version=version,
                specifier="" if version else str(req.specifier), extras=tuple(sorted(req.extras)),
                line=line, text=text)
@@ -57,13 +67,15 @@ def read_requirements(path: Path, text: str, env: Environment | None = None,
         include = _INCLUDE.match(line)
         if include:
             target = include.group(2)
+            if "\x00" in target:
+                raise PinsError(f"{path}:{number}: the included file name holds a NUL byte")
             included = (path.parent / target).resolve()
             if included in seen:
                 continue
             try:
-                sub = included.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise PinsError(f"{path}:{number}: cannot read included file {target}: {exc.strerror}") from exc
+                sub = read_text(included, PinsError, "requirement file")
+            except PinsError as exc:
+                raise PinsError(f"{path}:{number}: cannot read included file {target}: {exc}") from None
             read_requirements(included, sub, env, seen)
             continue
         if line.startswith(("-e ", "--editable ")):
@@ -79,10 +91,20 @@ def read_requirements(path: Path, text: str, env: Environment | None = None,
         except InvalidRequirement as exc:
             reason = str(exc).splitlines()[0]
             raise PinsError(f"{path}:{number}: not a requirement line: {line[:80]!r} ({reason})") from exc
-        pin = pin_from_requirement(req, number, line)
-        if req.marker is not None and not req.marker.evaluate():
-            # a marker for another platform: keep it, the checks may still care
-            pin.text += "  (marker false here)"
+        try:
+            pin = pin_from_requirement(req, number, line)
+        except PinsError as exc:
+            raise PinsError(f"{path}:{number}: {exc}") from None
+        if req.marker is not None:
+            try:
+                applies = req.marker.evaluate()
+            except (UndefinedComparison, UndefinedEnvironmentName, InvalidMarker, InvalidVersion) as exc:
+                env.notes.append(f"{path}:{number}: marker {str(req.marker)!r} cannot be evaluated ({exc}); "
+                                 "the requirement is kept")
+                applies = True
+            if not applies:
+                # a marker for another platform: keep it, the checks may still care
+                pin.text += "  (marker false here)"
         if not pin.version:
             freeze_like = False
         env.add(pin)
