@@ -72,6 +72,7 @@ def test_effective_settings_with_env_override() -> None:
     assert rows["broker_url"]["origin"] == "env:CELERY_BROKER_URL"
     assert rows["broker_heartbeat"] == {**rows["broker_heartbeat"], "value": 30, "origin": "config"}
     assert rows["worker_prefetch_multiplier"]["value"] == 2  # app.conf.X in the app module
+    assert "deprecated_settings" not in rows  # Celery's bookkeeping in app.conf, not a setting
     titles = [f["title"] for f in report["findings"]]
     assert any(t.startswith("broker_url: intended") for t in titles)
     assert any("BROKER_URL is set in the environment" in t for t in titles)

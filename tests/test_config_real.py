@@ -191,3 +191,53 @@ def test_lower_case_names_in_django_settings_are_dropped() -> None:
     root = Path(config_truth.REAL) / "delivery_project"
     titles = _titles([root / "configs" / "extra_configs" / "celery_config.py"])
     assert "result_backend never reaches Celery: Django keeps only upper-case settings" in titles
+
+
+@pytest.mark.parametrize(("url", "expected"), [("memory", "no '://'"), ("redis", "no '://'"),
+                                                ("django://", "removed in kombu 4.0"), ("memory://", None)])
+def test_broker_urls_kombu_reads_otherwise(tmp_path: Path, url: str, expected: str | None) -> None:
+    """kombu's own reading: Connection('memory') is amqp://guest@memory:5672//, 'django://' is no transport."""
+    from kombu import Connection
+
+    config = tmp_path / "celeryconfig.py"
+    config.write_text(f"broker_url = {url!r}\n")
+    titles = [t for t in _titles([config]) if t.startswith("broker_url")]
+    if expected is None:
+        assert titles == [] and Connection(url).transport_cls == "memory"
+        return
+    assert len(titles) == 1 and expected in titles[0]
+    if "://" not in url:
+        assert Connection(url).as_uri() == f"amqp://guest:**@{url}:5672//"
+    else:
+        with pytest.raises(KeyError, match="No such transport"):
+            Connection(url).transport  # noqa: B018
+
+
+@pytest.mark.parametrize(("requirement", "expected"), [("celery==5.2.7\n", "5.2.7"),
+                                                       ("celery[redis]>=5.3,<5.4\n", "5.3.6")])
+def test_from_version_is_the_projects_pin(tmp_path: Path, requirement: str, expected: str) -> None:
+    from celery_doctor.pipeline import check_config
+
+    shutil.copytree(Path(config_truth.REAL) / "cloudlaunch", tmp_path / "proj")
+    (tmp_path / "proj" / "requirements.txt").write_text("django<2\n" + requirement)
+    report = check_config([str(tmp_path / "proj" / "cloudlaunch" / "celeryconfig.py")])
+    assert report.summary["from"] == expected
+    assert any(f"Celery {expected}, pinned in" in w for w in report.warnings)
+    # 5.x already sends heartbeats: no "default changed" story from 3.1
+    assert not any(f.facts.get("setting") == "broker_heartbeat" for f in report.findings)
+
+
+def test_without_a_pin_the_guess_is_said(tmp_path: Path) -> None:
+    from celery_doctor.pipeline import check_config
+
+    report = check_config([str(Path(config_truth.REAL) / "cloudlaunch" / "cloudlaunch" / "celeryconfig.py")])
+    assert any("no pin found: assumed Celery 3.1" in w for w in report.warnings)
+
+
+def test_yaml_file_given_directly_is_read() -> None:
+    from celery_doctor.pipeline import check_config
+
+    report = check_config([str(Path(config_truth.REAL) / "registrar" / "registrar" / "settings" / "registrar.yml")])
+    rows = {r["written"]: r for r in report.data["config"]["settings"]}
+    assert rows["CELERY_DEFAULT_QUEUE"]["status"] == "old_name" and rows["CELERY_DEFAULT_QUEUE"]["line"] == 20
+    assert report.data["config"]["django"] is True  # DATABASES: a Django settings mapping

@@ -23,10 +23,12 @@ from celery_doctor.rules.context import context_for
 from celery_doctor.settings import analysis as settings_analysis
 from celery_doctor.settings import catalogue as settings_catalogue
 from celery_doctor.settings import static_reader
+from celery_doctor.settings.interface import Assignment, ConfigFacts
 
 if TYPE_CHECKING:  # the repro and migrate stages load only for their commands
     from celery_doctor.repro.harness import RunOptions as ReproRunOptions
     from celery_doctor.settings.migrate import Migration
+    from celery_doctor.settings.runtime_report import RuntimeReport
 
 
 CONFIG_AUDIT = "CD-C00"
@@ -82,23 +84,120 @@ def check_broker(url: str, options: ProbeOptions | None = None) -> Report:
     )
 
 
+def _project_celery_pin(paths: list[str]) -> tuple[str, str] | None:
+    """(Celery release, 'file:line') from the requirement or lock file of the project the config
+    belongs to: the version it runs today, i.e. the --from of the upgrade."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import Version
+
+    from celery_doctor.pins.readers import read_file as read_requirements
+    from celery_doctor.settings.loader import project_root
+
+    first = next((Path(p) for p in paths if Path(p).exists()), None)
+    if first is None:
+        return None
+    root = project_root(first if first.is_file() else first / "x.py")
+    names = ("poetry.lock", "uv.lock", "Pipfile.lock", "requirements.txt", "requirements/base.txt",
+             "requirements/production.txt", "requirements/prod.txt", "pyproject.toml", "requirements.in")
+    for directory in dict.fromkeys([root, root.parent]):
+        for name in names:
+            candidate = directory / name
+            if not candidate.is_file():
+                continue
+            try:
+                pin = read_requirements(str(candidate)).pins.get("celery")
+            except DoctorError:
+                continue
+            if pin is None:
+                continue
+            where = f"{candidate}:{pin.line}" if pin.line else str(candidate)
+            if pin.version:
+                try:
+                    return settings_catalogue.resolve(pin.version), where
+                except DoctorError:
+                    continue
+            try:
+                spec = SpecifierSet(pin.specifier)
+            except InvalidSpecifier:
+                continue
+            allowed = [v for v in settings_catalogue.releases() if Version(v) in spec]
+            if allowed:
+                return allowed[-1], where
+    return None
+
+
+def _runtime_facts(report: RuntimeReport) -> ConfigFacts:
+    """A running Celery's settings as a config source (names as it printed them)."""
+    facts = ConfigFacts(files=[report.source])
+    for key, value in report.settings.items():
+        if key == "deprecated_settings" or key.startswith("_"):  # Celery's bookkeeping, object internals
+            continue
+        facts.assignments.append(Assignment(name=key, value=value, source=report.source,
+                                            line=report.lines.get(key, 0), text=report.texts.get(key, key),
+                                            via="report", prefixed=False))
+    return facts
+
+
+def _runtime_data(report: RuntimeReport) -> dict[str, object]:
+    return {"kind": report.kind, "source": report.source, "versions": report.versions,
+            "transport": report.transport, "results": report.results, "workers": report.workers}
+
+
 def check_config(paths: list[str], to_version: str | None = None, from_version: str | None = None,
                  idle_timeout: str | None = None) -> Report:
-    """The static `config PATH` pipeline: read (ast, never executing), analyse against the target, judge."""
+    """The static `config PATH` pipeline: read (ast, never executing), analyse against the target, judge.
+    A pasted `celery report` / `inspect conf` output among the paths is what Celery really runs with:
+    alone it is audited like a config; beside the files it is their effective side."""
+    from celery_doctor.settings import runtime_report
+
     middlebox = parse_idle_timeout(idle_timeout)
-    facts = static_reader.read(paths)
-    analysis = settings_analysis.analyse(facts, to_version, from_version)
-    source = analysis.source_version or settings_analysis.guess_source_version(analysis)
-    warnings = list(facts.notes)
-    if source and not from_version:
-        warnings.append(f"--from not given: assumed Celery {source} because the settings use 3.x names")
-    return Report(command="config", findings=_stamped(settings_rules.settings_findings(analysis, middlebox, source),
-                                                      CONFIG_AUDIT),
-                  warnings=warnings,
+    runtime = [runtime_report.read_runtime(p) for p in paths if runtime_report.is_runtime_report(p)]
+    files = [p for p in paths if not any(r.source == p for r in runtime)]
+    warnings: list[str] = [n for r in runtime for n in r.notes]
+    warnings += [f"{r.source}: the report lists no settings (Celery printed {', '.join(r.settings) or 'none'}): "
+                 "the effective values below are Celery's defaults, not what the workers run with"
+                 for r in runtime if not [k for k in r.settings if k != "deprecated_settings" and k[:1] != "_"]]
+    running = next((r.celery for r in runtime if r.celery), None)
+    if running and not from_version:
+        try:
+            from_version = settings_catalogue.resolve(running)
+            warnings.append(f"--from not given: Celery {running}, from "
+                            f"{next(r.source for r in runtime if r.celery)}")
+        except DoctorError:
+            warnings.append(f"the report says Celery {running}, older than the settings data "
+                            f"({settings_catalogue.releases()[0]}): give --from")
+    facts = static_reader.read(files) if files else _runtime_facts(runtime[0])
+    source = from_version
+    if not from_version:
+        pinned = _project_celery_pin(files)
+        if pinned:
+            source = pinned[0]
+            warnings.append(f"--from not given: Celery {pinned[0]}, pinned in {pinned[1]}")
+    analysis = settings_analysis.analyse(facts, to_version, source)
+    if source is None:
+        source = settings_analysis.guess_source_version(analysis)
+        if source:
+            warnings.append(f"--from not given and no pin found: assumed Celery {source} because the settings "
+                            "use 3.x names (say --from VERSION)")
+    warnings += list(facts.notes)
+    findings = settings_rules.settings_findings(analysis, middlebox, source)
+    data: dict[str, object] = {"config": settings_rules.config_data(analysis, source)}
+    if runtime:
+        data["runtime"] = _runtime_data(runtime[0])
+    if runtime and files:
+        doc = {"celery": runtime[0].celery or "", "settings": {
+            settings_catalogue.any_to_new().get(k, k): {"value": v, "origin": runtime[0].kind}
+            for k, v in runtime[0].settings.items() if k != "deprecated_settings"}, "env": []}
+        judged, rows = settings_rules.effective_findings(analysis, doc, runtime[0].celery or analysis.target)
+        findings += judged
+        data["effective"] = rows
+    findings = sorted(findings, key=lambda f: -f.severity.rank)
+    return Report(command="config", findings=_stamped(findings, CONFIG_AUDIT), warnings=warnings,
                   summary={"files": ", ".join(facts.files), "target": analysis.target, "from": source,
                            "namespace": facts.namespace, "settings": len(analysis.rows),
+                           "celery_running": running,
                            "idle_timeout": f"{middlebox.name} ({middlebox.idle_timeout_s} s)" if middlebox else None},
-                  data={"config": settings_rules.config_data(analysis, source)})
+                  data=data)
 
 
 def check_effective(app: str, python: str | None, paths: list[str], to_version: str | None,

@@ -23,6 +23,13 @@ ENV_OVERRIDES = {
     "broker_write_url": "CELERY_BROKER_WRITE_URL",
     "result_backend": "CELERY_RESULT_BACKEND",
 }
+# stored in app.conf by Celery itself, not settings
+NOT_SETTINGS = frozenset(["deprecated_settings"])
+# keys Celery reads with conf.get() without declaring them (celery 5.7 backends/*, app/base.py, fixups/django.py)
+READ_UNDECLARED = frozenset(["redis_backend_health_check_interval", "redis_backend_credential_provider",
+                             "redis_client_name", "result_backend_thread_safe", "override_backends",
+                             "CELERY_DB_REUSE_MAX", "cassandra_secure_bundle_path", "firestore_project",
+                             "gcs_threadpool_maxsize"])
 # the 5.x `celery` command reads these for --broker / --result-backend
 CLI_ENV = {"broker_url": "BROKER_URL", "result_backend": "RESULT_BACKEND"}
 
@@ -126,8 +133,9 @@ def settings_of(app, celery_version):
         env = ENV_OVERRIDES.get(key) if new_style else None
         if env and os.environ.get(env) and value == os.environ.get(env):
             origin = "env:" + env
-        if key not in defaults and (origin == "default" or callable(value) or type(value).__name__ == "module"):
-            continue  # module attributes of the config source (imports, helpers) are not settings
+        if key not in defaults and (origin == "default" or callable(value) or type(value).__name__ == "module"
+                                    or key in NOT_SETTINGS or key not in READ_UNDECLARED):
+            continue  # Celery's bookkeeping and the config source's other names (imports, helpers) are not settings
         out[key] = {"value": plain(value), "origin": origin}
     return out
 

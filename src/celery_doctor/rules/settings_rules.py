@@ -22,6 +22,12 @@ CONNECTION_SETTINGS = frozenset({
     "redis_backend_health_check_interval", "broker_pool_acquire_timeout", "worker_concurrency", "worker_pool",
 })
 DEFAULT_BROKER = "amqp://guest@localhost:5672//"
+# kombu 5.7 kombu/transport/__init__.py TRANSPORT_ALIASES (plus the old 'django' ORM transport, gone in 4.0)
+TRANSPORTS = frozenset({"SLMQ", "SQS", "amqp", "amqps", "azureservicebus", "azurestoragequeues", "confluentkafka",
+                        "consul", "etcd", "filesystem", "gcpubsub", "kafka", "librabbitmq", "memory", "mongodb", "pgmq",
+                        "pyamqp", "pyro", "qpid", "redis", "rediss", "sentinel", "slmq", "sqla", "sqlalchemy", "sqs",
+                        "zookeeper"})
+REMOVED_TRANSPORTS = {"django": "4.0", "couchdb": "4.0", "beanstalk": "4.0", "zeromq": "4.0", "sqlite": "4.0"}
 
 # Defaults that changed between releases, and what a user upgrading across them sees.
 CHANGED_DEFAULTS: dict[str, str] = {
@@ -95,7 +101,8 @@ def _names_findings(analysis: an.Analysis) -> list[Finding]:
                 explanation=f"Celery {target} still reads {name} (converted to {row.setting}) but warns that old "
                             "names go away in 6.0; mixed with new names it refuses the whole config.",
                 evidence=[_ev(row)], confidence=0.95,
-                fix=Fix(text=f"Rename it (celery-doctor config migrate {row.item.source}).",
+                fix=Fix(text=f"Rename it (celery-doctor config migrate {row.item.source})." if row.item.via != "report"
+                        else "Rename it in the config file the workers load (celery-doctor config migrate FILE).",
                         snippet=f"{row.suggestion} = {an.show(row.item.value)}" if not isinstance(
                             row.item.value, Dynamic) else row.suggestion),
                 facts={"setting": row.setting, "old": name, "new": row.suggestion, "honoured": True}))
@@ -281,8 +288,39 @@ def _broker_kind(analysis: an.Analysis) -> str | None:
         ("amqp", "pyamqp", "librabbitmq")) else scheme
 
 
+def _url_findings(analysis: an.Analysis) -> list[Finding]:
+    """broker_url values kombu reads differently from what they say."""
+    url, origin = analysis.value("broker_url")
+    if origin == "default" or not isinstance(url, str) or not url or ";" in url:
+        return []
+    evidence = _row_for(analysis, "broker_url")
+    scheme = url.split("://", 1)[0] if "://" in url else None
+    base = (scheme or "").split("+")[-1]
+    if scheme is None and url in TRANSPORTS:
+        return [Finding(
+            category=Category.VERSION_INCOMPATIBILITY, severity=Severity.HIGH,
+            title=f"broker_url {url!r} has no '://': kombu connects to an AMQP host named {url!r}",
+            explanation=f"kombu takes a URL without a scheme as a host name for the default transport, so {url!r} "
+                        f"means amqp://guest@{url}:5672// (not the {url} transport): 'Cannot connect to "
+                        f"amqp://guest:**@{url}:5672//: [Errno -2] Name or service not known'.",
+            evidence=evidence, confidence=0.9,
+            fix=Fix(text="Write the transport as a URL.", snippet=_spell("broker_url", analysis, f"{url}://")),
+            facts={"setting": "broker_url", "value": url, "read_as": f"amqp://guest@{url}:5672//"})]
+    if scheme and "." not in base and base not in TRANSPORTS:
+        removed = REMOVED_TRANSPORTS.get(base)
+        return [Finding(
+            category=Category.VERSION_INCOMPATIBILITY, severity=Severity.HIGH,
+            title=f"broker_url uses the {base!r} transport, which kombu does not have"
+                  + (f" (removed in kombu {removed})" if removed else ""),
+            explanation=f"The worker stops at startup with KeyError: 'No such transport: {base}'.",
+            evidence=evidence, confidence=0.9,
+            fix=Fix(text="Use a supported broker (RabbitMQ: amqp://, Redis: redis://)."),
+            facts={"setting": "broker_url", "transport": base, "removed_in": removed})]
+    return []
+
+
 def _value_findings(analysis: an.Analysis, middlebox: Middlebox | None) -> list[Finding]:
-    out: list[Finding] = []
+    out: list[Finding] = _url_findings(analysis)
     kind = _broker_kind(analysis)
     beat_value, beat_origin = analysis.value("broker_heartbeat")
     beat = _num(beat_value)
