@@ -118,3 +118,15 @@ def test_compose_interleaves_worker_and_rabbit_multiline_reports(tmp_path: Path)
     by_source = {e.source.rsplit(":", 1)[-1]: e.kind for e in result.events if e.kind in
                  (Kind.HEARTBEAT_MISSED_CLIENT, Kind.CONNECTION_LOST)}
     assert by_source == {"rabbitmq_1": Kind.HEARTBEAT_MISSED_CLIENT, "worker_1": Kind.CONNECTION_LOST}
+
+
+def test_traceback_split_into_one_warning_record_per_line_is_one_record(tmp_path: Path) -> None:
+    """worker_redirect_stdouts: each printed traceback line is its own WARNING record (case 003's
+    layout); the record ends with the exception line, so it is one connection_lost with its error."""
+    case = FIXTURES.parent.parent.parent / "shared/cases/003-celery3649-gevent-beat-missed-heartbeats/logs/worker.log"
+    head = case.read_text().splitlines()[:5]
+    tail = ["celery_1    | [2016-12-03 17:28:52,157: WARNING/MainProcess] ConnectionResetError: [Errno 104] Connection reset by peer",
+            "celery_1    | [2016-12-03 17:28:52,160: INFO/MainProcess] Connected to amqp://guest:**@rabbitmq:5672//"]
+    events = read_logs([write(tmp_path, "w.log", "\n".join(head + tail) + "\n")]).events
+    assert [(e.line, e.kind) for e in events] == [(1, Kind.CONNECTION_LOST), (7, Kind.CONNECTED)]
+    assert events[0].error == "ConnectionResetError: [Errno 104] Connection reset by peer"

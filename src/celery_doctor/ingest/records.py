@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from celery_doctor.ingest import families, prefixes
 from celery_doctor.ingest.families.celery import CHAIN, EXCEPTION
 from celery_doctor.ingest.interface import Family, Start
+from celery_doctor.model import Side
 
 MAX_RECORD_LINES = 60
 MAX_TEXT = 16 * 1024
@@ -157,6 +158,11 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
                 current.lines.append(text[fam.message_start(text):])  # RabbitMQ 3.9+: same ts+pid goes on
                 blank_before = False
                 continue
+            if current is not None and _split_traceback(current, fam, head, text):
+                # stdout redirected into the log: every traceback line became a WARNING record
+                current.lines.append(text[fam.message_start(text):])
+                blank_before = False
+                continue
             if current is not None:
                 yield current
             current = Piece(ln.offset, ln.number, [text], ln.service, ln.prefix_ts, fam, head)
@@ -207,6 +213,20 @@ def _start(text: str, candidates: tuple[Family, ...], year: int) -> tuple[Family
         if head is not None:
             return fam, head
     return None
+
+
+def _split_traceback(current: Piece, fam: Family, head: Start, text: str) -> bool:
+    """Whether a header line carries the next line of a traceback that the record above began
+    (worker_redirect_stdouts logs each printed line as its own record, same level and process)."""
+    if fam is not current.family or fam.side != Side.CLIENT or head.ts is None or current.head.ts is None:
+        return False
+    first = current.lines[0]
+    if not first[fam.message_start(first):].startswith(TRACEBACK) or head.level != current.head.level:
+        return False
+    if (head.ts - current.head.ts).total_seconds() > 5:
+        return False
+    body = text[fam.message_start(text):].strip()
+    return body.startswith(('File "', TRACEBACK, *CHAIN)) or bool(EXCEPTION.match(body))
 
 
 def _goes_on(previous: str, text: str) -> bool:
