@@ -61,3 +61,22 @@ def test_a_header_less_shutdown_line_is_not_glued_to_the_task_line(tmp_path: Pat
     report = analyse_logs([_write(tmp_path, "w.log", worker)])
     assert report.incidents[0].phase != Phase.SHUTDOWN
     assert [e.text for e in report.undated] == ["worker: Warm shutdown (MainProcess)"]
+
+
+def test_worker_and_broker_pasted_together_get_their_own_clocks(tmp_path: Path) -> None:
+    """One paste, worker lines in local time (UTC+2, no zone) above the broker's UTC lines: each
+    side becomes its own source, the two-hour offset is found, and the cuts match up."""
+    worker = ("[2026-11-23 23:32:29,886: INFO/MainProcess] Connected to amqp://app:**@mq:5672//\n"
+              "[2026-11-23 23:32:38,921: WARNING/MainProcess] consumer: Connection to broker lost. Trying to re-establish the connection... (ConnectionResetError(104, 'Connection reset by peer'))\n"
+              "[2026-11-23 23:32:39,950: INFO/MainProcess] Connected to amqp://app:**@mq:5672//\n"
+              "[2026-11-23 23:40:38,921: WARNING/MainProcess] consumer: Connection to broker lost. Trying to re-establish the connection... (ConnectionResetError(104, 'Connection reset by peer'))\n")
+    broker = ("2026-11-23 21:32:29.880000+00:00 [info] <0.100.0> accepting AMQP connection <0.100.0> (10.0.0.5:48150 -> 10.0.0.2:5672)\n"
+              "2026-11-23 21:32:38.922290+00:00 [warning] <0.100.0> closing AMQP connection <0.100.0> (10.0.0.5:48150 -> 10.0.0.2:5672, vhost: '/', user: 'app'):\n"
+              "2026-11-23 21:32:38.922290+00:00 [warning] <0.100.0> client unexpectedly closed TCP connection\n"
+              "2026-11-23 21:32:39.940000+00:00 [info] <0.200.0> accepting AMQP connection <0.200.0> (10.0.0.5:48160 -> 10.0.0.2:5672)\n"
+              "2026-11-23 21:40:38.922290+00:00 [warning] <0.200.0> closing AMQP connection <0.200.0> (10.0.0.5:48160 -> 10.0.0.2:5672, vhost: '/', user: 'app'):\n"
+              "2026-11-23 21:40:38.922290+00:00 [warning] <0.200.0> client unexpectedly closed TCP connection\n")
+    report = analyse_logs([_write(tmp_path, "paste.txt", "Worker:\n" + worker + "\nRabbitMQ (UTC):\n" + broker)])
+    offsets = {s.name.rsplit(":", 1)[-1]: s.offset_s for s in report.sources}
+    assert abs(offsets["rabbitmq"] - 7200) < 1
+    assert [i.closed_by.value for i in report.incidents] == ["network", "network"]

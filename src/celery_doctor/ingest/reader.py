@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,7 +67,7 @@ class SourceState:
 
     def services_family(self, source: str) -> str:
         service = source.rsplit(":", 1)[-1]
-        return f"{self.services.get(service, 'unknown')} (docker-compose)"
+        return f"{self.services.get(service, 'unknown')} ({self.prefix or 'paste'})"
 
 
 @dataclass
@@ -282,6 +282,21 @@ class Scanner:
         if self.client_like:
             self._activity(buf, 0, len(buf))
         self.line_base += buf.count(b"\n")
+        self._split_sides()
+
+    def _split_sides(self) -> None:
+        """A paste that holds worker and broker lines with no collector prefix to tell them apart
+        becomes one source per family, so each side gets its own clock (zone) offset."""
+        if self.state.prefix is not None or len({e.side for e in self.state.events if e.ts is not None}) < 2:
+            return
+        name = self.state.info.name
+        events = []
+        for e in self.state.events:
+            family = (e.signature or "").split(".", 1)[0]
+            family = family if family in ("rabbitmq", "redis") else "celery"
+            self.state.services[family] = family
+            events.append(replace(e, source=f"{name}:{family}"))
+        self.state.events = events
 
     # -- task activity -------------------------------------------------------------------------
     def _task_lines_before(self, buf: bytes, pos: int

@@ -114,6 +114,8 @@ def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | N
         return None, prefix, {}
     if prefix is not None and prefixes.BY_NAME[prefix].services and len(votes) > 1:
         return "multi", prefix, services
+    if prefix is None and len(votes) > 1 and sorted(votes.values())[-2] >= 2:
+        return "multi", prefix, services  # a paste of worker and broker lines one after the other
     return max(votes, key=lambda f: votes[f]), prefix, services
 
 
