@@ -241,3 +241,19 @@ def test_yaml_file_given_directly_is_read() -> None:
     rows = {r["written"]: r for r in report.data["config"]["settings"]}
     assert rows["CELERY_DEFAULT_QUEUE"]["status"] == "old_name" and rows["CELERY_DEFAULT_QUEUE"]["line"] == 20
     assert report.data["config"]["django"] is True  # DATABASES: a Django settings mapping
+
+
+def test_broker_built_from_host_parts_matches_kombu() -> None:
+    """robotice's 3.x BROKER_HOST/USER/VHOST: the URL Celery 5.7 connects to, as kombu builds it."""
+    import runpy
+
+    from celery import Celery
+
+    from celery_doctor.pipeline import check_config
+
+    path = Path(config_truth.REAL) / "robotice" / "celeryconfig.py"
+    app = Celery("robotice", set_as_current=False)
+    app.config_from_object({k: v for k, v in runpy.run_path(str(path)).items() if k.isupper()})
+    real = app.connection_for_write().as_uri().replace(":**@", "@")
+    report = check_config([str(path)])
+    assert report.data["config"]["effective_broker_url"] == repr(real)

@@ -174,6 +174,7 @@ def check_config(paths: list[str], to_version: str | None = None, from_version: 
             source = pinned[0]
             warnings.append(f"--from not given: Celery {pinned[0]}, pinned in {pinned[1]}")
     analysis = settings_analysis.analyse(facts, to_version, source)
+    source = analysis.source_version
     if source is None:
         source = settings_analysis.guess_source_version(analysis)
         if source:
@@ -289,8 +290,10 @@ def reproduce(options: DiagnoseOptions) -> Report:
 
 
 def _settings(config: Report | None) -> dict[str, combine.Setting]:
-    """The settings the config audit read, with the line each stands on."""
-    rows = (config.data.get("config") or {}).get("settings", []) if config is not None else []
+    """The settings the config audit read, with the line each stands on (only those Celery uses:
+    not the ignored names, not a class it is not configured from)."""
+    data = (config.data.get("config") or {}) if config is not None else {}
+    rows = data.get("in_effect", data.get("settings", []))
     out: dict[str, combine.Setting] = {}
     for row in rows:
         if not row.get("setting") or not row.get("source") or not row.get("line"):

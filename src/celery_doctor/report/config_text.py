@@ -13,8 +13,38 @@ from celery_doctor.model import Report
 STATUS = {
     "ok": "read", "old_name": "old name (read)", "ignored_no_namespace": "IGNORED (no namespace)",
     "ignored_by_3x": "IGNORED (4.0+ name)", "removed": "IGNORED (removed)", "not_in_target": "IGNORED (too new)",
-    "unknown": "IGNORED (unknown)",
+    "unknown": "IGNORED (unknown)", "dropped_by_django": "IGNORED (Django drops lower-case)",
 }
+
+
+def _where(config: dict[str, Any]) -> list[RenderableType]:
+    """How Celery gets these files: the loader call, the class, the namespace; what is running."""
+    out: list[RenderableType] = []
+    loader = config.get("loader")
+    if loader:
+        used = f" (the class {config['config_object']})" if config.get("config_object") else ""
+        ns = f", namespace={loader['namespace']!r}" if loader.get("namespace") else ", no namespace"
+        out.append(Text(f"Loaded by {loader['source'].rsplit('/', 1)[-1]}:{loader['line']}: "
+                        f"{loader['text'].strip()}{used}{ns}"))
+    elif config.get("config_object"):
+        out.append(Text(f"Configured from the class {config['config_object']} (no config_from_object call found)"))
+    alternative = config.get("alternative")
+    if alternative:
+        def label(namespace: str | None) -> str:
+            return f"namespace={namespace!r}" if namespace else "no namespace"
+
+        out.append(Text(f"Namespace unknown (no celery.py under the project loads this file): the table reads it "
+                        f"with {label(config.get('namespace'))}; with {label(alternative['namespace'])} the broker "
+                        f"would be {alternative['effective_broker_url']}", style="yellow"))
+    return out
+
+
+def _runtime(runtime: dict[str, Any]) -> Text:
+    versions = " ".join(f"{k}:{v}" for k, v in runtime.get("versions", {}).items())
+    extra = f" transport:{runtime['transport']}" if runtime.get("transport") else ""
+    workers = f" workers: {', '.join(runtime['workers'])}" if runtime.get("workers") else ""
+    return Text(f"Running ({runtime['kind']}, {runtime['source'].rsplit('/', 1)[-1]}): "
+                f"{versions or 'versions not shown'}{extra}{workers}")
 
 
 def _static(config: dict[str, Any]) -> list[RenderableType]:
@@ -29,7 +59,7 @@ def _static(config: dict[str, Any]) -> list[RenderableType]:
         target = row.get("suggestion") or row.get("setting") or "-"
         table.add_row(f"{row['source'].rsplit('/', 1)[-1]}:{row['line']}", row["written"], target,
                       Text(status, style=style), row["value"])
-    out: list[RenderableType] = [table]
+    out: list[RenderableType] = [*_where(config), table]
     broker = f"Effective broker URL: {config.get('effective_broker_url')} ({config.get('effective_broker_origin')})"
     out.append(Text(broker))
     if config.get("mix_error"):
@@ -53,6 +83,8 @@ def config_sections(report: Report) -> list[RenderableType]:
     out: list[RenderableType] = []
     if "effective" in report.data:
         out.append(_effective(report.data["effective"]))
+    if "runtime" in report.data:
+        out.append(_runtime(report.data["runtime"]))
     if "config" in report.data:
         out.extend(_static(report.data["config"]))
     return out

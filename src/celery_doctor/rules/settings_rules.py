@@ -457,6 +457,19 @@ def settings_findings(analysis: an.Analysis, middlebox: Middlebox | None = None,
     return sorted(findings, key=lambda f: -f.severity.rank)
 
 
+def _in_effect(analysis: an.Analysis) -> list[dict[str, Any]]:
+    out = []
+    for setting, (value, origin) in sorted(analysis.effective.items()):
+        where = origin.split(" ")[0]
+        src, _, line = where.rpartition(":")
+        row = next((r for r in analysis.rows if r.item.source == src and str(r.item.line) == line
+                    and r.setting == setting), None)
+        out.append({"setting": setting, "value": an.show(value), "source": src,
+                    "line": int(line) if line.isdigit() else 0, "text": row.item.text if row else "",
+                    "written": row.item.name if row else setting, "origin": origin})
+    return out
+
+
 def config_data(analysis: an.Analysis, source: str | None) -> dict[str, Any]:
     broker, origin = analysis.value("broker_url")
     return {
@@ -472,6 +485,8 @@ def config_data(analysis: an.Analysis, source: str | None) -> dict[str, Any]:
                                      for r in analysis.alternative.rows]} if analysis.alternative else None,
         "effective_broker_url": an.show(broker) if broker is not None else DEFAULT_BROKER,
         "effective_broker_origin": origin,
+        # what Celery will really use from the files: one row per setting, the winning line
+        "in_effect": _in_effect(analysis),
         "settings": [{"written": r.item.name, "setting": r.setting, "status": r.status,
                       "value": an.show(r.item.value), "source": r.item.source, "line": r.item.line, "text": r.item.text,
                       "via": r.item.via, "suggestion": r.suggestion, "note": r.note} for r in analysis.rows],

@@ -123,7 +123,8 @@ def classify(item: Assignment, target: str, facts: ConfigFacts) -> Row | None:
         setting: str | None = name[7:].lower()
         old = catalogue.table(target)[name[7:].lower()].get("old", [name[7:]])[0]
         note = "namespace" if facts.django or facts.celery_py else "prefix"
-        return Row(item, IGNORED_NO_NAMESPACE, setting, old, note=note)
+        # a Django file without the namespace keeps only upper-case names: the old one is what works there
+        return Row(item, IGNORED_NO_NAMESPACE, setting, old if facts.django else setting, note=note)
     mapped = catalogue.any_to_new().get(name)
     if name in catalogue.known_old_names() or mapped:
         last = catalogue.last_release_with(name) or (mapped and catalogue.last_release_with(mapped))
@@ -273,6 +274,25 @@ def _effective(analysis: Analysis) -> None:
             if row.item.in_function:
                 origin += " (in a function)"
             analysis.effective[setting] = (row.item.value, origin)
+    _broker_from_parts(analysis)
+
+
+def _broker_from_parts(analysis: Analysis) -> None:
+    """No broker_url, but BROKER_HOST & co.: Celery hands them to kombu's Connection (app/base.py
+    _connection), which builds the URL from them."""
+    effective = analysis.effective
+    if "broker_url" in effective or "broker_host" not in effective:
+        return
+    parts = {k: effective[k][0] for k in ("broker_host", "broker_port", "broker_user", "broker_vhost",
+                                           "broker_transport") if k in effective}
+    if any(isinstance(v, Dynamic) for v in parts.values()):
+        return
+    transport = parts.get("broker_transport") or "amqp"
+    user = parts.get("broker_user") or "guest"
+    port = parts.get("broker_port") or (6379 if transport == "redis" else 5672)
+    vhost = parts.get("broker_vhost") or "/"
+    url = f"{transport}://{user}@{parts['broker_host']}:{port}/{vhost if vhost != '/' else '/'}"
+    effective["broker_url"] = (url, f"{effective['broker_host'][1]} (built from broker_host, broker_user...)")
 
 
 def analyse(facts: ConfigFacts, target: str | None = None, source_version: str | None = None) -> Analysis:

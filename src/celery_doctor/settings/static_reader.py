@@ -482,7 +482,6 @@ def _locate(facts: ConfigFacts, given: list[Path]) -> None:
             kept = next((c for c in facts.loader_calls if c.source == str(app) and c.line == hit.line), hit)
             kept.kind = hit.kind
             facts.loader = kept
-            facts.notes.append(f"{target.name} is loaded by {app}:{hit.line}: {hit.text.strip()}")
             break
     if facts.loader is None and not facts.django:
         # no app module loads it: still Django settings when a settings.py star-imports it
