@@ -381,3 +381,92 @@ def test_a_recorded_idle_cut_renders_in_chromium(tmp_path: Path) -> None:
     assert {"timeline-svg", "finding-1", "band-1", "lane-0", "lane-1", "lane-2"} <= dom.ids
     assert {a["class"].split()[1] for a in dom.with_class("mark")} >= {"g-lost", "g-closed", "g-cut"}
     assert set(_local_hrefs(dom)) - dom.ids == set()
+
+
+# --- every report, on screen: no sideways scroll, headline = top cause, links reach the timeline ---
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+WIDTHS = (800, 1400, 1920)
+
+# Runs inside the page after its own script: measures the page and follows every evidence link.
+PROBE = """<script>
+(function () {
+  var d = document.documentElement, svg = document.getElementById("timeline-svg"), links = [];
+  document.querySelectorAll("#causes a[data-mark]").forEach(function (a) {
+    window.scrollTo(0, 0);
+    a.click();
+    var mark = document.getElementById(a.getAttribute("data-mark")), r = svg && svg.getBoundingClientRect();
+    links.push({mark: a.getAttribute("data-mark"), hit: !!mark && mark.classList.contains("hit"),
+                inView: !!r && r.bottom > 0 && r.top < window.innerHeight});
+  });
+  window.scrollTo(0, 0);
+  var wide = [];
+  document.querySelectorAll("body *").forEach(function (el) {
+    if (!el.closest(".scroll") && el.getBoundingClientRect().right > d.clientWidth + 1) { wide.push(el.tagName); }
+  });
+  d.setAttribute("data-probe", JSON.stringify({scrollWidth: d.scrollWidth, clientWidth: d.clientWidth,
+    wide: wide.slice(0, 5), links: links, headline: document.querySelector("h1").textContent.trim()}));
+})();
+</script>"""
+
+
+def _report_for(name: str) -> Report:
+    from celery_doctor.pipeline import DiagnoseOptions, check_pins, diagnose
+
+    if name == "every-input":  # logs, config and a live broker probe in one diagnosis
+        return diagnose(DiagnoseOptions(logs=[str(EXAMPLES / "idle-cut" / "*.log")],
+                                        config=str(ROOT / "tests/fixtures/configs/celeryconfig_31.py"),
+                                        broker="redis://127.0.0.1:6379/0", timeout=5))
+    if name == "pins":
+        return check_pins(str(ROOT / "tests/fixtures/pins/requirements-celery41-unpinned-kombu.txt"), None, "5.4",
+                          None, False, None)
+    return diagnose(DiagnoseOptions(logs=[str(EXAMPLES / name / "*.log")]))
+
+
+@pytest.mark.parametrize("name", [*sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()), "every-input", "pins"])
+def test_every_report_fits_800_1400_1920_and_its_links_reach_the_timeline(name: str, tmp_path: Path) -> None:
+    import json
+
+    report = _report_for(name)
+    page = render(report, "html").replace("</body>", PROBE + "</body>")
+    path = tmp_path / "report.html"
+    path.write_text(page, encoding="utf-8")
+    for width in WIDTHS:
+        done = _browser(tmp_path, "--force-prefers-reduced-motion", f"--window-size={width},900",
+                        "--dump-dom", path.as_uri())
+        assert done.returncode == 0, done.stderr[-2000:]
+        found = re.search(r'data-probe="([^"]*)"', done.stdout)
+        assert found, f"{name} at {width}px: the probe did not run"
+        probe = json.loads(html.unescape(found.group(1)))
+        assert probe["scrollWidth"] <= probe["clientWidth"], (name, width, probe)  # no sideways scroll
+        assert probe["wide"] == [], (name, width, probe["wide"])
+        assert probe["headline"] == (report.findings[0].title if report.findings else "No findings")
+        if report.events and any(f.evidence for f in report.findings):
+            assert probe["links"], f"{name}: no evidence link to the timeline"
+        for link in probe["links"]:
+            assert link["hit"] and link["inView"], (name, width, link)
+
+
+def test_a_skipped_input_has_no_lane_and_is_listed_under_the_warnings() -> None:
+    from celery_doctor.pipeline import analyse_logs
+
+    folder = EXAMPLES / "idle-cut"
+    report = analyse_logs([str(folder / "worker.log"), str(folder / "broker.log"), str(folder / "truth.json")])
+    page = render(report, "html")
+    lanes = re.findall(r'<text class="lane-name"[^>]*><title>([^<]*)</title>', page)
+    assert lanes and not any(lane.endswith("truth.json") for lane in lanes)
+    warnings = page.split('id="warnings"', 1)[1].split("</section>", 1)[0]
+    assert "Not on the timeline" in warnings and "truth.json" in warnings
+
+
+def test_each_input_gets_a_readable_section_in_every_format() -> None:
+    report = _report_for("every-input")
+    page = render(report, "html")
+    assert 'id="input-config"' in page and 'id="input-broker"' in page
+    broker = page.split('id="input-broker"', 1)[1].split("</section>", 1)[0]
+    assert "maxclients" in broker and "<table" in broker  # the probe's facts, not a JSON dump
+    markdown = render(report, "markdown")
+    assert "## Config" in markdown and "## Broker probe" in markdown and "| tcp-keepalive |" in markdown
+    text = render(report, "text", width=100)
+    assert "Broker probe" in text and "tcp-keepalive" in text

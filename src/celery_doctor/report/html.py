@@ -19,6 +19,7 @@ from celery_doctor import __version__
 from celery_doctor.model import Event, Evidence, Finding, Incident, Kind, Report, SourceInfo
 from celery_doctor.redact import MASK, _is_secret_key, redact_data
 from celery_doctor.report.interface import Renderer
+from celery_doctor.report.sections import input_sections
 
 # --- what each event kind looks like on the timeline -------------------------------------------
 # group -> (row in the lane, css class, legend label); rows: 0 = failures/closes, 1 = (re)connects
@@ -176,8 +177,17 @@ class _Ids:
         return None if lane is None else f"m-{lane}-{line}"
 
 
+def _skipped(report: Report, activity: dict[str, Any]) -> set[str]:
+    """Inputs that gave nothing to draw (an unknown format, an empty file): no empty lane for
+    them; the page lists them under the warnings instead."""
+    used = {e.source for e in report.events} | set(activity) | {
+        ev.source for f in report.findings for ev in [*f.evidence, *f.contradicting]}
+    return {s.name for s in report.sources if not s.events and s.name not in used}
+
+
 def _lane_names(report: Report, activity: dict[str, Any]) -> list[str]:
-    names = [s.name for s in report.sources]
+    skipped = _skipped(report, activity)
+    names = [s.name for s in report.sources if s.name not in skipped]
     for name in [e.source for e in report.events] + list(activity):
         if name not in names:
             names.append(name)
@@ -525,6 +535,11 @@ def _view(report: Report) -> dict[str, Any]:
                     if v not in (None, {}, [])],
         "data": [(k.replace("_", " "), _generic(v)) for k, v in data.items()],
         "warnings": report.warnings,
+        "skipped": sorted(_skipped(report, activity)),
+        "sections": [{"id": f"input-{sec.name}", "title": sec.title,
+                      "blocks": [{"title": b.title, "header": b.header, "rows": b.rows, "text": b.text}
+                                 for b in sec.blocks]}
+                     for sec in input_sections(report)],
     }
 
 

@@ -6,6 +6,7 @@ import io
 import os
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
@@ -15,6 +16,9 @@ from rich.text import Text
 
 from celery_doctor.model import Finding, Incident, Kind, Report, Severity
 from celery_doctor.report.interface import Renderer, short_names, summary_items
+
+if TYPE_CHECKING:
+    from celery_doctor.report.sections import Section
 
 SEVERITY_STYLE = {
     Severity.INFO: "dim",
@@ -276,8 +280,12 @@ class TextRenderer(Renderer):
                           highlight=False, soft_wrap=False)
         for warning in report.warnings:
             console.print(Text(f"warning: {warning}", style="yellow"))
-        for section in SECTIONS.get(report.command, lambda r: [])(report):
-            console.print(fit_columns(section, width) if isinstance(section, Table) else section)
+        from celery_doctor.report.sections import input_sections
+
+        sections = input_sections(report)
+        combined = report.command == "diagnose"  # its inputs come after the answer; a command's own facts first
+        if not combined:
+            self._sections(console, sections, width, titled=False)
         if report.summary:
             console.print(summary_text(report))
         # the answer first: the top causes in full, the rest one line each
@@ -297,7 +305,17 @@ class TextRenderer(Renderer):
             console.print(incidents_table(report, width))
         if report.sources:
             console.print(sources_table(report))
+        if combined:
+            self._sections(console, sections, width, titled=True)
         return buffer.getvalue()
+
+    @staticmethod
+    def _sections(console: Console, sections: list[Section], width: int, titled: bool) -> None:
+        for section in sections:
+            if titled:
+                console.rule(Text(section.title, style="bold"), align="left")
+            for part in section.renderables:
+                console.print(fit_columns(part, width) if isinstance(part, Table) else part)
 
 
 def _register() -> None:
