@@ -14,6 +14,8 @@ from celery_doctor.ingest import read_logs
 from celery_doctor.model import Kind
 from conftest import FIXTURES
 
+PASTES_DIR = FIXTURES / "pastes"
+
 WORKER = (FIXTURES / "rabbitmq-idle-cut" / "worker.log").read_text().splitlines()[:14]
 REDIS_WORKER = (FIXTURES / "redis-idle-cut" / "worker.log").read_text().splitlines()[:14]
 
@@ -130,3 +132,18 @@ def test_traceback_split_into_one_warning_record_per_line_is_one_record(tmp_path
     events = read_logs([write(tmp_path, "w.log", "\n".join(head + tail) + "\n")]).events
     assert [(e.line, e.kind) for e in events] == [(1, Kind.CONNECTION_LOST), (7, Kind.CONNECTED)]
     assert events[0].error == "ConnectionResetError: [Errno 104] Connection reset by peer"
+
+
+def test_compose_worker_with_a_time_of_day_layout_beside_redis(tmp_path: Path) -> None:
+    """The worker's layout has no date (paste 43's), the Redis service's lines do: both services are
+    read, the worker's traceback stays with its record and gives the error."""
+    worker = (PASTES_DIR / "43-compose-sentry-time-only-layout.txt").read_text().splitlines()[:3]
+    lines = [*worker,
+             'worker_1                       |   File "/usr/local/lib/python2.7/site-packages/redis/connection.py", line 177, in _read_from_socket',
+             "worker_1                       |     raise socket.error(SERVER_CLOSED_CONNECTION_ERROR)",
+             "worker_1                       | error: Connection closed by server.",
+             "redis_1                        | 1:M 05 Sep 2020 11:27:04.101 # Client id=123 addr=172.18.0.9:40122 fd=12 name= age=600 idle=0 flags=P db=0 sub=0 psub=1 multi=-1 qbuf=0 qbuf-free=0 obl=0 oll=11 omem=33554432 events=rw cmd=psubscribe scheduled to be closed ASAP for overcoming of output buffer limits."]
+    result = read_logs([write(tmp_path, "compose.log", "\n".join(lines) + "\n")])
+    got = {e.source.rsplit(":", 1)[-1]: (e.kind, e.error) for e in result.events}
+    assert got == {"worker_1": (Kind.CONNECTION_LOST, "error: Connection closed by server."),
+                   "redis_1": (Kind.SERVER_CLOSED_LIMIT, None)}

@@ -131,7 +131,9 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
         for ln in lines:
             ln.text = ln.text[indent:]
     known = families.get(family)
-    candidates = families.LINE_FAMILIES if known is None or not known.line_based else (known,)
+    # the sniffed family first, then the others: a paste mixes what a person copied together
+    candidates = families.LINE_FAMILIES if known is None or not known.line_based else (
+        known, *(f for f in families.LINE_FAMILIES if f is not known))
     current: Piece | None = None
     in_traceback = False  # the open record has a traceback still waiting for its exception line
     finished_traceback = False

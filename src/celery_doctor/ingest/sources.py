@@ -106,7 +106,7 @@ def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | N
     votes: dict[str, int] = {}
     services: dict[str, str] = {}
     for line, service, _ in stripped:
-        family = family_of(line, year)
+        family = family_of(line, year) or _untimed_family(line)
         if family:
             votes[family] = votes.get(family, 0) + 1
             services.setdefault(service or "", family)
@@ -117,6 +117,13 @@ def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | N
     if prefix is None and len(votes) > 1 and sorted(votes.values())[-2] >= 2:
         return "multi", prefix, services  # a paste of worker and broker lines one after the other
     return max(votes, key=lambda f: votes[f]), prefix, services
+
+
+def _untimed_family(line: str) -> str | None:
+    """A record start without a time (a cut header, a time-of-day layout) also says the family."""
+    from celery_doctor.ingest.families import LINE_FAMILIES
+
+    return next((f.name for f in LINE_FAMILIES if (h := f.undated_start(line)) is not None and not h.standalone), None)
 
 
 def default_year(path: str) -> tuple[int, bool]:
