@@ -7,7 +7,6 @@ engine on the run's own logs. Nothing is mocked.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import re
@@ -22,40 +21,73 @@ from pathlib import Path
 import amqp
 import pytest
 
-from celery_doctor.model import Category, Kind
+from celery_doctor.model import Category, Kind, Report, Severity
+from celery_doctor.pipeline import reproduce
 from celery_doctor.repro import harness
 from celery_doctor.repro.proxy import parse_fault
+from conftest import console_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(180)]
 
 
-def _run(tmp_path: Path, broker: str, scenario: str, fault: str | None, **kw: object) -> harness.RunResult:
+class Result:
+    """One judged run: its data (the JSON edge), its Report, its kept files."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.data = report.data if "runs" not in report.data else report.data["runs"][0]
+        self.files = {"worker_log": self.data["files"]["worker.log"]}
+
+
+def _run(tmp_path: Path, broker: str, scenario: str, fault: str | None, **kw: object) -> Result:
     options = harness.RunOptions(scenario=scenario, fault=parse_fault(fault) if fault else None,
                                  broker_url=broker, workdir=tmp_path, **kw)  # type: ignore[arg-type]
-    return harness.run(options)
+    return Result(reproduce([options]))
 
 
-def _worker_log(result: harness.RunResult) -> str:
+def _worker_log(result: Result) -> str:
     return Path(result.files["worker_log"]).read_text(errors="replace")
 
 
-def _broker_log(result: harness.RunResult) -> str:
+def _broker_log(result: Result) -> str:
     path = Path(result.files["worker_log"]).with_name("broker.log")
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _top(result: harness.RunResult) -> Category | None:
-    assert result.report is not None, result.data["self_check"]
+def _top(result: Result) -> Category | None:
     return result.report.findings[0].category if result.report.findings else None
 
 
-def _no_leftovers(result: harness.RunResult) -> None:
-    """The run's queue was checked and deleted; its worker is gone."""
+def assert_nothing_left(queue: str, kind: str) -> None:
+    """Checked on the broker itself, not through the harness: no process of the run, no queue,
+    exchange or remote-control queue (RabbitMQ), no key naming the run (Redis)."""
+    out = subprocess.run(["pgrep", "-f", queue], capture_output=True, text=True)
+    assert out.stdout.strip() == "", f"a process of this run is still running: {out.stdout}"
+    run_id = queue.rsplit(".", 1)[1]
+    if kind == "rabbitmq":
+        listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True,
+                                timeout=60).stdout + subprocess.run(
+            ["rabbitmqctl", "-q", "list_exchanges", "name"], capture_output=True, text=True, timeout=60).stdout
+        assert run_id not in listed, [line for line in listed.splitlines() if run_id in line]
+    else:
+        import redis
+
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        try:
+            keys = [k for k in client.scan_iter(match=f"*{run_id}*", count=1000)]
+            members = [m for key in ("_kombu.binding.celery.pidbox", "_kombu.binding_permanent.celery.pidbox")
+                       for m in client.smembers(key) if run_id.encode() in m]
+            unacked = [v for v in client.hvals("unacked") if run_id.encode() in v]
+        finally:
+            client.close()
+        assert keys == [] and members == [] and unacked == [], (keys, members, len(unacked))
+
+
+def _no_leftovers(result: Result) -> None:
+    """The run's queue was checked and deleted; its worker is gone; nothing names it any more."""
     assert result.data["ledger"]["broker_checked"], result.data["ledger"].get("broker_note")
-    name = result.data["worker"]
-    assert name["alive_at_end"] in (True, False)
-    out = subprocess.run(["pgrep", "-f", result.data["queue"]], capture_output=True, text=True)
-    assert out.stdout.strip() == "", "a worker of this run is still running"
+    assert result.data["worker"]["alive_at_end"] in (True, False)
+    assert_nothing_left(result.data["queue"], result.data["broker"]["kind"])
 
 
 def test_idle_cut_rst_without_heartbeats_recurs_at_the_idle_period(tmp_path: Path, rabbitmq_url: str) -> None:
@@ -177,33 +209,52 @@ def _default_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_leaves_no_worker_proxy_or_queue_behind(tmp_path: Path, rabbitmq_url: str, sig: int) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "celery_doctor.cli", "repro", "--fault", "idle-cut:5",
-                             "--broker", rabbitmq_url, "--workdir", str(tmp_path), "--format", "json"],
+def _start_repro(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict]:
+    """A `celery-doctor repro` in the background, returned once its worker is ready."""
+    proc = subprocess.Popen([console_script(), "repro", *args, "--workdir", str(tmp_path), "--format", "json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_default_signals)
     deadline = time.monotonic() + 60
-    settings = None
     while time.monotonic() < deadline:
         logs = list(tmp_path.glob("*/worker.log"))
         if logs and " ready." in logs[0].read_text(errors="replace"):
-            settings = json.loads(logs[0].with_name("settings-worker.json").read_text())
-            break
+            return proc, json.loads(logs[0].with_name("settings-worker.json").read_text())
         time.sleep(0.2)
-    assert settings is not None, "the worker never became ready"
+    proc.kill()
+    pytest.fail("the worker never became ready")
+
+
+def _wait_nothing_left(queue: str, kind: str, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            assert_nothing_left(queue, kind)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_interrupt_leaves_no_worker_proxy_or_queue_behind(tmp_path: Path, rabbitmq_url: str, sig: int) -> None:
+    proc, settings = _start_repro(tmp_path, "--fault", "idle-cut:5", "--broker", rabbitmq_url)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
-    assert subprocess.run(["pgrep", "-f", settings["queue"]], capture_output=True).stdout == b""
-    conn = amqp.Connection(host="127.0.0.1:5672", userid="guest", password="guest", connect_timeout=5)
-    conn.connect()
-    try:
-        with pytest.raises(amqp.exceptions.NotFound):
-            conn.channel().queue_declare(settings["queue"], passive=True)
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
+    assert_nothing_left(settings["queue"], "rabbitmq")
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq", "redis"])
+def test_celery_doctor_killed_outright_leaves_nothing_behind(tmp_path: Path, broker_lock_shared: None,
+                                                             broker: str) -> None:
+    # SIGKILL: no finally runs; the guard process sees its pipe close and cleans up
+    url = "amqp://guest:guest@127.0.0.1:5672//" if broker == "rabbitmq" else "redis://127.0.0.1:6379/0"
+    proc, settings = _start_repro(tmp_path, "--fault", "idle-cut:5", "--broker", url)
+    assert subprocess.run(["pgrep", "-f", settings["queue"]], capture_output=True).stdout != b""
+    proc.kill()
+    proc.communicate(timeout=30)
+    _wait_nothing_left(settings["queue"], broker, within_s=20)
 
 
 def test_proxy_command_forwards_and_prints_its_decisions(rabbitmq_url: str) -> None:
@@ -231,3 +282,102 @@ def test_proxy_command_forwards_and_prints_its_decisions(rabbitmq_url: str) -> N
             proc.kill()
     assert proc.returncode == 0, err
     assert "connected" in out and "proxy_cut" in out and "cut after" in out
+
+
+# -- the verdict tells the truth about every task (issue 13) -----------------------------------
+
+def _worker_log_counts(result: Result) -> int:
+    """Independent count: task executions the worker's own log reports as succeeded."""
+    return len(re.findall(r"Task doctor\.\w+\[[^\]]+\] succeeded", _worker_log(result)))
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq", "redis"])
+def test_refused_publishes_are_the_verdict_not_no_incident(tmp_path: Path, broker_lock_shared: None,
+                                                           broker: str) -> None:
+    url = "amqp://guest:guest@127.0.0.1:5672//" if broker == "rabbitmq" else "redis://127.0.0.1:6379/0"
+    result = _run(tmp_path, url, "idle", "refuse")
+    data = result.data
+    assert data["publisher_proxy"]["refused"] >= 1
+    states = data["ledger"]["states"]
+    assert states["publish_failed"] == data["ledger"]["planned"] == 6, data["verdict"]
+    assert "6 publish failed" in data["verdict"]
+    assert _top(result) == Category.BROKER_RESTART_OR_FAILOVER
+    assert result.report.findings[0].facts["rule"] == "repro.publish_failed"
+    assert data["self_check"]["ok"] and result.report.worst() is not None
+    assert result.report.worst().rank >= Severity.HIGH.rank  # type: ignore[union-attr]
+    _no_leftovers(result)
+
+
+def test_a_publisher_slower_than_the_plan_leaves_every_task_in_a_named_state(tmp_path: Path,
+                                                                             rabbitmq_url: str) -> None:
+    result = _run(tmp_path, rabbitmq_url, "load", "latency:200", rate=20, duration=5)
+    data, summary = result.data, result.data["ledger"]
+    assert summary["planned"] == 100
+    assert sum(summary["states"].values()) == 100, summary["states"]
+    assert summary["states"]["not_sent"] > 0 and "never sent" in data["verdict"]
+    assert summary["executed_without_publish_record"] == 0
+    # the ledger's executions match the worker's own log, task by task in number
+    assert summary["executions"] == _worker_log_counts(result)
+    assert data["wall_s"] < 30, data["timings"]
+    assert result.report.findings[0].facts.get("rule") == "repro.fell_behind"
+    _no_leftovers(result)
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq", "redis"])
+def test_silent_idle_cut_is_diagnosed_and_its_fix_proven(tmp_path: Path, broker_lock_shared: None,
+                                                         broker: str) -> None:
+    url = "amqp://guest:guest@127.0.0.1:5672//" if broker == "rabbitmq" else "redis://127.0.0.1:6379/0"
+    options = harness.RunOptions(scenario="idle", fault=parse_fault("idle-cut:5:silent"), broker_url=url,
+                                 heartbeat=0, workdir=tmp_path)
+    report = reproduce([options], verify_fix=True)
+    broken, fixed = report.data["runs"]
+    assert broken["proxy"]["cuts"] >= 1
+    assert broken["worker"]["alive_but_not_consuming"], broken["canary"]
+    assert report.findings[0].category == Category.NETWORK_IDLE_TIMEOUT
+    assert report.findings[0].facts["rule"] == "repro.not_consuming"
+    assert broken["wall_s"] < 30 and fixed["wall_s"] < 30, (broken["wall_s"], fixed["wall_s"])
+    # the rerun with the proposed fix: the worker notices the dead socket and consumes again
+    assert fixed["worker"]["consuming_at_end"] is True, fixed["canary"]
+    fix = report.findings[0].fix
+    assert fix is not None
+    all_ran = fixed["ledger"]["states"]["executed"] == fixed["ledger"]["planned"] == 6
+    if broker == "rabbitmq":  # heartbeats: the dead flow is replaced before anything is lost
+        assert all_ran, fixed["verdict"]
+    # the verdict on the fix is the ledger's: proven only when every task ran exactly once,
+    # and a fix the rerun contradicts is never offered as if it worked
+    assert broken["verify_fix"]["proven"] is all_ran, broken["verify_fix"]
+    assert (fix.verify or "").startswith("verified") if all_ran else fix.text.startswith("NOT PROVEN")
+    for run in (broken, fixed):
+        assert_nothing_left(run["queue"], broker)
+
+
+def test_idle_cut_fix_proven_on_rabbitmq(tmp_path: Path, rabbitmq_url: str) -> None:
+    options = harness.RunOptions(scenario="idle", fault=parse_fault("idle-cut:3:rst"), broker_url=rabbitmq_url,
+                                 heartbeat=0, workdir=tmp_path)
+    report = reproduce([options], verify_fix=True)
+    broken, fixed = report.data["runs"]
+    assert broken["proxy"]["cuts"] >= 2 and fixed["proxy"]["cuts"] == 0
+    assert fixed["verify_fix"]["fix"] == {"heartbeat": 1.0}
+    assert fixed["settings"]["heartbeat_s"] == 1.0
+    assert broken["verify_fix"]["proven"] is True
+    assert "Connection to broker lost" not in Path(fixed["files"]["worker.log"]).read_text()
+
+
+def test_wrong_password_shows_the_brokers_refusal(tmp_path: Path, rabbitmq_url: str) -> None:
+    done = subprocess.run([console_script(), "repro", "--broker", "amqp://guest:wrong-secret@127.0.0.1:5672//",
+                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "ACCESS_REFUSED" in done.stderr and "[tasks]" not in done.stderr
+    assert str(tmp_path) in done.stderr  # says where the kept files are
+    assert "wrong-secret" not in done.stderr + done.stdout
+    assert list(tmp_path.glob("*/worker.log"))
+
+
+def test_config_file_heartbeat_is_reported_as_in_effect(tmp_path: Path, rabbitmq_url: str) -> None:
+    config = tmp_path / "celeryconfig.py"
+    config.write_text("broker_heartbeat = 2\n")
+    options = harness.RunOptions(scenario="startup", fault=None, broker_url=rabbitmq_url, config=config,
+                                 label="production", workdir=tmp_path)
+    data = reproduce([options]).data
+    assert data["settings"]["heartbeat_s"] == 2.0 and data["settings"]["heartbeat_from_user_config"]
+    assert data["settings"]["effective"]["broker_heartbeat"] == 2

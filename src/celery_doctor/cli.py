@@ -309,12 +309,18 @@ def broker(url: str, heartbeat: int, management_url: str | None, timeout: float,
 @click.option("--hook", default=None, metavar="COMMAND",
               help="broker-restart: the shell command that restarts the broker.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
-              help="Keep the run's logs, ledger and proxy events in this folder.")
+              help="Keep the run's logs, ledger and proxy events in this folder (the report says where).")
+@click.option("--middlebox", type=click.Choice(["auto", "kernel", "proxy"]), default="auto", show_default=True,
+              help="What cuts the flows: a kernel NAT (netns + nftables, needs root; idle cuts) or the "
+                   "userspace proxy; auto takes the kernel one when it can. The report says which.")
+@click.option("--verify-fix", is_flag=True,
+              help="Rerun the same fault with the fix the verdict proposes and say whether it did harm.")
 @output_options
 def repro(scenario: str, fault_spec: str | None, broker_url: str | None, config_file: str | None,
           compare: bool, python: str | None, heartbeat: float | None, acks_late: bool | None,
           pool: str | None, concurrency: int, rate: float, duration: float, task_seconds: float | None,
-          hook: str | None, workdir: str | None, fmt: str, output: str | None, fail_on: str) -> None:
+          hook: str | None, workdir: str | None, middlebox: str, verify_fix: bool, fmt: str, output: str | None,
+          fail_on: str) -> None:
     """Reproduce a connection failure: one real worker, one queue, a fault proxy, a task ledger.
 
     The worker runs in your interpreter (--python) with a trivial task; the proxy between it and
@@ -333,9 +339,10 @@ def repro(scenario: str, fault_spec: str | None, broker_url: str | None, config_
         scenario=scenario, fault=parse_fault(fault_spec) if fault_spec else None, broker_url=broker_url,
         config=Path(config_file) if config_file else None, python=python or sys.executable,
         heartbeat=heartbeat, acks_late=acks_late, pool=pool, concurrency=concurrency, rate=rate,
-        duration=duration, task_seconds=task_seconds, hook=hook, workdir=Path(workdir) if workdir else None)
+        duration=duration, task_seconds=task_seconds, hook=hook, workdir=Path(workdir) if workdir else None,
+        middlebox=middlebox)
     with run_progress() as progress:
-        report = reproduce_runs(options, compare, progress=progress)
+        report = reproduce_runs(options, compare, progress=progress, verify_fix=verify_fix)
     emit(report, fmt, output, fail_on)
 
 
@@ -366,7 +373,8 @@ def _address(value: str, what: str) -> tuple[str, int]:
 
 
 @main.command()
-@click.option("--listen", default="127.0.0.1:15672", show_default=True, metavar="HOST:PORT")
+@click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
+              help="Where to listen; port 0 picks a free port (printed at start).")
 @click.option("--upstream", default="127.0.0.1:5672", show_default=True, metavar="HOST:PORT")
 @click.option("--fault", "fault_spec", default=None, metavar="SPEC", help="As for `repro --fault`.")
 @click.option("--hook", default=None, metavar="COMMAND", help="broker-restart: the restart command.")

@@ -10,7 +10,7 @@ import glob
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery_doctor import incidents as incident_stage
 from celery_doctor import timeline as timeline_stage
@@ -277,7 +277,7 @@ class DiagnoseOptions:
     timeout: float = 5.0
 
 
-def reproduce(options: DiagnoseOptions) -> Report:
+def reproduce_fault(options: DiagnoseOptions) -> Report:
     """diagnose --repro FAULT: the same failure on a minimal bench, with the user's config on top."""
     from celery_doctor.repro import harness
     from celery_doctor.repro.proxy import parse_fault
@@ -286,7 +286,241 @@ def reproduce(options: DiagnoseOptions) -> Report:
     run_options = harness.RunOptions(scenario="idle", fault=fault, broker_url=options.broker,
                                      config=Path(options.config) if options.config else None,
                                      python=options.python or harness.RunOptions.python)
-    return harness.to_report([harness.run(run_options)])
+    return reproduce([run_options])
+
+
+ReproProgress = Callable[[str, float], None]
+
+
+def reproduce(runs: list[ReproRunOptions], progress: ReproProgress | None = None,
+              verify_fix: bool = False) -> Report:
+    """The `repro` command: run each reproduction (minimal, then the user's config for
+    --compare), judge each run's facts (its logs through the logs engine, its ground truth
+    through rules/repro_rules), and with ``verify_fix`` rerun the same fault with the fix the
+    verdict proposes and say whether the failure is gone."""
+    from celery_doctor.repro import harness
+
+    def say(what: str, done: float) -> None:
+        if progress is not None:
+            progress(what, done)
+
+    judged: list[_Judged] = []
+    for number, options in enumerate(runs, 1):
+        prefix = f"[{number}/{len(runs)} {options.label}] " if len(runs) > 1 else ""
+
+        def step(what: str, done: float, prefix: str = prefix) -> None:
+            say(prefix + what, done)
+
+        judged.append(_judge(harness.run(options, progress=step)))
+    if verify_fix:
+        judged += _verify(judged[-1], runs[-1], say)
+    return _repro_report(judged)
+
+
+if TYPE_CHECKING:
+    from celery_doctor.repro.facts import RunFacts
+
+
+@dataclass
+class _Judged:
+    facts: RunFacts
+    findings: list[Finding]
+    engine: Report | None
+    data: dict[str, Any]
+
+
+def _judge(facts: RunFacts) -> _Judged:
+    """One run's verdict: the logs engine on its logs, the repro rules on its ground truth."""
+    from celery_doctor.repro import harness, ledger, scenarios
+    from celery_doctor.rules import repro_rules
+
+    warnings: list[str] = []
+    engine: Report | None = None
+    try:
+        engine = analyse_logs([str(p) for p in facts.logs if p.exists()])
+    except DoctorError as exc:
+        warnings.append(f"the logs engine failed on this run's logs: {exc}")
+    summary = ledger.summarise(facts.tasks, facts.leftovers, exclude=facts.canary_ids)
+    own = repro_rules.evaluate(facts, summary)
+    from_logs = list(engine.findings) if engine is not None else []
+    repro_rules.cut_fix(facts, from_logs)
+    _ground_truth_counts(facts, from_logs)
+    findings = combine.rank([*own, *from_logs], [])
+    if any(f.category in combine.CAUSES for f in findings):
+        findings = [f for f in findings if f.category != Category.NO_INCIDENT]
+    # the publisher's path counts when it cost a task: a cut its retry absorbed did no harm
+    publisher_hurt = bool(summary.get("publish_failed") or summary.get("publish_interrupted"))
+    expected, why = scenarios.expected_categories(facts.fault, facts.scenario, facts.plan, facts.worker_events,
+                                                  facts.publisher_events if publisher_hurt else [],
+                                                  facts.target.kind)
+    top = findings[0].category if findings else None
+    engine_top = engine.findings[0].category if engine is not None and engine.findings else None
+    names = sorted(c.value for c in expected)
+    check: dict[str, Any] = {"expected": names, "why": why, "top_finding": top.value if top else None,
+                             "ok": top in expected, "logs_engine_top": engine_top.value if engine_top else None,
+                             "logs_engine_ok": engine_top in expected}
+    if not check["ok"]:
+        check["message"] = (f"self-check failed: the top finding is {top.value if top else 'missing'}, but the "
+                            f"run should show {' or '.join(names)} ({why})")
+    data = _run_data(facts, summary, engine, check, warnings)
+    data["findings"] = [{"category": f.category.value, "severity": f.severity.value, "title": f.title,
+                         "confidence": round(f.confidence, 2), "rule": f.facts.get("rule")} for f in findings]
+    data["categories"] = [f.category.value for f in findings]
+    harness.discard(facts)
+    return _Judged(facts=facts, findings=findings, engine=engine, data=data)
+
+
+def _ground_truth_counts(facts: RunFacts, findings: list[Finding]) -> None:
+    """The logs engine counts the cuts it can see in the logs; the proxy knows them all. Say
+    both, so the finding and the run's table never disagree silently."""
+    connections = sum(1 for e in facts.worker_events if e.kind.value == "connected")
+    cuts = sum(1 for e in facts.worker_events if e.kind.value == "proxy_cut")
+    pub_cuts = sum(1 for e in facts.publisher_events if e.kind.value == "proxy_cut")
+    if not cuts and not pub_cuts:
+        return
+    line = (f"The proxy's own record for this run: {cuts} of the worker's {connections} connection(s) cut"
+            + (f", and the publisher's cut {pub_cuts} time(s)" if pub_cuts else "") + ".")
+    for finding in findings:
+        if finding.category in (Category.NETWORK_IDLE_TIMEOUT, Category.NETWORK_PATH_LOSS, Category.TLS_OR_PROXY):
+            finding.explanation += "\n" + line
+            finding.facts["proxy_cuts"] = cuts
+
+
+def _harm(judged: _Judged) -> str | None:
+    """What the fault cost in this run, in words; None when it cost nothing: every planned
+    task executed exactly once, the worker consumed after the fault, and the worker never saw
+    its broker connection fail (a pooled connection redis-py silently reopens is no harm)."""
+    states = judged.data["ledger"]["states"]
+    bad = {k: v for k, v in states.items() if k != "executed" and v}
+    if bad:
+        return "the ledger shows " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in bad.items())
+    if not judged.facts.canary.executed:
+        return "the worker did not consume a new task after the fault"
+    incidents = [i for i in (judged.engine.incidents if judged.engine is not None else [])
+                 if any(e.side.value == "client" for e in i.events)]  # seen by the worker itself
+    if incidents:
+        return f"the worker's connection failed {len(incidents)} time(s) (see its log)"
+    return None
+
+
+def _verify(judged: _Judged, options: ReproRunOptions, say: ReproProgress) -> list[_Judged]:
+    """Rerun the same scenario and fault with the proposed fix; record whether it made the
+    fault harmless, and take back the fix when it did not."""
+    from celery_doctor.repro import harness
+
+    proposed = next((f for f in judged.findings if f.fix is not None and f.facts.get("repro_fix")), None)
+    if proposed is None:
+        judged.data["verify_fix"] = {"proven": None, "why": "the verdict proposes no fix a rerun can apply"}
+        return []
+    applied: dict[str, Any] = dict(proposed.facts["repro_fix"])
+    fixed = dataclasses.replace(options, label="fixed", heartbeat=applied.get("heartbeat", options.heartbeat),
+                                transport_options={**options.transport_options,
+                                                   **applied.get("transport_options", {})})
+    def step(what: str, done: float) -> None:
+        say("[verify-fix] " + what, done)
+
+    facts = harness.run(fixed, progress=step)
+    rerun = _judge(facts)
+    before, after = _harm(judged), _harm(rerun)
+    proven = after is None
+    cuts = sum(1 for e in facts.worker_events if e.kind.value == "proxy_cut")
+    why = (f"without the fix {before or 'the fault did no visible harm'}; with it every planned task ran "
+           f"exactly once, the worker kept consuming and never lost its connection "
+           f"(the middlebox still cut {cuts} idle pooled connection(s))" if proven and cuts else
+           f"without the fix {before or 'the fault did no visible harm'}; with it every planned task ran exactly "
+           "once, the worker kept consuming and never lost its connection" if proven else
+           f"with the fix {after}")
+    verdict = {"proven": proven, "why": why, "fix": applied, "category": proposed.category.value,
+               "fixed_wall_s": facts.wall_s}
+    judged.data["verify_fix"] = verdict
+    rerun.data["verify_fix"] = verdict
+    if proposed.fix is not None:
+        proposed.fix = dataclasses.replace(
+            proposed.fix, verify=("verified: the same fault with this fix did no harm (" + why + ")" if proven else
+                                  None),
+            text=proposed.fix.text if proven else
+            "NOT PROVEN, do not rely on it: the rerun with this fix still failed (" + why + "). " + proposed.fix.text)
+    return [rerun]
+
+
+def _events_summary(events: list[Any]) -> dict[str, Any]:
+    from collections import Counter
+
+    kinds = Counter(e.kind.value for e in events)
+    return {"connections": kinds.get("connected", 0), "cuts": kinds.get("proxy_cut", 0),
+            "blackholed": kinds.get("proxy_blackhole", 0), "healed": kinds.get("proxy_heal", 0),
+            "refused": kinds.get("proxy_refuse", 0),
+            "decisions": [{"ts": e.ts.isoformat(timespec="milliseconds"), "kind": e.kind.value,
+                           "client": e.peer, "message": (e.detail or {}).get("message")}
+                          for e in events if e.kind.value != "connected"][:100]}
+
+
+def _run_data(facts: RunFacts, summary: dict[str, Any], engine: Report | None, check: dict[str, Any],
+              warnings: list[str]) -> dict[str, Any]:
+    """The JSON edge of one run: everything the report shows, as plain values."""
+    from celery_doctor.repro import ledger
+
+    outages = [i.outage_s for i in engine.incidents if i.outage_s is not None] if engine is not None else []
+    effective = facts.effective
+    hb = effective.get("broker_heartbeat", facts.plan.heartbeat) if facts.target.kind == "rabbitmq" else None
+    from_config = bool(facts.config is not None and "broker_heartbeat" in effective
+                       and float(effective["broker_heartbeat"] or 0) != facts.plan.heartbeat)
+    return {
+        "label": facts.label, "scenario": facts.scenario, "fault": facts.fault.spec if facts.fault else None,
+        "broker": {"kind": facts.target.kind, "url": facts.target.url, "chosen_because": facts.target.chosen_because},
+        "middlebox": {"kind": facts.middlebox, "why": facts.middlebox_why},
+        "versions": facts.versions, "python": facts.python, "config": str(facts.config) if facts.config else None,
+        "settings": {"heartbeat_s": float(hb) if hb is not None else None,
+                     "heartbeat_why": ("from the config file" if from_config else facts.plan.heartbeat_why),
+                     "acks_late": bool(effective.get("task_acks_late", facts.plan.acks_late)),
+                     "pool": facts.plan.pool, "concurrency": facts.plan.concurrency,
+                     "heartbeat_from_user_config": from_config, "effective": effective},
+        "queue": facts.queue, "ledger": summary, "verdict": ledger.verdict_line(summary),
+        "not_sent_reason": facts.not_sent_reason,
+        "worker": {"ready_s": facts.worker.ready_s, "alive_at_end": facts.worker.alive_at_end,
+                   "exit_status": facts.worker.exit_status, "consuming_at_end": facts.canary.executed,
+                   "alive_but_not_consuming": bool(facts.worker.alive_at_end and facts.canary.published
+                                                   and not facts.canary.executed),
+                   "errors": facts.worker.errors},
+        "canary": dataclasses.asdict(facts.canary),
+        "proxy": _events_summary(facts.worker_events), "publisher_proxy": _events_summary(facts.publisher_events),
+        "recovery": {"reconnects": engine.summary.get("reconnects") if engine is not None else None,
+                     "incidents": len(engine.incidents) if engine is not None else 0,
+                     "outages_s": [round(x, 2) for x in outages],
+                     "longest_outage_s": round(max(outages), 2) if outages else None},
+        "self_check": check, "wall_s": facts.wall_s, "timings": facts.timings,
+        "publish_hangs": facts.publish_hangs, "notes": facts.notes, "warnings": warnings,
+        "workdir": str(facts.directory) if facts.kept else None,
+        "files": ({name: str(facts.file(name)) for name in ("worker.log", "ledger.jsonl", "proxy-events.jsonl",
+                                                            "publisher-proxy-events.jsonl", "broker.log")}
+                  if facts.kept else None),
+    }
+
+
+def _repro_report(judged: list[_Judged]) -> Report:
+    """One Report: the findings of the last run that is the subject (the user's config with
+    --compare; the unfixed run with --verify-fix), every run's data side by side."""
+    subject = next((j for j in reversed(judged) if j.facts.label != "fixed"), judged[-1])
+    warnings = list(subject.engine.warnings) if subject.engine is not None else []
+    for j in judged:
+        prefix = f"{j.data['label']}: " if len(judged) > 1 else ""
+        check = j.data["self_check"]
+        if not check["ok"]:
+            warnings.append(prefix + check["message"])
+        warnings += [prefix + w for w in j.data["warnings"]]
+    if not subject.facts.kept:
+        warnings.append("the run's files (worker.log, ledger.jsonl, ...) were removed with the run's "
+                        "temporary folder: rerun with --workdir DIR to keep them")
+    data: dict[str, Any] = dict(subject.data) if len(judged) == 1 else {"runs": [j.data for j in judged]}
+    summary = {"scenario": subject.data["scenario"], "fault": subject.data["fault"],
+               "broker": subject.facts.target.kind, "middlebox": subject.facts.middlebox,
+               "ledger": subject.data["verdict"], "wall_s": subject.data["wall_s"]}
+    if subject.data.get("verify_fix"):
+        summary["fix_verified"] = subject.data["verify_fix"].get("proven")
+    engine = subject.engine
+    return Report(command="repro", findings=subject.findings, incidents=engine.incidents if engine else [],
+                  events=engine.events if engine else [], sources=engine.sources if engine else [],
+                  summary=summary, data=data, warnings=warnings)
 
 
 def _settings(config: Report | None) -> dict[str, combine.Setting]:
@@ -361,7 +595,7 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
                 explanation=str(exc), evidence=[Evidence(source="broker probe", line=0, text=str(exc))],
                 confidence=0.5, rule_id=BROKER_SILENT)])
     if options.repro:
-        parts["repro"] = reproduce(options)
+        parts["repro"] = reproduce_fault(options)
     for name, part in parts.items():
         for finding in part.findings:
             finding.facts.setdefault("source", name)
@@ -407,24 +641,14 @@ def check_pins(requirement: str | None, python: str | None, to: str | None, cons
                   warnings=list(assessment.env.notes))
 
 
-def reproduce_runs(base: ReproRunOptions, compare: bool,
-                   progress: Callable[[str, float], None] | None = None) -> Report:
-    """The `repro` command: one run, or with ``compare`` the minimal config and the user's side by side."""
-    from celery_doctor.repro import harness
-
+def reproduce_runs(base: ReproRunOptions, compare: bool, progress: Callable[[str, float], None] | None = None,
+                   verify_fix: bool = False) -> Report:
+    """The `repro` command: one run, or with ``compare`` the minimal config and the user's side
+    by side; with ``verify_fix`` the proposed fix rerun on the same fault (``reproduce``)."""
     runs = [dataclasses.replace(base, label="minimal", config=None)] if compare or base.config is None else []
     if base.config is not None:
         runs.append(dataclasses.replace(base, label="production"))
-    results = []
-    for number, run_options in enumerate(runs, 1):
-        prefix = f"[{number}/{len(runs)} {run_options.label}] " if len(runs) > 1 else ""
-
-        def step(what: str, done: float, prefix: str = prefix) -> None:
-            if progress is not None:
-                progress(prefix + what, done)
-
-        results.append(harness.run(run_options, progress=step))
-    return harness.to_report(results)
+    return reproduce(runs, progress, verify_fix=verify_fix)
 
 
 @dataclass

@@ -99,13 +99,18 @@ def inspect_and_delete(target: BrokerTarget, queue: str, worker_name: str) -> Br
     exchange and bindings. Never raises: a failure becomes the leftovers' note."""
     try:
         if target.kind == "rabbitmq":
-            return _rabbitmq_leftovers(target, queue)
+            return _rabbitmq_leftovers(target, queue, worker_name)
         return _redis_leftovers(target, queue, worker_name)
     except Exception as exc:  # the run's report says what could not be checked
         return BrokerLeftovers(checked=False, note=f"could not inspect the queue: {type(exc).__name__}: {exc}")
 
 
-def _rabbitmq_leftovers(target: BrokerTarget, queue: str) -> BrokerLeftovers:
+def pidbox_queue(worker_name: str) -> str:
+    """The remote-control queue Celery declares for ``-n NAME@%h``."""
+    return f"{worker_name}@{socket.gethostname()}.celery.pidbox"
+
+
+def _rabbitmq_leftovers(target: BrokerTarget, queue: str, worker_name: str) -> BrokerLeftovers:
     import amqp
 
     parts = urlsplit(target.url)
@@ -136,6 +141,10 @@ def _rabbitmq_leftovers(target: BrokerTarget, queue: str) -> BrokerLeftovers:
         channel.queue_delete(queue)
         with contextlib.suppress(Exception):
             channel.exchange_delete(queue)
+        # the worker's remote-control queue is auto-delete, but a worker killed with its
+        # connection half-open keeps it until the broker notices: delete it now
+        with contextlib.suppress(Exception):
+            conn.channel().queue_delete(pidbox_queue(worker_name))
     finally:
         with contextlib.suppress(Exception):
             conn.close()
@@ -172,14 +181,22 @@ def _redis_leftovers(target: BrokerTarget, queue: str, worker_name: str) -> Brok
                 left.unacked.append(task_id)
             client.hdel("unacked", tag)
             client.zrem("unacked_index", tag)
-        client.delete(f"_kombu.binding.{queue}")
-        for member in client.smembers("_kombu.binding.celery.pidbox"):
-            if worker_name.encode() in member:
-                client.srem("_kombu.binding.celery.pidbox", member)
+        # kombu keeps each exchange's bindings in two sets (kombu 5.7 added the 'permanent'
+        # one, which survives the queue); both are named after the run's exchange
+        client.delete(*run_keys(queue))
+        for key in ("_kombu.binding.celery.pidbox", "_kombu.binding_permanent.celery.pidbox"):
+            for member in client.smembers(key):
+                if worker_name.encode() in member:
+                    client.srem(key, member)
     finally:
         with contextlib.suppress(Exception):
             client.close()
     return left
+
+
+def run_keys(queue: str) -> list[str]:
+    """Every Redis key named after the run's queue/exchange that kombu may create."""
+    return [f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
 
 
 def _redis_message_id(raw: bytes | str) -> str | None:

@@ -1,11 +1,13 @@
 """The reproduction harness: one real Celery worker (the user's interpreter), one queue, a
 trivial task and a sleep task, a publisher, and the fault proxy between both of them and the
-broker. It runs a scenario, proves what happened to every task (the ledger), and hands the
-worker's log, the broker's log lines of the run and the proxy's events to the ``logs`` engine.
+broker. It runs a scenario and returns what it observed (``facts.RunFacts``): the ledger, the
+proxies' decisions, the worker's state and the run's log files. Judging them is
+``pipeline.reproduce``'s job, through the same engine as every other input.
 
 Everything the run starts is stopped in ``finally``: the worker and the publisher run in their
 own sessions (Ctrl-C reaches only us; we stop them), the proxy thread is stopped, and the
-run's queue (a unique name) is emptied into the ledger and deleted.
+run's queue (a unique name) is emptied into the ledger and deleted. A guard process
+(``reaper.py``) does the same if celery-doctor dies before its ``finally`` could.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import fcntl
 import json
 import os
 import queue as queue_mod
+import re
 import shutil
 import signal
 import subprocess
@@ -25,18 +28,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from celery_doctor.model import DoctorError, Report
-from celery_doctor.repro import brokers, ledger, scenarios
+from celery_doctor.model import DoctorError
+from celery_doctor.repro import brokers, ledger, middlebox, scenarios
+from celery_doctor.repro.facts import Canary, RunFacts, WorkerState
 from celery_doctor.repro.proxy import Fault, ProxyThread, parse_fault
 
 APP_FILE = Path(__file__).with_name("harness_app.py")
 BROKER_LOCK = Path("/tmp/celery-doctor-broker.lock")
 READY_TIMEOUT_S = 45.0
 DEFAULT_RABBITMQ_RESTART = "rabbitmqctl -q stop_app; sleep 2; rabbitmqctl -q start_app"
+PUBLISH_TIMEOUT_S = 5  # the publisher's confirm and socket timeouts
+WATCHDOG_MARGIN_S = 20.0  # beyond a publish command's deadline: connect retries, one last confirm
 
 Progress = Callable[[str, float], None]  # (what is happening, fraction of the run done)
 
@@ -63,13 +68,9 @@ class RunOptions:
     lock_broker: bool = True  # take the exclusive broker lock while a restart hook may run
     workdir: Path | None = None  # keep the run's files here (default: a temp dir, removed)
     label: str = "minimal"
-
-
-@dataclass
-class RunResult:
-    data: dict[str, Any]
-    report: Report | None
-    files: dict[str, str] = field(default_factory=dict)
+    # broker_transport_options merged over the config's (a fix under test, e.g. --verify-fix)
+    transport_options: dict[str, Any] = field(default_factory=dict)
+    middlebox: str = "auto"  # "auto" (kernel when it can), "kernel", "proxy"
 
 
 # -- the user's interpreter ----------------------------------------------------------------
@@ -142,7 +143,7 @@ def config_module(path: Path, *, user_config: Path | None, overrides: dict[str, 
 
 # -- processes -------------------------------------------------------------------------------
 
-def _stop_group(proc: subprocess.Popen[Any] | None, *, warm_s: float = 4.0, cold_s: float = 3.0) -> None:
+def _stop_group(proc: subprocess.Popen[Any] | None, *, warm_s: float = 2.5, cold_s: float = 1.5) -> None:
     """Warm shutdown (TERM), then cold (QUIT), then KILL the whole process group."""
     if proc is None or proc.poll() is not None:
         return
@@ -192,10 +193,10 @@ class Publisher:
             return None
 
     def publish(self, *, prefix: str, start: int, count: int, rate: float, task: str,
-                args: tuple[Any, ...], timeout: float) -> dict[str, Any] | None:
+                args: tuple[Any, ...], timeout: float, deadline: float = 0.0) -> dict[str, Any] | None:
         """Publish and wait for the reply; None when the publisher hung or died."""
         command = {"op": "publish", "prefix": prefix, "start": start, "count": count, "rate": rate,
-                   "task": task, "args": list(args)}
+                   "task": task, "args": list(args), "deadline_s": deadline}
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write(json.dumps(command) + "\n")
@@ -232,22 +233,77 @@ def _exclusive_broker_lock(enabled: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM to us cleans up like Ctrl-C does (only possible from the main thread)."""
+    """SIGTERM and SIGHUP (the terminal closing) clean up like Ctrl-C does; only possible from
+    the main thread. While the cleanup runs, a second signal is ignored so it can finish."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # -- the run ---------------------------------------------------------------------------------
+
+class _Guard:
+    """The reaper process (``repro/reaper.py``): told what the run started, it cleans up if
+    celery-doctor dies before its own ``finally`` has done so."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        with contextlib.suppress(OSError):
+            self.proc = subprocess.Popen([sys.executable, "-m", "celery_doctor.repro.reaper"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+
+    def tell(self, **message: Any) -> None:
+        if self.proc is None or self.proc.stdin is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+
+    def release(self) -> None:
+        """Everything is cleaned up: the guard exits without acting."""
+        self.tell(done=True)
+        if self.proc is not None:
+            with contextlib.suppress(OSError, ValueError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+
+
+ERROR_LINE = re.compile(r"\[(?:ERROR|CRITICAL)/|ACCESS_REFUSED|NOT_ALLOWED|AuthenticationError|"
+                        r"WRONGPASS|NOAUTH|Cannot connect to|Error: |Traceback|^\w+(?:Error|Exception): ")
+
+
+FATAL_AT_START = re.compile(r"ACCESS_REFUSED|NOT_ALLOWED|WRONGPASS|NOAUTH|DENIED Redis|invalid password")
+
+
+def _error_lines(path: Path, limit: int = 6) -> list[str]:
+    """The lines of a worker's log or output that say what went wrong, as FILE:LINE: TEXT,
+    most specific first (an access refusal before the generic 'cannot connect')."""
+    if not path.exists():
+        return []
+    found: list[tuple[int, str]] = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if ERROR_LINE.search(line):
+                found.append((number, line.rstrip()[:300]))
+    specific = [f for f in found if FATAL_AT_START.search(f[1]) or "Auth" in f[1]]
+    ordered = specific + [f for f in found if f not in specific]
+    return [f"{path.name}:{n}: {text}" for n, text in ordered[:limit]]
+
 
 class _Run:
     def __init__(self, options: RunOptions, progress: Progress | None) -> None:
@@ -261,16 +317,19 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
         self.publish_hangs = 0
+        self.not_sent_reason: str | None = None
         self.publisher: Publisher | None = None
         self.worker: subprocess.Popen[Any] | None = None
         self.proxy: ProxyThread | None = None  # between the worker and the broker
         self.pub_proxy: ProxyThread | None = None  # between the publisher and the broker
+        self.guard: _Guard | None = None
+        self.kernel: middlebox.KernelMiddlebox | None = None
 
     # files of the run
     def path(self, name: str) -> Path:
         return self.dir / name
 
-    def execute(self) -> RunResult:
+    def execute(self) -> RunFacts:
         o = self.o
         self.target = brokers.choose(o.broker_url)
         self.versions = versions(o.python)
@@ -285,43 +344,62 @@ class _Run:
                 raise HarnessError("fault broker-restart needs --hook COMMAND for this broker")
         self.plan = scenarios.plan(
             o.scenario, o.fault, heartbeat=o.heartbeat, acks_late=o.acks_late, pool=o.pool,
-            concurrency=o.concurrency, rate=o.rate, duration=o.duration, task_seconds=o.task_seconds)
+            concurrency=o.concurrency, rate=o.rate, duration=o.duration, task_seconds=o.task_seconds,
+            broker=self.target.kind)
         self.notes += self.plan.notes
-        keep = o.workdir is not None
-        if keep:
+        self.use_kernel, self.middlebox_why = middlebox.choose(o.fault, self.target.host, o.middlebox != "proxy")
+        if o.middlebox == "kernel" and not self.use_kernel:
+            raise HarnessError(f"--middlebox kernel is not possible here: it would fall back to {self.middlebox_why}")
+        self.keep = o.workdir is not None
+        if self.keep:
             assert o.workdir is not None
-            o.workdir.mkdir(parents=True, exist_ok=True)
-            self.dir = Path(tempfile.mkdtemp(prefix=f"repro-{o.label}-", dir=o.workdir))
+            try:
+                o.workdir.mkdir(parents=True, exist_ok=True)
+                self.dir = Path(tempfile.mkdtemp(prefix=f"repro-{o.label}-", dir=o.workdir))
+            except OSError as exc:
+                raise HarnessError(f"--workdir {o.workdir}: {exc.strerror or exc}") from None
         else:
             self.dir = Path(tempfile.mkdtemp(prefix="celery-doctor-repro-"))
         restart = bool(o.fault is not None and o.fault.find("broker-restart"))
         try:
             with _exclusive_broker_lock(restart and o.lock_broker), _terminate_as_interrupt():
                 return self._run()
-        finally:
-            if not keep:
-                shutil.rmtree(self.dir, ignore_errors=True)
+        except HarnessError as exc:
+            where = (f"the run's files are in {self.dir}" if self.keep else
+                     "rerun with --workdir DIR to keep the run's files")
+            raise HarnessError(f"{exc} ({where})") from None
 
-    def _run(self) -> RunResult:
+    def _run(self) -> RunFacts:
         o, plan = self.o, self.plan
         started = time.monotonic()
-        self.started_at = datetime.now(UTC)
         broker_log = brokers.log_file(self.target)
         log_offset = broker_log.stat().st_size if broker_log else 0
         leftovers = ledger.BrokerLeftovers(note="the run did not get far enough to check the queue")
-        ready_s = None
-        worker_exit: int | None = None
-        canary: dict[str, Any] = {}
+        worker = WorkerState()
+        canary = Canary()
+        self.guard = _Guard()
+        self.guard.tell(run={"url": self.target.url, "kind": self.target.kind, "host": self.target.host,
+                             "port": self.target.port, "queue": self.queue, "worker_name": self.worker_name})
+        finished = False
         try:
-            self.progress("starting the fault proxy", 0.0)
-            self.proxy = ProxyThread(("127.0.0.1", 0), (self.target.host, self.target.port),
-                                     event_log=self.path("proxy-events.jsonl"), hook=o.hook)
-            address = self.proxy.start()
-            # the publisher gets its own proxy with the same fault (minus the restart hook), so
-            # the worker's incidents stay separate from producer-side failures
-            self.pub_proxy = ProxyThread(("127.0.0.1", 0), (self.target.host, self.target.port),
-                                         event_log=self.path("publisher-proxy-events.jsonl"))
-            pub_address = self.pub_proxy.start()
+            if self.use_kernel:
+                self.progress("starting the kernel middlebox", 0.0)
+                self.kernel = middlebox.KernelMiddlebox(self.run_id, self.target.port,
+                                                        self.path("proxy-events.jsonl"),
+                                                        self.path("publisher-proxy-events.jsonl"))
+                self.guard.tell(netns=self.kernel.name)
+                self.kernel.start()
+                address, pub_address = self.kernel.address("worker"), self.kernel.address("publisher")
+            else:
+                self.progress("starting the fault proxy", 0.0)
+                self.proxy = ProxyThread(("127.0.0.1", 0), (self.target.host, self.target.port),
+                                         event_log=self.path("proxy-events.jsonl"), hook=o.hook)
+                address = self.proxy.start()
+                # the publisher gets its own proxy with the same fault (minus the restart hook),
+                # so the worker's incidents stay separate from producer-side failures
+                self.pub_proxy = ProxyThread(("127.0.0.1", 0), (self.target.host, self.target.port),
+                                             event_log=self.path("publisher-proxy-events.jsonl"))
+                pub_address = self.pub_proxy.start()
             self._write_configs(address, pub_address)
             shutil.copy(APP_FILE, self.path("harness_app.py"))
             if o.scenario == "startup":
@@ -332,7 +410,7 @@ class _Run:
             self._start_publisher()
             if o.scenario != "startup":
                 self._wait_ready(READY_TIMEOUT_S)
-                ready_s = time.monotonic() - t0
+                worker.ready_s = round(time.monotonic() - t0, 2)
                 self._set_fault(o.fault)
             budget = max(plan.budget_s, 1.0)
             spent = 0.0
@@ -342,17 +420,18 @@ class _Run:
                 self._step(step)
                 spent += time.monotonic() - ts
                 if self.worker is not None and self.worker.poll() is not None:
-                    worker_exit = self.worker.returncode
-                    self.notes.append(f"the worker exited during the run (status {worker_exit})")
+                    worker.exit_status = self.worker.returncode
+                    self.notes.append(f"the worker exited during the run (status {worker.exit_status})")
                     break
             self.progress("fault removed: checking the worker still consumes", 0.88)
             self._set_fault(None)
             canary = self._canary()
+            finished = True
         finally:
             self.progress("stopping worker, publisher and proxy", 0.93)
-            if self.worker is not None and self.worker.poll() is not None and worker_exit is None:
-                worker_exit = self.worker.returncode
-            alive_at_end = self.worker is not None and self.worker.poll() is None
+            if self.worker is not None and self.worker.poll() is not None and worker.exit_status is None:
+                worker.exit_status = self.worker.returncode
+            worker.alive_at_end = self.worker is not None and self.worker.poll() is None
             _stop_group(self.worker)
             if self.publisher is not None:
                 self.publisher.stop()
@@ -364,69 +443,45 @@ class _Run:
             for thread in (self.proxy, self.pub_proxy):
                 if thread is not None:
                     thread.stop()
+            if self.kernel is not None:
+                self.kernel.close()
+                proxy_events, pub_events = self.kernel.events["worker"], self.kernel.events["publisher"]
             if o.hook and o.hook == DEFAULT_RABBITMQ_RESTART:
                 # never leave the shared broker stopped, whatever happened to the hook
                 subprocess.run("rabbitmqctl -q start_app; rabbitmqctl -q await_startup --timeout 60",
                                shell=True, capture_output=True, timeout=90)
-            time.sleep(0.5)  # let the broker requeue what the closed connections held
+            if finished:
+                time.sleep(0.5)  # let the broker requeue what the closed connections held
             leftovers = brokers.inspect_and_delete(self.target, self.queue, self.worker_name)
-            self.finished_at = datetime.now(UTC)
+            self.guard.release()
+            if not self.keep and not finished:
+                shutil.rmtree(self.dir, ignore_errors=True)
         wall = time.monotonic() - started
-        self.progress("diagnosing the run with the logs engine", 0.97)
+        worker.errors = _error_lines(self.path("worker.log")) or _error_lines(self.path("worker.out"))
         broker_lines = self._broker_window(broker_log, log_offset, proxy_events)
-        report, analysis_note = self._analyse(broker_lines, proxy_events)
-        rows = ledger.read_lines(self.path("ledger.jsonl"))
-        tasks = ledger.build(rows)
-        canary_ids = {tid for tid in tasks if "-canary-" in tid}
-        summary = ledger.summarise(tasks, leftovers, exclude=canary_ids)
-        expected, expected_why = scenarios.expected_categories(o.fault, o.scenario, plan, proxy_events)
-        top = report.findings[0].category if report is not None and report.findings else None
-        expected_names = sorted(c.value for c in expected)
-        check: dict[str, Any] = {
-            "expected": expected_names,
-            "why": expected_why,
-            "top_finding": top.value if top else None,
-            "ok": top in expected if top is not None else False,
-        }
-        if analysis_note:
-            check["note"] = analysis_note
-        if not check["ok"]:
-            check["message"] = (
-                f"self-check failed: the top finding is {top.value if top else 'missing'}, but the "
-                f"run should show {' or '.join(expected_names)} ({expected_why})")
-        data: dict[str, Any] = {
-            "label": o.label,
-            "scenario": o.scenario,
-            "fault": o.fault.spec if o.fault else None,
-            "broker": {"kind": self.target.kind, "url": self.target.url,
-                       "chosen_because": self.target.chosen_because},
-            "versions": self.versions,
-            "python": o.python,
-            "config": str(o.config) if o.config else None,
-            "settings": {"heartbeat_s": plan.heartbeat, "heartbeat_why": plan.heartbeat_why,
-                         "acks_late": plan.acks_late, "pool": plan.pool,
-                         "concurrency": plan.concurrency,
-                         "heartbeat_from_user_config": bool(o.config and o.heartbeat is None)},
-            "queue": self.queue,
-            "ledger": summary,
-            "verdict": ledger.verdict_line(summary),
-            "worker": {"ready_s": round(ready_s, 2) if ready_s is not None else None,
-                       "alive_at_end": alive_at_end, "exit_status": worker_exit,
-                       "consuming_at_end": canary.get("executed"),
-                       "alive_but_not_consuming": bool(alive_at_end and canary.get("executed") is False)},
-            "canary": canary,
-            "proxy": _proxy_summary(proxy_events),
-            "publisher_proxy": _proxy_summary(pub_events),
-            "recovery": _recovery(report),
-            "self_check": check,
-            "wall_s": round(wall, 2),
-            "timings": {k: round(v, 2) for k, v in self.timings.items()},
-            "publish_hangs": self.publish_hangs,
-            "notes": self.notes,
-            "workdir": str(self.dir) if o.workdir is not None else None,
-        }
-        files = {"worker_log": str(self.path("worker.log")), "proxy_events": str(self.path("proxy-events.jsonl"))}
-        return RunResult(data=data, report=report, files=files)
+        logs = [self.path("worker.log")]
+        if broker_lines is not None and broker_lines.stat().st_size:
+            logs.append(broker_lines)
+        events_file = self.path("proxy-events.jsonl")
+        if events_file.exists() and events_file.stat().st_size:
+            logs.append(events_file)
+        return RunFacts(
+            label=o.label, scenario=o.scenario, fault=o.fault, target=self.target, versions=self.versions,
+            python=o.python, config=o.config, plan=plan, effective=self._effective(),
+            tasks=ledger.build(ledger.read_lines(self.path("ledger.jsonl"))), leftovers=leftovers,
+            worker=worker, canary=canary, worker_events=proxy_events, publisher_events=pub_events,
+            middlebox="kernel" if self.kernel is not None else "proxy", middlebox_why=self.middlebox_why,
+            queue=self.queue,
+            directory=self.dir, kept=self.keep, logs=logs, wall_s=round(wall, 2),
+            timings={k: round(v, 2) for k, v in self.timings.items()}, notes=self.notes,
+            publish_hangs=self.publish_hangs, not_sent_reason=self.not_sent_reason)
+
+    def _effective(self) -> dict[str, Any]:
+        try:
+            found = json.loads(self.path("effective-worker.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -451,14 +506,22 @@ class _Run:
             overrides["worker_prefetch_multiplier"] = 4
         if _celery_major(self.versions) >= 5:
             overrides["broker_connection_retry_on_startup"] = True
-        config_module(self.path("doctor_worker_config.py"), user_config=o.config, overrides=overrides)
-        transport = {"confirm_publish": True} if self.target.kind == "rabbitmq" else None
+        config_module(self.path("doctor_worker_config.py"), user_config=o.config, overrides=overrides,
+                      merge_transport=o.transport_options or None)
+        # the publisher is the harness's instrument, not the subject: bounded waits everywhere,
+        # so a publish into a dead socket fails in seconds instead of hanging the run
+        transport: dict[str, Any] = dict(o.transport_options or {})
+        if self.target.kind == "rabbitmq":
+            transport["confirm_publish"] = True
+        else:
+            transport.update(socket_timeout=PUBLISH_TIMEOUT_S, socket_connect_timeout=PUBLISH_TIMEOUT_S)
         overrides["broker_url"] = self.target.through(pub_address)
         config_module(self.path("doctor_publisher_config.py"), user_config=o.config, overrides=overrides,
                       merge_transport=transport)
         for role in ("worker", "publisher"):
             settings = {"ledger": str(self.path("ledger.jsonl")), "queue": self.queue,
-                        "config_module": f"doctor_{role}_config", "confirm_timeout": 10}
+                        "config_module": f"doctor_{role}_config", "confirm_timeout": PUBLISH_TIMEOUT_S,
+                        "effective": str(self.path(f"effective-{role}.json"))}
             self.path(f"settings-{role}.json").write_text(json.dumps(settings), encoding="utf-8")
 
     def _env(self, role: str) -> dict[str, str]:
@@ -479,10 +542,15 @@ class _Run:
         self.worker = subprocess.Popen(cmd, cwd=self.dir, env=self._env("worker"), stdin=subprocess.DEVNULL,
                                        stdout=self._worker_out, stderr=subprocess.STDOUT,
                                        start_new_session=True)
+        if self.guard is not None:
+            self.guard.tell(pgid=self.worker.pid)
 
     def _start_publisher(self) -> None:
-        self._publisher_log = self.path("publisher.log").open("w")
+        if getattr(self, "_publisher_log", None) is None:
+            self._publisher_log = self.path("publisher.log").open("a")
         self.publisher = Publisher(self.o.python, self._env("publisher"), self.dir, self._publisher_log)
+        if self.guard is not None:
+            self.guard.tell(pgid=self.publisher.proc.pid)
         self.publisher.wait_ready(READY_TIMEOUT_S)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -490,15 +558,22 @@ class _Run:
         log = self.path("worker.log")
         while time.monotonic() < deadline:
             if self.worker is not None and self.worker.poll() is not None:
-                tail = self.path("worker.out").read_text(errors="replace").strip().splitlines()[-3:]
+                errors = _error_lines(log) or _error_lines(self.path("worker.out"))
                 raise HarnessError(f"the worker exited at start (status {self.worker.returncode}): "
-                                   + " | ".join(tail))
-            if log.exists() and " ready." in log.read_text(errors="replace"):
+                                   + (" | ".join(errors[:3]) or "it logged no error"))
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if " ready." in text:
                 return
+            if len(FATAL_AT_START.findall(text)) >= 2:  # the broker refuses us: retrying is pointless
+                raise HarnessError("the broker refused the worker: " + " | ".join(_error_lines(log)[:2]))
             time.sleep(0.1)
-        raise HarnessError(f"the worker was not ready after {timeout:g} s")
+        errors = _error_lines(log)
+        raise HarnessError(f"the worker was not ready after {timeout:g} s"
+                           + (": " + " | ".join(errors[:3]) if errors else ""))
 
     def _set_fault(self, fault: Fault | None) -> None:
+        if self.kernel is not None:
+            self.kernel.set_fault(fault)  # one NAT for both sides, as on a real gateway
         if self.proxy is not None:
             self.proxy.set_fault(fault)
         if self.pub_proxy is not None:
@@ -526,16 +601,36 @@ class _Run:
 
     def _publish(self, count: int, rate: float, task: str, args: tuple[Any, ...],
                  prefix: str | None = None) -> dict[str, Any] | None:
-        if self.publisher is None:
-            return None
-        timeout = (count / rate if rate else count * 0.05) + 25.0
-        reply = self.publisher.publish(prefix=prefix or self.prefix, start=self.seq, count=count,
-                                       rate=rate, task=task, args=args, timeout=timeout)
+        prefix = prefix or self.prefix
+        start = self.seq
         self.seq += count
+        # every task is in the ledger before the publisher is asked for it
+        ledger.append(self.path("ledger.jsonl"),
+                      [{"ev": "planned", "id": ledger.task_id(prefix, start + i), "seq": start + i}
+                       for i in range(count)])
+        if self.publisher is None:
+            self.not_sent_reason = self.not_sent_reason or "the publisher could not be restarted"
+            return None
+        planned_s = count / rate if rate else count * 0.05
+        # a publisher slower than the plan (latency, a slow broker) stops at this deadline and
+        # the rest stay 'not sent', named; the watchdog covers a publisher stuck inside a call
+        deadline = planned_s * 1.5 + PUBLISH_TIMEOUT_S + 2.0  # room for one timed-out publish
+        timeout = deadline + WATCHDOG_MARGIN_S
+        reply = self.publisher.publish(prefix=prefix, start=start, count=count, rate=rate,
+                                       task=task, args=args, timeout=timeout, deadline=deadline)
+        if reply is not None and reply.get("op") == "done" and reply.get("not_sent"):
+            achieved = (reply.get("sent", 0) / reply["elapsed"]) if reply.get("elapsed") else 0.0
+            self.not_sent_reason = (
+                f"the publisher fell behind the plan: {reply.get('sent')} of {count} sent in the "
+                f"{deadline:.1f} s allowed ({achieved:.1f}/s"
+                + (f" against {rate:g}/s planned" if rate else "") + "); each publish waits for the "
+                "broker's answer through the fault")
+            self.notes.append(self.not_sent_reason)
         if reply is None or reply.get("op") != "done":
             # hung on a dead connection (or died): what it managed is in the ledger already
             self.publish_hangs += 1
-            self.notes.append(f"the publisher hung or failed after {timeout:.0f} s; restarted it")
+            self.notes.append(f"the publisher hung or failed (no answer after {timeout:.0f} s); "
+                              "restarted it")
             self.publisher.stop()
             try:
                 self._start_publisher()
@@ -544,40 +639,65 @@ class _Run:
         return reply
 
     def _drain(self, timeout: float) -> bool:
-        """Wait until every confirmed task has succeeded (True) or the timeout passes."""
+        """Wait until every task sent has succeeded (True), the timeout passes, or the ledger
+        stops moving for a while (a worker that no longer consumes will not drain)."""
         deadline = time.monotonic() + timeout
+        stall = max(4.0, 2 * self.plan.heartbeat + 3.0)
+        last_size, last_change = -1, time.monotonic()
         while True:
-            tasks = ledger.build(ledger.read_lines(self.path("ledger.jsonl")))
-            pending = [t for t in tasks.values() if t.published and not t.succeeded]
+            path = self.path("ledger.jsonl")
+            tasks = ledger.build(ledger.read_lines(path))
+            pending = [t for t in tasks.values() if (t.published or t.sending) and not t.succeeded
+                       and t.published is not False]
             if not pending:
                 return True
-            if time.monotonic() >= deadline or (self.worker is not None and self.worker.poll() is not None):
+            size = path.stat().st_size if path.exists() else 0
+            if size != last_size:
+                last_size, last_change = size, time.monotonic()
+            now = time.monotonic()
+            if now >= deadline or now - last_change >= stall or (
+                    self.worker is not None and self.worker.poll() is not None):
                 return False
             time.sleep(0.2)
 
-    def _canary(self) -> dict[str, Any]:
+    def _canary(self) -> Canary:
         """After the fault is gone: does the worker still take new work, and how fast?
         A canary the broker refused (still restarting) is published again."""
         t0 = time.monotonic()
-        deadline = t0 + max(8.0, 2 * self.plan.heartbeat + 6.0) + 12.0
-        published = False
-        attempts = 0
+        restart = bool(self.o.fault is not None and self.o.fault.find("broker-restart"))
+        startup = self.o.scenario == "startup"
+        # a worker whose socket died unnoticed never consumes: wait long enough for heartbeats
+        # (2 intervals) or a reconnect backoff (startup, restart) to act, not longer
+        wait = max(6.0, 2 * self.plan.heartbeat + 4.0)
+        if self.target.kind == "redis":
+            # kombu replaces a dead Redis connection after a socket timeout (if any) plus two
+            # health-check intervals; its default (25 s) is longer than a run: wait at most 15 s
+            configured = self._effective().get("broker_transport_options")
+            options = {**(configured if isinstance(configured, dict) else {}), **self.o.transport_options}
+            with contextlib.suppress(TypeError, ValueError):
+                timeout = float(options.get("socket_timeout") or 0)
+                interval = float(options.get("health_check_interval", 25) or 0)
+                if timeout:
+                    wait = min(15.0, max(wait, timeout + 2 * interval + 3.0))
+        deadline = t0 + wait + (12.0 if restart or startup else 0.0)
+        canary = Canary()
         while time.monotonic() < deadline:
-            if not published and attempts < 10:
-                attempts += 1
+            if not canary.published and canary.attempts < 10:
+                canary.attempts += 1
                 reply = self._publish(1, 0, "doctor.noop", (), prefix=f"{self.prefix}-canary")
-                published = bool(reply and reply.get("ok"))
+                canary.published = bool(reply and reply.get("ok"))
             tasks = ledger.build(ledger.read_lines(self.path("ledger.jsonl")))
             if any("-canary-" in t.id and t.succeeded for t in tasks.values()):
-                return {"published": True, "executed": True, "attempts": attempts,
-                        "latency_s": round(time.monotonic() - t0, 2)}
+                canary.executed = True
+                canary.latency_s = round(time.monotonic() - t0, 2)
+                return canary
             if self.worker is not None and self.worker.poll() is not None:
                 break
-            time.sleep(0.2 if published else 1.0)
-        return {"published": published, "executed": False, "attempts": attempts,
-                "waited_s": round(time.monotonic() - t0, 2)}
+            time.sleep(0.2 if canary.published else 1.0)
+        canary.waited_s = round(time.monotonic() - t0, 2)
+        return canary
 
-    # -- analysis --------------------------------------------------------------------------------
+    # -- the broker's log ----------------------------------------------------------------------
 
     def _broker_window(self, log: Path | None, offset: int, proxy_events: list[Any]) -> Path | None:
         if log is None:
@@ -603,22 +723,6 @@ class _Run:
         out.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
         return out
 
-    def _analyse(self, broker_log: Path | None, proxy_events: list[Any]) -> tuple[Report | None, str | None]:
-        paths = [str(self.path("worker.log"))]
-        if broker_log is not None and broker_log.stat().st_size:
-            paths.append(str(broker_log))
-        events_file = self.path("proxy-events.jsonl")
-        if events_file.exists() and events_file.stat().st_size:
-            paths.append(str(events_file))
-        try:
-            from celery_doctor.pipeline import analyse_logs
-        except ImportError as exc:
-            return None, f"the logs engine is not available ({exc})"
-        try:
-            return analyse_logs(paths), None
-        except DoctorError as exc:
-            return None, f"the logs engine failed on this run's logs: {exc}"
-
 
 def _without_restart(fault: Fault | None) -> Fault | None:
     """The fault for the publisher's proxy: the broker restart runs once, from the worker's."""
@@ -637,58 +741,13 @@ def _celery_major(found: dict[str, Any]) -> int:
         return 0
 
 
-def _proxy_summary(events: list[Any]) -> dict[str, Any]:
-    from collections import Counter
-
-    kinds = Counter(e.kind.value for e in events)
-    return {"connections": kinds.get("connected", 0), "cuts": kinds.get("proxy_cut", 0),
-            "blackholed": kinds.get("proxy_blackhole", 0), "healed": kinds.get("proxy_heal", 0),
-            "refused": kinds.get("proxy_refuse", 0),
-            "decisions": [{"ts": e.ts.isoformat(timespec="milliseconds"), "kind": e.kind.value,
-                           "client": e.peer, "message": (e.detail or {}).get("message")}
-                          for e in events if e.kind.value != "connected"][:100]}
+def discard(facts: RunFacts) -> None:
+    """Remove the run's folder once it has been analysed, unless --workdir asked to keep it."""
+    if not facts.kept:
+        shutil.rmtree(facts.directory, ignore_errors=True)
 
 
-def _recovery(report: Report | None) -> dict[str, Any]:
-    if report is None:
-        return {}
-    outages = [i.outage_s for i in report.incidents if i.outage_s is not None]
-    return {"reconnects": report.summary.get("reconnects"),
-            "incidents": len(report.incidents),
-            "outages_s": [round(x, 2) for x in outages],
-            "longest_outage_s": round(max(outages), 2) if outages else None}
-
-
-def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
-    """Run one reproduction; everything it started is stopped before it returns or raises."""
+def run(options: RunOptions, progress: Progress | None = None) -> RunFacts:
+    """Run one reproduction and return what it observed; everything it started is stopped
+    before it returns or raises (and by the guard process if celery-doctor itself dies)."""
     return _Run(options, progress).execute()
-
-
-def _finding_brief(report: Report | None) -> list[dict[str, Any]]:
-    if report is None:
-        return []
-    return [{"category": f.category.value, "severity": f.severity.value, "title": f.title,
-             "confidence": round(f.confidence, 2)} for f in report.findings]
-
-
-def to_report(results: list[RunResult]) -> Report:
-    """One Report for one run, or for a --compare pair (the last run is the user's config)."""
-    for result in results:
-        result.data["findings"] = _finding_brief(result.report)
-        result.data["categories"] = [f["category"] for f in result.data["findings"]]
-    main = results[-1]
-    engine = main.report or Report(command="repro")
-    warnings = list(engine.warnings)
-    for result in results:
-        check = result.data["self_check"]
-        prefix = f"{result.data['label']}: " if len(results) > 1 else ""
-        if not check["ok"]:
-            warnings.append(prefix + check["message"])
-        if check.get("note"):
-            warnings.append(prefix + check["note"])
-    data: dict[str, Any] = dict(main.data) if len(results) == 1 else {"runs": [r.data for r in results]}
-    summary = {"scenario": main.data["scenario"], "fault": main.data["fault"],
-               "ledger": main.data["verdict"], "wall_s": main.data["wall_s"]}
-    return Report(command="repro", findings=engine.findings, incidents=engine.incidents,
-                  events=engine.events, sources=engine.sources, summary=summary, data=data,
-                  warnings=warnings)

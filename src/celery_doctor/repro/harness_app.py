@@ -48,6 +48,37 @@ from celery import Celery, signals  # noqa: E402
 app = Celery("doctor_repro")
 app.config_from_object(SETTINGS["config_module"])
 
+EFFECTIVE = ("broker_heartbeat", "task_acks_late", "worker_prefetch_multiplier", "broker_pool_limit",
+             "broker_connection_timeout", "broker_transport_options", "task_reject_on_worker_lost",
+             "worker_enable_remote_control")
+
+
+def _write_effective():
+    """The settings as Celery resolved them (the user's file, then the run's overrides), so the
+    report shows what the run really used, not what the harness would have defaulted to."""
+    path = SETTINGS.get("effective")
+    if not path:
+        return
+    out = {}
+    for name in EFFECTIVE:
+        try:
+            value = app.conf[name]
+        except Exception:  # a name this Celery does not know
+            continue
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)
+        out[name] = value
+    with open(path, "w") as handle:
+        json.dump(out, handle)
+
+
+try:
+    _write_effective()
+except Exception:  # never stop the worker for a report detail
+    pass
+
 
 def _delivery(request):
     info = getattr(request, "delivery_info", None) or {}
@@ -146,9 +177,13 @@ def _publish(command, options):
     prefix = command["prefix"]
     start = int(command.get("start", 0))
     args = command.get("args") or []
+    deadline = float(command.get("deadline_s") or 0)
     began = time.time()
     ok = failed = 0
+    sent = 0
     for i in range(count):
+        if deadline and time.time() - began > deadline:
+            break  # fell behind the plan: the rest stay 'planned', the harness names them
         if rate > 0:
             due = began + i / rate
             delay = due - time.time()
@@ -157,6 +192,10 @@ def _publish(command, options):
         seq = start + i
         task_id = "{0}-{1:05d}".format(prefix, seq)
         t0 = time.time()
+        sent += 1
+        # written before the call: a publisher killed inside it leaves a task that was being
+        # sent, which the ledger tells apart from one never sent
+        record("sending", task_id, seq=seq)
         try:
             app.send_task(task, args=list(args), kwargs={"seq": seq}, task_id=task_id, **options)
         except Exception as exc:  # every failure is a ledger line, not a crash
@@ -166,7 +205,8 @@ def _publish(command, options):
         else:
             ok += 1
             record("published", task_id, ok=True, seq=seq, ms=round((time.time() - t0) * 1000, 2))
-    return {"op": "done", "ok": ok, "failed": failed, "elapsed": round(time.time() - began, 3)}
+    return {"op": "done", "ok": ok, "failed": failed, "sent": sent, "not_sent": count - sent,
+            "elapsed": round(time.time() - began, 3)}
 
 
 def publisher():

@@ -1,21 +1,28 @@
-"""The ledger: what happened to every task of a run, from the lines the publisher and the
-worker appended (``harness_app.record``) and from what was left in the broker at the end.
+"""The ledger: what happened to every task of a run, from the lines the harness, the publisher
+and the worker appended (``harness_app.record``) and from what was left in the broker at the end.
 
-The truth a run is judged by:
-- *published*: the publisher's call returned (with publisher confirms on RabbitMQ, the broker
-  has the message) or raised;
-- *executed*: the task body ran (one ``started`` line per execution, so a redelivery that runs
-  again is a second line); *succeeded*: it returned;
-- *acked*: the worker's client library accepted the ack (the broker may still never see it when
-  the socket is already dead: the end-of-run queue check catches that);
-- *lost*: confirmed but never executed and no longer in the broker;
-  *stranded*: confirmed, never executed, still queued (or held unacked) in the broker at the end;
-  *duplicated*: executed more than once.
+A task planned is in the ledger whatever happens to it. Its life, as lines:
+- *planned* (the harness, before asking the publisher), *sending* (the publisher, just before
+  the call), *published* (the call returned: with publisher confirms on RabbitMQ the broker has
+  it; or raised, with the error);
+- *received*, *started* (one line per execution, with ``redelivered``), *succeeded*, *acked*
+  (the client library accepted the ack or raised) from the worker.
+
+Each task ends in exactly one named state (``STATES``), and the counts of the states add up to
+the planned tasks, so no task can vanish from the verdict:
+``executed`` once; ``duplicated`` (more than once: by redelivery, or because the broker got two
+copies from a publisher retry); ``started_not_succeeded``; ``stranded`` (never ran, still in
+the broker); ``lost`` (confirmed, never ran, gone from the broker); ``publish_failed`` (the
+publish raised, never ran); ``publish_interrupted`` (the publisher died or hung inside the call,
+never ran, not in the broker); ``not_sent`` (planned, the publisher never got to it);
+``unaccounted`` (never ran, and the broker could not be checked).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +31,29 @@ from typing import Any
 NAMES_SHOWN = 50  # task ids listed per group; the counts are always complete
 
 
+STATES = ("executed", "duplicated", "started_not_succeeded", "stranded", "lost", "publish_failed",
+          "publish_interrupted", "not_sent", "unaccounted")
+STATE_WORDS = {
+    "executed": "executed once", "duplicated": "executed more than once",
+    "started_not_succeeded": "started but never finished", "stranded": "stranded in the broker",
+    "lost": "lost (confirmed, never ran, gone from the broker)",
+    "publish_failed": "publish failed", "publish_interrupted": "publish interrupted (outcome unknown)",
+    "not_sent": "never sent", "unaccounted": "unaccounted for (broker not checked)",
+}
+
+
 @dataclass
 class TaskRecord:
     id: str
+    planned: bool = False
+    sending: int = 0  # publish calls begun
     published: bool | None = None  # True confirmed, False raised, None no publish line
     publish_error: str | None = None
     publish_ts: float | None = None
     received: int = 0
     executions: int = 0
     redelivered: int = 0  # executions the broker flagged as redelivered
+    fresh_repeats: int = 0  # executions after the first NOT flagged redelivered: a second copy
     succeeded: int = 0
     acks_ok: int = 0
     acks_failed: int = 0
@@ -49,6 +70,24 @@ class BrokerLeftovers:
     unacked: list[str] = field(default_factory=list)  # held as unacked (Redis 'unacked' hash)
     checked: bool = False
     note: str | None = None
+
+
+def task_id(prefix: str, seq: int) -> str:
+    """The id the publisher gives task ``seq`` (harness_app uses the same format)."""
+    return f"{prefix}-{seq:05d}"
+
+
+def append(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append lines the way the worker and publisher do (O_APPEND, whole lines)."""
+    if not rows:
+        return
+    now = time.time()
+    data = "".join(json.dumps({"ts": now, **row}, sort_keys=True) + "\n" for row in rows).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -76,7 +115,11 @@ def build(rows: list[dict[str, Any]]) -> dict[str, TaskRecord]:
         rec = tasks.setdefault(row["id"], TaskRecord(row["id"]))
         ev = row.get("ev")
         ts = row.get("ts")
-        if ev == "published":
+        if ev == "planned":
+            rec.planned = True
+        elif ev == "sending":
+            rec.sending += 1
+        elif ev == "published":
             ok = bool(row.get("ok"))
             # a retried publish that finally went through counts as confirmed
             rec.published = ok or bool(rec.published)
@@ -88,6 +131,8 @@ def build(rows: list[dict[str, Any]]) -> dict[str, TaskRecord]:
         elif ev == "started":
             rec.executions += 1
             rec.redelivered += 1 if row.get("redelivered") else 0
+            if rec.executions > 1 and not row.get("redelivered"):
+                rec.fresh_repeats += 1
             rec.first_start = rec.first_start or ts
         elif ev == "succeeded":
             rec.succeeded += 1
@@ -104,6 +149,23 @@ def build(rows: list[dict[str, Any]]) -> dict[str, TaskRecord]:
 
 def _names(ids: list[str]) -> list[str]:
     return sorted(ids)[:NAMES_SHOWN]
+
+
+def state(rec: TaskRecord, in_broker: set[str], checked: bool) -> str:
+    """The one state a task ended in (see the module docstring)."""
+    if rec.executions > 1:
+        return "duplicated"
+    if rec.executions == 1:
+        return "executed" if rec.succeeded else "started_not_succeeded"
+    if rec.id in in_broker:
+        return "stranded"
+    if rec.published:
+        return "lost" if checked else "unaccounted"
+    if rec.published is False:
+        return "publish_failed"
+    if rec.sending:
+        return "publish_interrupted"
+    return "not_sent"
 
 
 def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
@@ -124,7 +186,20 @@ def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
     ack_failed = [r.id for r in recs if r.acks_failed]
     # executed, yet back in the queue: its ack never reached the broker, it would run again
     requeued = [r.id for r in recs if r.executions and r.id in in_broker]
+    states: dict[str, list[str]] = {name: [] for name in STATES}
+    for r in recs:
+        states[state(r, in_broker, leftovers.checked)].append(r.id)
+    by_publish = [r.id for r in recs if r.fresh_repeats]
+    no_publish_record = [r.id for r in recs if r.executions and r.published is None]
     summary: dict[str, Any] = {
+        "planned": sum(1 for r in recs if r.planned) or len(recs),
+        "sent": sum(1 for r in recs if r.sending or r.published is not None),
+        "states": {name: len(ids) for name, ids in states.items()},
+        "not_sent": len(states["not_sent"]),
+        "publish_interrupted": len(states["publish_interrupted"]),
+        "duplicated_by_redelivery": sum(1 for r in recs if r.executions > 1 and not r.fresh_repeats),
+        "duplicated_by_publish": len(by_publish),
+        "executed_without_publish_record": len(no_publish_record),
         "published": sum(1 for r in recs if r.published is not None),
         "confirmed": len(confirmed),
         "publish_failed": len(failed),
@@ -145,6 +220,9 @@ def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
         "executed_although_publish_failed": len(ran_unconfirmed),
         "broker_checked": leftovers.checked,
         "names": {
+            **{f"state_{name}": _names(ids) for name, ids in states.items() if name != "executed"},
+            "duplicated_by_publish": _names(by_publish),
+            "executed_without_publish_record": _names(no_publish_record),
             "lost": _names(lost),
             "stranded": _names(stranded),
             "unaccounted": _names(unknown),
@@ -168,7 +246,20 @@ def _short_error(error: str | None) -> str:
 
 
 def verdict_line(summary: dict[str, Any]) -> str:
-    """One sentence: is every task accounted for?"""
+    """One sentence: where every planned task ended (each state named and counted)."""
+    states = summary.get("states")
+    if states:
+        planned = summary.get("planned", 0)
+        if states.get("executed") == planned and planned:
+            return f"all {planned} planned task(s) executed exactly once"
+        parts = [f"{n} {STATE_WORDS[name]}" for name, n in states.items() if n]
+        extra = []
+        if summary.get("duplicated_by_publish"):
+            extra.append(f"{summary['duplicated_by_publish']} published twice (a publisher retry)")
+        if summary.get("executed_without_publish_record"):
+            extra.append(f"{summary['executed_without_publish_record']} ran although the publisher "
+                         "never saw the publish return")
+        return f"{planned} planned: " + ", ".join(parts) + (f" ({'; '.join(extra)})" if extra else "")
     problems = []
     for key, word in (("lost", "lost"), ("stranded", "stranded in the broker"),
                       ("unaccounted", "unaccounted for"), ("duplicated", "executed more than once"),

@@ -84,7 +84,8 @@ def default_heartbeat(scenario: str, fault: Fault | None) -> tuple[float, str]:
 
 def plan(scenario: str, fault: Fault | None, *, heartbeat: float | None = None,
          acks_late: bool | None = None, pool: str | None = None, concurrency: int = 2,
-         rate: float = 50.0, duration: float = 10.0, task_seconds: float | None = None) -> Plan:
+         rate: float = 50.0, duration: float = 10.0, task_seconds: float | None = None,
+         broker: str = "rabbitmq") -> Plan:
     """The steps of one scenario, sized to the fault so the fault has time to act."""
     if scenario not in SCENARIOS:
         raise ScenarioError(f"unknown scenario {scenario!r}; expected one of: {', '.join(SCENARIOS)}")
@@ -94,6 +95,12 @@ def plan(scenario: str, fault: Fault | None, *, heartbeat: float | None = None,
     hb = hb_default if heartbeat is None else heartbeat
     why = hb_why if heartbeat is None else f"{hb:g} s (--heartbeat)"
     notes: list[str] = []
+    if broker == "redis" and heartbeat:
+        notes.append("Redis has no AMQP heartbeat: broker_heartbeat (--heartbeat) does nothing on "
+                     "this broker; only the transport's health checks and TCP keepalive probe it")
+    if broker == "redis":
+        hb = 0.0  # nothing is negotiated: waits are sized as without heartbeats
+        why = "none: Redis has no AMQP heartbeat (broker_heartbeat is ignored)"
     idle = _idle_wait(fault, hb)
     # long enough for a redelivered message to come back and the worker to reconnect
     drain = max(6.0, 3 * hb + 3.0) if hb else 6.0
@@ -140,6 +147,9 @@ def _idle_wait(fault: Fault | None, heartbeat: float) -> float:
     if fault.find("broker-restart"):
         return 12.0  # the hook stops and starts the broker; the worker's retry backs off
     cut = fault.find("idle-cut")
+    if cut is not None and cut.seconds is not None and cut.mode == "silent":
+        # a silent cut does not recur (the flow is dead, nothing reconnects): one period
+        return round(cut.seconds + 2.0, 1)
     if cut is not None and cut.seconds is not None:
         # three periods: cuts recur at the idle timeout when nothing keeps the flow busy
         return round(min(3 * cut.seconds + 1.5, max(cut.seconds + 2, 24.0)), 1)
@@ -153,9 +163,11 @@ def _idle_wait(fault: Fault | None, heartbeat: float) -> float:
 # -- what the verdict must say -------------------------------------------------------------
 
 def expected_categories(fault: Fault | None, scenario: str, plan_: Plan,
-                        proxy_events: list[Event]) -> tuple[set[Category], str]:
-    """The categories the top finding may name, given what the proxy really did."""
-    kinds = {e.kind for e in proxy_events}
+                        proxy_events: list[Event], publisher_events: list[Event] | None = None,
+                        broker: str = "rabbitmq") -> tuple[set[Category], str]:
+    """The categories the top finding may name, given what the proxies really did (the
+    worker's and the publisher's: a fault that only hit the publisher still acted)."""
+    kinds = {e.kind for e in proxy_events} | {e.kind for e in publisher_events or []}
     fired_cut = Kind.PROXY_CUT in kinds
     fired_hole = Kind.PROXY_BLACKHOLE in kinds
     if fault is not None:
@@ -175,6 +187,10 @@ def expected_categories(fault: Fault | None, scenario: str, plan_: Plan,
         if fault.find("refuse") and Kind.PROXY_REFUSE in kinds:
             return ({Category.NETWORK_PATH_LOSS, Category.BROKER_RESTART_OR_FAILOVER},
                     "the proxy refused connections")
-    if scenario == "long-task" and plan_.pool == "solo" and plan_.heartbeat:
+    if scenario == "long-task" and plan_.pool == "solo" and plan_.heartbeat and broker != "redis":
         return {Category.LONG_TASK_BLOCKS_HEARTBEAT}, "a task outlasted the heartbeat window in the solo pool"
+    if fault is not None and (fault.find("latency") or fault.find("bandwidth")):
+        return {Category.NO_INCIDENT}, "latency and bandwidth slow the path but break no connection"
+    if scenario == "long-task" and broker == "redis":
+        return {Category.NO_INCIDENT}, "Redis has no heartbeat for a long task to starve"
     return {Category.NO_INCIDENT}, "the fault never acted on a connection" if fault else "no fault was set"
