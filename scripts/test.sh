@@ -37,11 +37,16 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     for _ in $(seq 30); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 
-# Headless Chromium for the HTML report's browser tests (Debian's package).
-if ! command -v chromium >/dev/null; then
-    echo "installing Debian's chromium"
+# Headless Chromium for the HTML report's browser tests, nftables for repro's kernel middlebox
+# (netns + conntrack NAT; iproute2 is there already): Debian's packages, one update when missing.
+missing=""
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v nft >/dev/null || missing="$missing nftables"
+if [ -n "$missing" ]; then
+    echo "installing Debian's$missing"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
 .venv/bin/ruff check src tests scripts bench

@@ -171,3 +171,55 @@ def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_repro_without_celery_says_what_to_install(tmp_path: Path, rabbitmq_url: str) -> None:
+    from conftest import console_script
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    bare = tmp_path / "bare" / "bin" / "python"
+    done = subprocess.run([console_script(), "repro", "--python", str(bare), "--broker", rabbitmq_url],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"Celery is not importable by {bare}" in done.stderr
+    assert "--python" in done.stderr and "celery-doctor[repro]" in done.stderr
+
+
+def test_middlebox_choice_says_why() -> None:
+    from celery_doctor.repro import middlebox
+
+    ok, why = middlebox.choose(parse_fault("idle-cut:5:rst"), "127.0.0.1")
+    assert ok and "kernel middlebox" in why  # these machines run as root with nftables installed
+    for spec, words in (("refuse", "no idle cut"), ("idle-cut:5:fin", "FIN"), ("latency:5+idle-cut:5", "idle cuts only")):
+        ok, why = middlebox.choose(parse_fault(spec), "127.0.0.1")
+        assert not ok and words in why and why.startswith("the userspace proxy")
+    assert middlebox.choose(parse_fault("idle-cut:5"), "10.0.0.9")[0] is False
+    assert middlebox.choose(parse_fault("idle-cut:5"), "127.0.0.1", wanted=False)[0] is False
+
+
+def test_ledger_tells_a_second_copy_from_a_redelivery() -> None:
+    rows = _rows(("planned", "a", {}), ("sending", "a", {}), ("published", "a", {"ok": True}),
+                 ("started", "a", {}), ("succeeded", "a", {}), ("started", "a", {"redelivered": False}),
+                 ("planned", "b", {}), ("sending", "b", {}), ("published", "b", {"ok": True}),
+                 ("started", "b", {}), ("started", "b", {"redelivered": True}), ("succeeded", "b", {}),
+                 ("planned", "c", {}), ("sending", "c", {}), ("started", "c", {}), ("succeeded", "c", {}),
+                 ("planned", "d", {}))
+    summary = ledger.summarise(ledger.build(rows), ledger.BrokerLeftovers(checked=True))
+    assert summary["duplicated_by_publish"] == 1 and summary["names"]["duplicated_by_publish"] == ["a"]
+    assert summary["duplicated_by_redelivery"] == 1
+    assert summary["executed_without_publish_record"] == 1  # c: publisher died inside the call
+    assert summary["states"] == {"executed": 1, "duplicated": 2, "started_not_succeeded": 0, "stranded": 0,
+                                 "lost": 0, "publish_failed": 0, "publish_interrupted": 0, "not_sent": 1,
+                                 "unaccounted": 0}
+    assert sum(summary["states"].values()) == summary["planned"] == 4
+    assert "1 never sent" in ledger.verdict_line(summary) and "published twice" in ledger.verdict_line(summary)
+
+
+def test_proxy_default_listen_port_is_not_rabbitmqs_management_port(rabbitmq_url: str) -> None:
+    # the management plugin holds 15672 on this machine: the old default failed right here
+    from conftest import console_script
+
+    done = subprocess.run([console_script(), "proxy", "--duration", "1"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    port = int(done.stderr.split("proxy listening on 127.0.0.1:")[1].split()[0])
+    assert port not in (0, 15672, 5672)

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import amqp
@@ -28,6 +29,22 @@ from celery_doctor.repro.proxy import parse_fault
 from conftest import console_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(180)]
+
+
+def _namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.startswith("cdmb-")}
+
+
+@pytest.fixture(autouse=True)
+def _no_namespace_outlives_the_test() -> Iterator[None]:
+    """A kernel-middlebox run's namespace (and its host table) is gone when the test ends,
+    whatever the test's outcome: the harness removes it, and this removes what it did not."""
+    before = _namespaces()
+    yield
+    for name in _namespaces() - before:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+        subprocess.run(["nft", "delete", "table", "ip", name.replace("-", "_")], capture_output=True, check=False)
 
 
 class Result:
@@ -64,6 +81,9 @@ def assert_nothing_left(queue: str, kind: str) -> None:
     out = subprocess.run(["pgrep", "-f", queue], capture_output=True, text=True)
     assert out.stdout.strip() == "", f"a process of this run is still running: {out.stdout}"
     run_id = queue.rsplit(".", 1)[1]
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"cdmb-{run_id[:8]}" not in namespaces, namespaces
+    assert f"cdmb_{run_id[:8]}" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     if kind == "rabbitmq":
         listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True,
                                 timeout=60).stdout + subprocess.run(
@@ -91,8 +111,9 @@ def _no_leftovers(result: Result) -> None:
 
 
 def test_idle_cut_rst_without_heartbeats_recurs_at_the_idle_period(tmp_path: Path, rabbitmq_url: str) -> None:
-    result = _run(tmp_path, rabbitmq_url, "idle", "idle-cut:3:rst", heartbeat=0)
+    result = _run(tmp_path, rabbitmq_url, "idle", "idle-cut:3:rst", heartbeat=0, middlebox="proxy")
     data = result.data
+    assert data["middlebox"]["kind"] == "proxy"
     cuts = [d for d in data["proxy"]["decisions"] if d["kind"] == Kind.PROXY_CUT.value]
     assert len(cuts) >= 2
     # the worker's connection is cut again each time it has been idle for the cut's period
@@ -111,7 +132,7 @@ def test_idle_cut_rst_without_heartbeats_recurs_at_the_idle_period(tmp_path: Pat
 
 
 def test_heartbeat_under_half_the_idle_timeout_prevents_the_resets(tmp_path: Path, rabbitmq_url: str) -> None:
-    result = _run(tmp_path, rabbitmq_url, "idle", "idle-cut:4:rst", heartbeat=1.5)
+    result = _run(tmp_path, rabbitmq_url, "idle", "idle-cut:4:rst", heartbeat=1.5, middlebox="proxy")
     data = result.data
     assert data["proxy"]["cuts"] == 0  # heartbeats kept the worker's connection busy
     assert "Connection to broker lost" not in _worker_log(result)
@@ -167,7 +188,7 @@ def test_broker_restart_through_the_hook(tmp_path: Path, broker_lock_exclusive: 
 
 
 def test_redis_idle_cut(tmp_path: Path, redis_url: str) -> None:
-    result = _run(tmp_path, redis_url, "idle", "idle-cut:3:rst", heartbeat=0)
+    result = _run(tmp_path, redis_url, "idle", "idle-cut:3:rst", heartbeat=0, middlebox="proxy")
     data = result.data
     assert data["broker"]["kind"] == "redis"
     assert data["ledger"]["lost"] == 0 and data["ledger"]["succeeded"] == data["ledger"]["confirmed"] == 6
@@ -287,8 +308,10 @@ def test_proxy_command_forwards_and_prints_its_decisions(rabbitmq_url: str) -> N
 # -- the verdict tells the truth about every task (issue 13) -----------------------------------
 
 def _worker_log_counts(result: Result) -> int:
-    """Independent count: task executions the worker's own log reports as succeeded."""
-    return len(re.findall(r"Task doctor\.\w+\[[^\]]+\] succeeded", _worker_log(result)))
+    """Independent count: task executions the worker's own log reports as succeeded (the
+    canary, published after the fault, is not a planned task)."""
+    ids = re.findall(r"Task doctor\.\w+\[([^\]]+)\] succeeded", _worker_log(result))
+    return len([i for i in ids if "-canary-" not in i])
 
 
 @pytest.mark.parametrize("broker", ["rabbitmq", "redis"])
@@ -323,14 +346,16 @@ def test_a_publisher_slower_than_the_plan_leaves_every_task_in_a_named_state(tmp
     _no_leftovers(result)
 
 
-@pytest.mark.parametrize("broker", ["rabbitmq", "redis"])
+@pytest.mark.parametrize(("broker", "middlebox"), [("rabbitmq", "kernel"), ("redis", "kernel"),
+                                                  ("redis", "proxy")])
 def test_silent_idle_cut_is_diagnosed_and_its_fix_proven(tmp_path: Path, broker_lock_shared: None,
-                                                         broker: str) -> None:
+                                                         broker: str, middlebox: str) -> None:
     url = "amqp://guest:guest@127.0.0.1:5672//" if broker == "rabbitmq" else "redis://127.0.0.1:6379/0"
     options = harness.RunOptions(scenario="idle", fault=parse_fault("idle-cut:5:silent"), broker_url=url,
-                                 heartbeat=0, workdir=tmp_path)
+                                 heartbeat=0, workdir=tmp_path, middlebox=middlebox)
     report = reproduce([options], verify_fix=True)
     broken, fixed = report.data["runs"]
+    assert broken["middlebox"]["kind"] == fixed["middlebox"]["kind"] == middlebox
     assert broken["proxy"]["cuts"] >= 1
     assert broken["worker"]["alive_but_not_consuming"], broken["canary"]
     assert report.findings[0].category == Category.NETWORK_IDLE_TIMEOUT
@@ -341,8 +366,11 @@ def test_silent_idle_cut_is_diagnosed_and_its_fix_proven(tmp_path: Path, broker_
     fix = report.findings[0].fix
     assert fix is not None
     all_ran = fixed["ledger"]["states"]["executed"] == fixed["ledger"]["planned"] == 6
-    if broker == "rabbitmq":  # heartbeats: the dead flow is replaced before anything is lost
-        assert all_ran, fixed["verdict"]
+    if middlebox == "kernel":
+        # a real NAT: heartbeats (RabbitMQ) or TCP keepalive (Redis) keep every flow's entry
+        # alive, so nothing is cut and nothing lost
+        assert fixed["proxy"]["cuts"] == 0 and all_ran, (fixed["proxy"], fixed["verdict"])
+        assert ("socket_keepalive" in str(fixed["verify_fix"]["fix"])) is (broker == "redis")
     # the verdict on the fix is the ledger's: proven only when every task ran exactly once,
     # and a fix the rerun contradicts is never offered as if it worked
     assert broken["verify_fix"]["proven"] is all_ran, broken["verify_fix"]
@@ -353,7 +381,7 @@ def test_silent_idle_cut_is_diagnosed_and_its_fix_proven(tmp_path: Path, broker_
 
 def test_idle_cut_fix_proven_on_rabbitmq(tmp_path: Path, rabbitmq_url: str) -> None:
     options = harness.RunOptions(scenario="idle", fault=parse_fault("idle-cut:3:rst"), broker_url=rabbitmq_url,
-                                 heartbeat=0, workdir=tmp_path)
+                                 heartbeat=0, workdir=tmp_path, middlebox="proxy")
     report = reproduce([options], verify_fix=True)
     broken, fixed = report.data["runs"]
     assert broken["proxy"]["cuts"] >= 2 and fixed["proxy"]["cuts"] == 0
@@ -381,3 +409,24 @@ def test_config_file_heartbeat_is_reported_as_in_effect(tmp_path: Path, rabbitmq
     data = reproduce([options]).data
     assert data["settings"]["heartbeat_s"] == 2.0 and data["settings"]["heartbeat_from_user_config"]
     assert data["settings"]["effective"]["broker_heartbeat"] == 2
+
+
+def test_kernel_nat_idle_cut_with_rst_and_the_keepalive_fix_on_redis(tmp_path: Path, redis_url: str) -> None:
+    # the userspace proxy cannot see keepalives; the kernel NAT can, so this fix is provable here
+    options = harness.RunOptions(scenario="idle", fault=parse_fault("idle-cut:3:rst"), broker_url=redis_url,
+                                 workdir=tmp_path, middlebox="kernel")
+    report = reproduce([options], verify_fix=True)
+    broken, fixed = report.data["runs"]
+    assert "kernel middlebox" in broken["middlebox"]["why"]
+    assert broken["proxy"]["cuts"] >= 1 and fixed["proxy"]["cuts"] == 0
+    assert fixed["settings"]["effective"]["broker_transport_options"]["socket_keepalive"] is True
+    assert fixed["ledger"]["states"]["executed"] == 6 and broken["verify_fix"]["proven"] is True
+    assert report.summary["middlebox"] == "kernel"
+    for run in (broken, fixed):
+        assert_nothing_left(run["queue"], "redis")
+
+
+def test_middlebox_kernel_refused_for_a_fault_it_cannot_make(tmp_path: Path, rabbitmq_url: str) -> None:
+    done = subprocess.run([console_script(), "repro", "--fault", "refuse", "--middlebox", "kernel",
+                           "--broker", rabbitmq_url], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no idle cut" in done.stderr and "Traceback" not in done.stderr

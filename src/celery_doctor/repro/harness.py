@@ -89,8 +89,21 @@ def versions(python: str) -> dict[str, Any]:
         raise HarnessError(f"--python {python} failed: {done.stderr.strip().splitlines()[-1:]}")
     found: dict[str, Any] = json.loads(done.stdout)
     if not found.get("celery"):
-        raise HarnessError(f"Celery is not importable by {python}")
+        raise HarnessError(_no_celery(python))
     return found
+
+
+def _no_celery(python: str) -> str:
+    """What to do when the interpreter under test has no Celery: the worker must run in the
+    user's Celery environment, never in one celery-doctor would force on them."""
+    where = f"Celery is not importable by {python}"
+    if "pipx" in python or "/pipx/" in sys.prefix:
+        where += (" (celery-doctor's own pipx environment: pipx installs it without Celery; "
+                  "`pipx inject celery-doctor 'celery[redis]'` adds it there)")
+    return (f"{where}. repro runs a real worker: install Celery with your broker's extra "
+            "(pip install 'celery[redis]' or 'celery[librabbitmq]'/plain 'celery' for RabbitMQ) into the "
+            "environment you want to test and pass --python /path/to/that/venv/bin/python, "
+            "or install celery-doctor[repro] to test with the Celery it brings")
 
 
 # -- config ----------------------------------------------------------------------------------
@@ -333,6 +346,9 @@ class _Run:
         o = self.o
         self.target = brokers.choose(o.broker_url)
         self.versions = versions(o.python)
+        if self.target.kind == "redis" and not self.versions.get("redis"):
+            raise HarnessError(f"the redis client library is not importable by {o.python}: install "
+                               "Celery's redis extra there (pip install 'celery[redis]')")
         if o.config is not None and not o.config.is_file():
             raise HarnessError(f"--config {o.config}: no such file")
         if o.fault is not None and o.fault.find("broker-restart") and not o.hook:
