@@ -15,7 +15,7 @@ from celery_doctor import (
     incidents,
     pipeline,  # noqa: F401  (registers the config audit and probe ids)
 )
-from celery_doctor.rules import broker_rules, combine, fixes, logs_rules, pins_rules, registry  # noqa: F401
+from celery_doctor.rules import broker_rules, combine, fixes, logs_rules, pins_rules, registry, repro_rules  # noqa: F401
 from celery_doctor.rules import logs as module_rules  # noqa: F401  (the one-rule modules)
 
 GROUPING = """\
@@ -73,7 +73,7 @@ def main() -> None:
     print("\n## Rules (`Finding.rule_id`)\n")
     print("| id | stage | categories | fires on | module |")
     print("|---|---|---|---|---|")
-    for stage in ("logs", "broker", "config", "pins", "diagnose"):
+    for stage in ("logs", "broker", "config", "pins", "diagnose", "repro"):
         for info in registry.by_stage(stage):
             cats = ", ".join(c.value for c in info.categories)
             module = info.module.replace("celery_doctor.", "")

@@ -190,7 +190,8 @@ def test_middlebox_choice_says_why() -> None:
 
     ok, why = middlebox.choose(parse_fault("idle-cut:5:rst"), "127.0.0.1")
     assert ok and "kernel middlebox" in why  # these machines run as root with nftables installed
-    for spec, words in (("refuse", "no idle cut"), ("idle-cut:5:fin", "FIN"), ("latency:5+idle-cut:5", "idle cuts only")):
+    cases = (("refuse", "no idle cut"), ("idle-cut:5:fin", "FIN"), ("latency:5+idle-cut:5", "idle cuts only"))
+    for spec, words in cases:
         ok, why = middlebox.choose(parse_fault(spec), "127.0.0.1")
         assert not ok and words in why and why.startswith("the userspace proxy")
     assert middlebox.choose(parse_fault("idle-cut:5"), "10.0.0.9")[0] is False

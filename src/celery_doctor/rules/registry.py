@@ -4,7 +4,8 @@ id on each Finding it returns. ``scripts/rules_doc.py`` writes docs/incident-rul
 this registry, so the docs list exactly the rules that run.
 
 Id prefixes: CD-L log rules, CD-K known library bugs, CD-V version fingerprints, CD-B broker
-probe, CD-C config audit, CD-P pins, CD-X cross-input rules of diagnose.
+probe, CD-C config audit, CD-P pins, CD-X cross-input rules of diagnose, CD-R a reproduction's
+own ground truth (rules/repro_rules.py).
 """
 
 from __future__ import annotations

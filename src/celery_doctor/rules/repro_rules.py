@@ -5,8 +5,9 @@ would judge anyone's; these rules say what only the run can know (a publisher th
 message through, a worker that is alive but deaf), so the verdict never misses a fault that
 acted on the publishing side or left no line in any log.
 
-Rule ids: ``repro.publish_failed``, ``repro.not_consuming``, ``repro.worker_refused``,
-``repro.fell_behind``.
+Rule ids (``Finding.rule_id``, in docs/incident-rules.md): CD-R01 publish failed, CD-R02 alive
+but not consuming, CD-R03 worker refused, CD-R04 publisher fell behind; ``facts["rule"]`` names
+them in words.
 Each fix that a rerun can check carries ``facts["repro_fix"]`` (the run options that apply it),
 which ``repro --verify-fix`` applies to the same fault on the same broker.
 """
@@ -20,6 +21,7 @@ from typing import Any
 from celery_doctor.model import Category, Event, Evidence, Finding, Fix, Kind, Severity
 from celery_doctor.repro.facts import RunFacts
 from celery_doctor.rules.fixes import snippet
+from celery_doctor.rules.registry import rule
 
 
 def _evidence(events: list[Event], source: str, limit: int = 4) -> list[Evidence]:
@@ -99,6 +101,8 @@ def fix_for(facts: RunFacts, idle_s: float) -> tuple[Fix, dict[str, object]]:
     return fix, {"heartbeat": max(1.0, float(int(idle_s / 3))) if idle_s >= 3 else round(idle_s / 3, 1)}
 
 
+@rule("CD-R01", "repro", Category.BROKER_RESTART_OR_FAILOVER, Category.NETWORK_PATH_LOSS,
+      Category.NETWORK_IDLE_TIMEOUT, Category.AUTH_OR_PERMISSIONS, Category.UNKNOWN)
 def publish_failed(facts: RunFacts, summary: dict[str, Any]) -> Iterable[Finding]:
     """The publisher could not get messages to the broker: the fault acted on the producing
     side (a refusal, a cut, a blackhole), whatever the worker's own connection saw."""
@@ -141,6 +145,7 @@ def publish_failed(facts: RunFacts, summary: dict[str, Any]) -> Iterable[Finding
     )]
 
 
+@rule("CD-R02", "repro", Category.NETWORK_IDLE_TIMEOUT, Category.NETWORK_PATH_LOSS, Category.UNKNOWN)
 def not_consuming(facts: RunFacts) -> Iterable[Finding]:
     """The worker process is alive but took no new task after the fault was removed: its
     consumer socket died without either end noticing (half-open), the classic silent cut."""
@@ -182,6 +187,7 @@ def not_consuming(facts: RunFacts) -> Iterable[Finding]:
     )]
 
 
+@rule("CD-R03", "repro", Category.BROKER_RESTART_OR_FAILOVER)
 def worker_refused(facts: RunFacts) -> Iterable[Finding]:
     """The worker's own connections were refused (a startup against a broker that is down or
     not serving): the worker log shows only retries, the proxy knows why."""
@@ -212,6 +218,7 @@ def cut_fix(facts: RunFacts, findings: list[Finding]) -> None:
             finding.fix, finding.facts["repro_fix"] = fix_for(facts, cut.seconds)
 
 
+@rule("CD-R04", "repro", Category.NO_INCIDENT)
 def fell_behind(facts: RunFacts, summary: dict[str, Any]) -> Iterable[Finding]:
     """The fault broke no connection but slowed the path so much that the publisher could not
     keep the planned rate: say so, with the tasks it never sent, instead of a bare 'no incident'."""
