@@ -257,9 +257,11 @@ class Scanner:
         if "] raised" in body or "raised unexpected" in body:
             return None
         if "Traceback (most recent call last)" not in body + "\n".join(lines) and not (
-                bare and celery_family.EXCEPTION.match(body.strip())):
+                bare and (celery_family.EXCEPTION.match(body.strip()) or celery_family.exceptions(lines[1:]))):
             return None
-        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+        raised = celery_family.exceptions(lines[1:]) or [ln.strip() for ln in lines[:1]]
+        last = raised[-1] if celery_family.EXCEPTION.match(raised[-1]) else next(
+            (ln.strip() for ln in reversed(lines) if ln.strip()), "")
         if not signatures.CONNECTION_ERROR.search(last):
             # a pasted traceback on its own is what stopped the process (the known-bug rules read it)
             return Kind.WORKER_CRASH if bare and "Traceback (most recent call last)" in "\n".join(lines) else None
@@ -578,7 +580,7 @@ def scan_json(lines: Iterator[tuple[int, str]], state: SourceState,
         elif found is not None:
             family, sig = found
             side = Side.CLIENT if family == "celery" else Side.BROKER
-            error = str(obj.get("exc_info") or "").strip().splitlines()[-1:] or None
+            error = json_family.exception_text(obj).strip().splitlines()[-1:] or None
             peer_match = PEER.search(message)
             event = Event(ts=ts, source=state.info.name, line=number, side=side, kind=sig.kind,
                           text=line.strip()[:MAX_TEXT], peer=peer_match.group(1) if peer_match else None,

@@ -44,7 +44,7 @@ FENCE = re.compile(r"^\s*(?:```|~~~)")
 TRACEBACK = "Traceback (most recent call last)"
 INNER_HEADER = re.compile(r"\[\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d{1,6})?: ?[A-Z]+/[^\]]*\] ")
 CONTINUES = re.compile(r"^(?:Trying again|Will retry using next failover|Trying to re-establish|\(\d+/\d+\)|"
-                       r"client unexpectedly closed|missed heartbeats from client|[{}\[\]]|<<)")
+                       r"client unexpectedly closed|missed heartbeats from client|[{}]|\[\{|<<)")  # Erlang terms
 
 
 def clean(line: str) -> str:
@@ -187,7 +187,10 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
                 or (starts_traceback and not blank_before and not finished_traceback and current.family is not None)
                 or (not starts_traceback and not is_exception and (current.family is not None or _goes_on(
                     current.lines[-1], text)))
-                or (is_exception and not blank_before and current.family is not None and not finished_traceback)):
+                or (is_exception and not blank_before and current.family is not None and not finished_traceback)
+                # a paste that starts inside a traceback: its frames, then the exception that ends it
+                or (is_exception and not blank_before and current.family is None and not finished_traceback
+                    and current.lines[-1][:1] in (" ", "\t"))):
             current.lines.append(text)
         else:
             if current is not None:

@@ -101,7 +101,8 @@ def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | N
     stripped = [strip_prefix(ln, prefix) for ln in lines]
     if hint:
         return hint, prefix, {}
-    if sum(ln.lstrip().startswith("{") for ln, _, _ in stripped) >= max(1, 0.6 * len(stripped)):
+    objects = sum(ln.lstrip().startswith("{") for ln, _, _ in stripped)
+    if objects >= max(1, 0.6 * len(stripped)) or (objects and len(stripped) - objects <= 2):  # a line of prose around
         return "json", prefix, {}
     votes: dict[str, int] = {}
     services: dict[str, str] = {}

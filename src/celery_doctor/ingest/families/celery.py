@@ -41,6 +41,7 @@ REPR_AT_END = re.compile(r"\(([A-Z]\w+(?:Error|Exception|Refused|Forced|Closed)\
 # error: %r" and "Unrecoverable error: %r", redis-py 8's bare reprs "(network:ConnectionError)"
 HEADER_REPR = re.compile(
     r"(?:reason: ?|Control command error: |Unrecoverable error: |Error in timer: )(.+?)\s*$|"
+    r"Connection error: (.+?)\.? (?:Trying again|Retry in)|"
     r"\(((?:network|tls|auth|server):\w+)\)\s*$")
 # an exception line as Python prints it at the end of a traceback (module path optional; Python 2's
 # socket.error prints as "error: ...")
@@ -104,7 +105,7 @@ class Celery(Family):
             return body.strip()
         m = HEADER_REPR.search(body)
         if m:
-            return (m.group(1) or m.group(2)).rstrip(".")
+            return next(g for g in m.groups() if g).rstrip(".")
         m = REPR_AT_END.search(body)
         return m.group(1) if m else None
 

@@ -15,12 +15,13 @@ from celery_doctor.ingest.interface import Family, Start
 from celery_doctor.model import Side
 
 TS_KEYS = ("ts", "time", "timestamp", "asctime", "@timestamp", "created")
-MSG_KEYS = ("message", "msg", "text")
+MSG_KEYS = ("message", "msg", "text", "event")  # "event": structlog
 LEVEL_KEYS = ("levelname", "level", "severity")
 
 
 def parse_line(line: str) -> tuple[datetime, str, str, dict[str, Any]] | None:
     """(ts, level, message, object) of one JSON log line, or None if it is not one."""
+    line = line.strip().strip("`")  # a JSON line pasted as Markdown inline code
     try:
         obj = json.loads(line)
     except ValueError:
@@ -41,6 +42,17 @@ def parse_line(line: str) -> tuple[datetime, str, str, dict[str, Any]] | None:
     if ts is None:
         return None
     return ts, level, message, obj
+
+
+def exception_text(obj: dict[str, Any]) -> str:
+    """The exception a JSON log line carries: python-json-logger's exc_info / exc_text, or
+    structlog's "exception" (a string, or a list of {"exc_type", "exc_value"} from the cause on)."""
+    value = obj.get("exc_info") or obj.get("exc_text") or obj.get("exception") or ""
+    if isinstance(value, list):
+        parts = [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in value
+                 if isinstance(e, dict) and e.get("exc_type")]
+        return "\n".join(parts)
+    return value if isinstance(value, str) else ""
 
 
 def _celery_stamp(value: str) -> datetime | None:
