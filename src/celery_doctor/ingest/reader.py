@@ -10,6 +10,7 @@ window, never stored. Memory is one window plus its look-back, whatever the size
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ MAX_BUCKETS = 400
 
 RUNTIME = re.compile(r" succeeded in (\d+(?:\.\d+)?)s")
 TASK_ID = re.compile(r"(?:Task |Received task: )([\w.:\-]+)\[([^\]\s]+)\]")
+CONNECTION_MARK = b"\0connection error"  # the key of the marks expression (never a literal of a log)
 LIFECYCLE_KINDS = frozenset({Kind.CONNECTION_ACCEPTED, Kind.CONNECTION_CLOSED_CLEAN})
 BANNER = {
     "celery_version": re.compile(r"celery@\S+ v(\d+\.\d+\.\d+\S*)"),
@@ -109,7 +111,13 @@ class Scanner:
         if state.family == "json":  # one object per line: the message decides, and the proxy's own lines
             rare = [e for e in rare if e[0] != signatures.TRACEBACK] + [(b'"proxy"', None)]
             every = rare
-        self.matcher = matcher.build(tuple(rare))
+        self.client_like = "celery" in names and state.family != "json"
+        # a client log's scan also marks the words that name a connection error, so a traceback is
+        # judged by where those fall (bisect), not by a regular expression over its text
+        self.marks: list[tuple[bytes, bytes | None]] = (
+            [(CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern)] if self.client_like else [])
+        self.matcher = matcher.build(tuple(rare + self.marks))
+        self.mark_id = len(self.matcher.expressions) - 1 if self.marks else -1
         self.full = matcher.build(tuple(every))  # with the lifecycle lines: the file's head, near incidents
         self.lifecycle = frozenset(i for i, e in enumerate(self.full.expressions) if e not in rare)
         self.first_chunk = True
@@ -118,11 +126,12 @@ class Scanner:
         family = layout if state.family in ("celery", "multi") else state.family
         self.arrival_literal = signatures.ACTIVITY_LITERALS.get(family, b"")
         self.activity_family = families.REGISTRY.get("celery" if family.startswith("celery") else family)
-        self.client_like = "celery" in names and state.family != "json"
         self.tail = b""
         self.line_base = 0  # physical line number of the first byte of the current window
         self.seen: set[int] = set()
         self.near_left = 0
+        self.errors: list[int] = []
+        self._end = 0
         self._ts_cache: dict[str, datetime] = {}
 
     # -- helpers over raw bytes ---------------------------------------------------------------
@@ -441,13 +450,16 @@ class Scanner:
         look-ahead (a record may end there); ``start`` need not be at a line start."""
         end = len(buf) if end is None else end
         view = memoryview(buf)
-        hits = [(start + at, ident, False) for at, ident in self.matcher.hits(view[start:end])]
+        found = self.matcher.hits(view[start:end])
+        self.errors = [start + at for at, ident in found if ident == self.mark_id]
+        hits = [(start + at, ident, False) for at, ident in found if ident != self.mark_id]
         if self.first_chunk:  # the head of a file: the whole catalogue (readiness, the first accepts)
             stop = min(end, start + HEAD_SCAN)
             extra = [(start + at, ident, True) for at, ident in self.full.hits(view[start:stop])
                      if ident in self.lifecycle][:HEAD_LIFECYCLE]
             hits = sorted(hits + extra)
         self.first_chunk = False
+        self._end = end
         self._pos, self._no = start, self.line_base + 1  # the line number of the line holding byte _pos
         for hit, ident, full in hits:
             if self.state.family == "json":
@@ -475,7 +487,8 @@ class Scanner:
         if record is None or record.start in self.seen:
             return
         self.seen.add(record.start)
-        if record.start < start and self.matcher.hits(memoryview(buf)[record.start:start]):
+        if record.start < start and any(ident != self.mark_id for _, ident in
+                                        self.matcher.hits(memoryview(buf)[record.start:start])):
             return  # it began in the bytes before this window, whose scan saw it
         event = self._event(record, self._line_no(buf, record.start), buf)
         if event is None:
@@ -500,13 +513,23 @@ class Scanner:
     def _dull_traceback(self, buf: bytes, hit: int) -> bool:
         """Whether a traceback cannot be a connection failure, judged on raw bytes: a task's own
         failure (``raised unexpected``), or no connection error named before the next record."""
+        stop = min(len(buf), hit + TRACEBACK_WINDOW)
+        marked = stop <= self._end
+        if marked:  # the marks of the window say where the next connection error is
+            k = bisect.bisect_left(self.errors, hit)
+            if k == len(self.errors) or self.errors[k] >= stop:
+                return True
+            stop = self.errors[k] + 1
+        nxt = buf.find(b"\n[", hit, stop)
+        if marked and nxt >= 0:
+            return True  # the next record begins before that error: not this traceback's
         line_start = buf.rfind(b"\n", 0, hit) + 1
         header = buf.rfind(b"\n", 0, max(0, line_start - 1)) + 1
         above = buf[header:line_start]
         if b"] raised" in above or b"raised unexpected" in above:
             return True
-        stop = min(len(buf), hit + TRACEBACK_WINDOW)
-        nxt = buf.find(b"\n[", hit, stop)
+        if marked:
+            return False
         return signatures.CONNECTION_ERROR_BYTES.search(buf, hit, stop if nxt < 0 else nxt) is None
 
     def _json_line(self, buf: bytes, hit: int) -> None:
