@@ -85,3 +85,22 @@ def test_prefixed_and_json_logs_take_the_same_scan(tmp_path: Path) -> None:
         for event in lost:  # the line numbers point at the line itself
             line = data.split(b"\n")[event.line - 1].decode()
             assert "Connection to broker lost" in line, (shape, event.line)
+
+
+def test_report_timeline_keeps_incidents_and_summarises_the_rest(tmp_path: Path, monkeypatch) -> None:
+    """Past the report's budget of events, every incident's own events stay, and what is left
+    out is counted per kind (a smaller budget here, so that a small log exceeds it)."""
+    from celery_doctor import timeline
+    from celery_doctor.pipeline import analyse_logs
+
+    log = tmp_path / "rabbit.log"
+    shapes.write_one(shapes.SHAPES["rabbitmq"], log, 2 * 1024 * 1024)
+    full = analyse_logs([str(log)])
+    monkeypatch.setattr(timeline, "REPORT_EVENTS", 20)
+    small = analyse_logs([str(log)])
+    assert len(full.events) > 20 >= len(small.events)
+    evidence = {(e.source, e.line) for inc in small.incidents for e in inc.events}
+    assert evidence <= {(e.source, e.line) for e in small.events}
+    left = small.data["timeline_left_out"]
+    assert left["events_left_out"] == len(full.events) - len(small.events)
+    assert sum(left["by_kind"].values()) == left["events_left_out"]

@@ -61,12 +61,15 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
     found = incident_stage.detect(timeline)
     findings = logs_rules.evaluate(context_for(timeline, found.incidents))
     warnings = [f"{s.name}: {w}" for s in result.sources for w in s.warnings]
+    shown, left_out = timeline_stage.for_report(timeline.events, found.incidents)
+    data: dict[str, Any] = {"activity": {name: [[a.isoformat(), b.isoformat(), n] for a, b, n in curve]
+                                         for name, curve in timeline.activity.items()}}
+    if left_out:
+        data["timeline_left_out"] = left_out
     return Report(
-        command="logs", findings=findings, incidents=found.incidents, events=timeline.events,
+        command="logs", findings=findings, incidents=found.incidents, events=shown,
         undated=timeline.undated,
-        sources=result.sources, summary=found.summary, warnings=warnings,
-        data={"activity": {name: [[a.isoformat(), b.isoformat(), n] for a, b, n in curve]
-                           for name, curve in timeline.activity.items()}},
+        sources=result.sources, summary=found.summary, warnings=warnings, data=data,
     )
 
 

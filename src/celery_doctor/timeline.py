@@ -13,7 +13,7 @@ import bisect
 import statistics
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery_doctor.model import Event, Kind, Side, SourceInfo
 
@@ -197,3 +197,40 @@ def _matches(c_ts: list[float], b_ts: list[float], delta: float) -> list[float]:
         if i < len(b_ts) and b_ts[i] <= target + MATCH_TOLERANCE_S:
             found.append(b_ts[i] - c)
     return found
+
+
+# The report's timeline: what a person reads. A log with thousands of events (a flapping worker, a
+# broker's every accept near its incidents) gives the events of each incident and those close to
+# them, and counts for the rest, so the report does not grow with the log.
+REPORT_EVENTS = 2000
+AROUND_S = 30.0
+
+
+def for_report(events: list[Event], incidents: list[Any]) -> tuple[list[Event], dict[str, Any]]:
+    """(the events a report shows, a summary of those left out: total and per kind)."""
+    if len(events) <= REPORT_EVENTS:
+        return events, {}
+    evidence = {id(e) for inc in incidents for e in inc.events}
+    spans = sorted((min(e.at for e in inc.events), max(e.at for e in inc.events))
+                   for inc in incidents if any(e.ts is not None for e in inc.events))
+    starts = [a for a, _ in spans]
+    around = timedelta(seconds=AROUND_S)
+
+    def near(e: Event) -> bool:
+        k = bisect.bisect_right(starts, e.at + around)
+        return any(a - around <= e.at <= b + around for a, b in spans[max(0, k - 3):k])
+
+    first = [e for e in events if id(e) in evidence]
+    if len(first) > REPORT_EVENTS:  # more incidents than a page holds: the first and the last ones
+        first = first[:REPORT_EVENTS // 2] + first[-(REPORT_EVENTS // 2):]
+    room = REPORT_EVENTS - len(first)
+    context = [e for e in events if id(e) not in evidence and near(e)][:room] if room > 0 else []
+    kept = {id(e) for e in first} | {id(e) for e in context}
+    shown = [e for e in events if id(e) in kept]
+    left = [e for e in events if id(e) not in kept]
+    by_kind: dict[str, int] = {}
+    for e in left:
+        by_kind[e.kind.value] = by_kind.get(e.kind.value, 0) + 1
+    return shown, {"events_left_out": len(left), "by_kind": dict(sorted(by_kind.items())),
+                   "first": left[0].at.isoformat() if left else None,
+                   "last": left[-1].at.isoformat() if left else None}
