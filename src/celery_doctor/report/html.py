@@ -104,6 +104,8 @@ def duration(seconds: float | None) -> str:
         return "–"
     if seconds < 0:
         return "-" + duration(-seconds)
+    if seconds < 0.1:  # a reconnect in 11 ms is not "0.0s"
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 10:
         return f"{seconds:.1f}s"
     if seconds < 120:

@@ -44,7 +44,8 @@ def _parse(path: Path) -> tuple[ast.Module, list[str]]:
         if re.search(r"^\s*print\s+[^(\s=]", text, re.M) or re.search(r"except\s+\w+\s*,\s*\w+\s*:", text) \
                 or "Missing parentheses" in (exc.msg or ""):
             hint = " (this looks like a Python 2 file; run it through 2to3 or pyupgrade first)"
-        raise SettingsError(f"{path}:{exc.lineno}: syntax error: {exc.msg}{hint}") from None
+        where = f"{path}:{exc.lineno}" if exc.lineno else path  # a NUL byte has no line
+        raise SettingsError(f"{where}: syntax error: {exc.msg}{hint}") from None
     except ValueError as exc:  # null bytes
         raise SettingsError(f"{path}: not a Python source file ({exc})") from None
     return tree, text.splitlines()
