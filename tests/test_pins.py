@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from celery_doctor.cli import main
 from celery_doctor.pins.catalogue import Catalogue
@@ -289,3 +290,39 @@ def test_ladder_with_an_amqp_broker_keeps_contemporaneous_kombu():
     assert by_celery["5.2.7"].pins["kombu"].startswith("5.2.")
     redis_steps = plan(CAT, "4.1.0", "5.7", python="3.6.15", broker="redis")
     assert {s.celery: s for s in redis_steps}["5.2.7"].pins["kombu"] >= "5.4"
+
+
+def test_ladder_notes_follow_the_moves_the_input_really_makes() -> None:
+    """'redis-py 2 -> 3' only where redis crosses 2 -> 3; step 1 says what moves from the input;
+    a step that lowers a package says so."""
+    from celery_doctor.pipeline import check_pins
+
+    modern = check_pins(str(PINS / "requirements-2019-celery43.txt"), None, "5.7", None, False, None).data["ladder"]
+    notes = [c for step in modern for c in step["changes"]]
+    assert not any(c.startswith("redis-py 2 -> 3") for c in notes)  # the input already has redis 3.3.8
+    assert modern[0]["changes"][0].startswith("Moves celery 4.3.0 -> 4.4.7;") and "redis 3.3.8 -> 3.5.3" in \
+        modern[0]["changes"][0]
+    lowered = [c for step in modern for c in step["changes"] if "DOWNGRADE" in c]
+    assert lowered  # the data steps redis 5.3.1 back to 5.2.1 for celery 5.5.3
+    for line in lowered:
+        old, new = line.split("DOWNGRADE")[0].rsplit(" (", 1)[0].rsplit("; ", 1)[-1].split(" ", 1)[1].split(" -> ")
+        assert Version(new) < Version(old)
+    old_redis = check_pins(str(PINS / "requirements-celery31-redis.txt"), None, "5.7", None, False, None)
+    crossing = [step for step in old_redis.data["ladder"]
+                if any(c.startswith("redis-py 2 -> 3") for c in step["changes"])]
+    assert len(crossing) == 1
+    before, after = crossing[0]["changes"][0].split("redis ", 1)[1].split(";")[0].rstrip(".").split(" -> ")
+    assert before.startswith("2.") and after.split(" ")[0].startswith("3.")
+
+
+def test_celery_doctors_own_dependencies_are_not_the_users() -> None:
+    """Run in celery-doctor's own environment, pins says so and does not blame the user for them."""
+    from celery_doctor.model import Severity
+    from celery_doctor.pipeline import check_pins
+
+    report = check_pins(None, None, None, None, False, None)
+    assert any("also holds celery-doctor" in w and "libcst" in w for w in report.warnings)
+    ours = [f for f in report.findings if "celery-doctor's own dependency" in f.title]
+    for finding in ours:
+        assert finding.severity == Severity.INFO
+    assert not any("pyyaml" in f.title and f.severity.rank >= Severity.MEDIUM.rank for f in report.findings)

@@ -636,12 +636,65 @@ def check_pins(requirement: str | None, python: str | None, to: str | None, cons
     from celery_doctor.rules.pins_rules import pins_findings
 
     assessment, data = run_pins(requirement, python, to, constraints_dir, check_install, broker_url)
-    return Report(command="pins", findings=pins_findings(assessment), data=data,
+    findings = pins_findings(assessment)
+    warnings = list(assessment.env.notes)
+    own = _own_packages() if assessment.env.installed and "celery-doctor" in assessment.env.pins else set()
+    if own:
+        mine = sorted(own & set(assessment.env.pins))
+        warnings.append("this environment also holds celery-doctor: " + ", ".join(mine) + " are here for "
+                        "celery-doctor itself, not for your app (install celery-doctor with pipx or in its own "
+                        "venv and pass --python to check only yours)")
+        findings = [_as_ours(f, own) for f in findings]
+        findings.sort(key=lambda f: -f.severity.rank)
+    return Report(command="pins", findings=findings, data=data,
                   summary={"input": assessment.env.origin, "format": assessment.env.format,
                            "celery": assessment.versions.get("celery"),
                            "python": ", ".join(assessment.pythons) or None,
                            "ladder_steps": len(data.get("ladder", [])) or None},
-                  warnings=list(assessment.env.notes))
+                  warnings=warnings)
+
+
+def _own_packages() -> set[str]:
+    """celery-doctor's own dependencies, recursively, as canonical names (celery's family left out:
+    those are the user's too)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    family = {"celery", "kombu", "amqp", "billiard", "vine", "redis", "librabbitmq", "click"}
+    seen: set[str] = set()
+    todo = ["celery-doctor"]
+    while todo:
+        name = todo.pop()
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for text in requires:
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue  # test extras and the like
+            dep = canonicalize_name(req.name)
+            if dep not in seen and dep not in family:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def _as_ours(finding: Finding, own: set[str]) -> Finding:
+    """A finding about a package that only celery-doctor needs is not the user's problem."""
+    from packaging.utils import canonicalize_name
+
+    named = {canonicalize_name(e.text.split("=", 1)[0].split(" ", 1)[0]) for e in finding.evidence}
+    if not named & own:
+        return finding
+    which = ", ".join(sorted(named & own))
+    return dataclasses.replace(
+        finding, severity=Severity.INFO, confidence=min(finding.confidence, 0.3),
+        title=finding.title + " (celery-doctor's own dependency)",
+        explanation=finding.explanation + f" {which} is installed for celery-doctor itself (not by your "
+                    "requirements); check your own environment with --python PATH.")
 
 
 def reproduce_runs(base: ReproRunOptions, compare: bool, progress: Callable[[str, float], None] | None = None,

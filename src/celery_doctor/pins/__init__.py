@@ -43,7 +43,8 @@ def run_pins(requirement: str | None, python: str | None, to: str | None, constr
         if not current:
             raise PinsError("--to needs a celery version in the input (none is pinned or installed)")
         steps = plan(catalogue, current, to, python=assessment.pythons[0] if assessment.pythons else None,
-                     broker=assessment.broker, keep_librabbitmq="librabbitmq" in assessment.versions)
+                     broker=assessment.broker, keep_librabbitmq="librabbitmq" in assessment.versions,
+                     start={n: v for n, v in assessment.versions.items() if n not in data.get("resolved", {})})
         data["ladder"] = [s.to_json() for s in steps]
         if constraints_dir:
             data["constraints"] = write_constraints(steps, constraints_dir)

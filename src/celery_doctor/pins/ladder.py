@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from celery_doctor.pins.catalogue import Catalogue
 from celery_doctor.pins.checks import PYTHONS, known_bad_hits
@@ -118,7 +119,8 @@ def solve_step(catalogue: Catalogue, celery: str, python: str | None, prefer: di
 
 
 def plan(catalogue: Catalogue, current: str, target: str, python: str | None = None,
-         broker: str | None = None, keep_librabbitmq: bool = False) -> list[Step]:
+         broker: str | None = None, keep_librabbitmq: bool = False,
+         start: dict[str, str] | None = None) -> list[Step]:
     """Steps from ``current`` (a celery version) to ``target`` (a version or an X.Y line)."""
     versions = catalogue.versions("celery")
     if target.count(".") == 1 or catalogue.release("celery", target) is None:
@@ -155,15 +157,48 @@ def plan(catalogue: Catalogue, current: str, target: str, python: str | None = N
             notes.append(f"Python {_xy(py)} -> {step_py}: change the interpreter at this step "
                          f"(celery {celery} supports {', '.join(pythons)}).")
         py = step_py
-        changes = list(stop.get("changes", []))
-        if steps:
-            before = steps[-1].pins
-            moved = [f"{n} {before.get(n, '-')} -> {v}" for n, v in pins.items() if before.get(n) != v]
+        before = steps[-1].pins if steps else dict(start or {})
+        changes = [c for c in stop.get("changes", []) if _move_happens(c, before, pins)]
+        if before:
+            moved = [_moved(n, before.get(n), v) for n, v in pins.items() if before.get(n) != v]
             if moved:
                 changes.insert(0, "Moves " + "; ".join(moved) + ".")
         steps.append(Step(number=number, celery=celery, pins=pins, pythons=pythons, python=step_py or "",
                           changes=changes, notes=notes))
     return steps
+
+
+# a ladder.json note that names a major move ("redis-py 2 -> 3 (...)") holds only when this step makes it
+_MAJOR_MOVE = re.compile(r"^(?P<name>[A-Za-z][\w.-]*) (?P<old>\d+)(?:\.x)? -> (?P<new>\d+)\b")
+_DIST = {"redis-py": "redis", "py-amqp": "amqp"}
+
+
+def _major(version: str | None) -> int | None:
+    try:
+        return Version(version).major if version else None
+    except InvalidVersion:
+        return None
+
+
+def _move_happens(note: str, before: dict[str, str], after: dict[str, str]) -> bool:
+    match = _MAJOR_MOVE.match(note)
+    if match is None or not before:
+        return True
+    name = _DIST.get(match["name"], match["name"])
+    return _major(before.get(name)) == int(match["old"]) and _major(after.get(name)) == int(match["new"])
+
+
+def _moved(name: str, old: str | None, new: str) -> str:
+    """'redis 3.3.8 -> 3.5.3'; a step back is said so, since a ladder should only climb."""
+    if not old:
+        return f"{name} pinned at {new}"
+    text = f"{name} {old} -> {new}"
+    try:
+        if old and Version(new) < Version(old):
+            return text + " (a DOWNGRADE: the newer one does not fit this step's other pins)"
+    except InvalidVersion:
+        pass
+    return text
 
 
 def _celery_pythons(catalogue: Catalogue, celery: str) -> list[str]:

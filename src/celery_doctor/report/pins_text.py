@@ -11,18 +11,19 @@ from rich.text import Text
 from celery_doctor.model import Report
 
 
-def _versions(data: dict[str, Any]) -> Table:
+def _versions(data: dict[str, Any]) -> list[RenderableType]:
+    """A title line of its own: a long path would otherwise wrap inside the narrow table's width."""
     env = data.get("environment", {})
-    title = f"Versions checked ({env.get('format', '?')}: {env.get('origin', '?')})"
-    table = Table(title=title, title_justify="left", expand=False)
+    where = ": ".join(str(v) for v in (env.get("format"), env.get("origin")) if v)
+    pythons = ", ".join(data.get("pythons", [])) or "unknown (pass --python)"
+    table = Table(expand=False)
     for col in ("package", "version", "from"):
         table.add_column(col)
     resolved = data.get("resolved", {})
     for name, version in data.get("versions", {}).items():
         table.add_row(name, version, "fresh install would pick" if name in resolved else "input")
-    pythons = ", ".join(data.get("pythons", [])) or "unknown (pass --python)"
-    table.caption = f"Python: {pythons}"
-    return table
+    return [Text("Versions checked" + (f" ({where})" if where else ""), style="italic"), table,
+            Text(f"Python: {pythons}")]
 
 
 def _ladder(steps: list[dict[str, Any]]) -> list[RenderableType]:
@@ -35,7 +36,8 @@ def _ladder(steps: list[dict[str, Any]]) -> list[RenderableType]:
         table.add_row(str(step["step"]), step["python"], *[pins.get(c, "-") for c in cols[2:]])
     out: list[RenderableType] = [table]
     for step in steps:
-        text = Text(f"Step {step['step']}: celery {step['celery']} (Python {', '.join(step['pythons'])})\n",
+        text = Text(f"Step {step['step']}: celery {step['celery']} (this set runs on Python "
+                    f"{', '.join(step['pythons'])})\n",
                     style="bold")
         for line in [*step.get("notes", []), *step.get("changes", [])]:
             text.append(f"  - {line}\n")
@@ -49,7 +51,7 @@ def _ladder(steps: list[dict[str, Any]]) -> list[RenderableType]:
 
 def pins_sections(report: Report) -> list[RenderableType]:
     data = report.data
-    out: list[RenderableType] = [_versions(data)]
+    out: list[RenderableType] = _versions(data)
     if data.get("ladder"):
         out += _ladder(data["ladder"])
     if data.get("constraints"):
