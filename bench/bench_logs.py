@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -56,8 +57,15 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def run(cmd: str, out: Path) -> tuple[float, int, str | None]:
-    """(wall seconds, peak tree RSS bytes, failure) of a shell command whose stdout goes to ``out``."""
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # every reaped descendant: pool workers too
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(cmd: str, out: Path) -> tuple[float, float, int, str | None]:
+    """(wall seconds, CPU seconds of the whole tree, peak tree RSS bytes, failure) of a shell
+    command whose stdout goes to ``out``."""
+    cpu0 = _cpu()
     with out.open("wb") as sink:
         start = time.perf_counter()
         proc = subprocess.Popen(["bash", "-c", f"set -o pipefail; {cmd}"], stdout=sink, stderr=subprocess.PIPE)
@@ -66,11 +74,12 @@ def run(cmd: str, out: Path) -> tuple[float, int, str | None]:
             peak = max(peak, tree_rss(proc.pid))
             time.sleep(0.01)
         wall = time.perf_counter() - start
+    cpu = _cpu() - cpu0
     err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
     if proc.returncode not in (0, 1):  # grep: 1 = no match; logs: 1 = findings
         last = err.splitlines()[-1] if err else ""
-        return wall, peak, f"exit {proc.returncode}: {last[:200]}"
-    return wall, peak, None
+        return wall, cpu, peak, f"exit {proc.returncode}: {last[:200]}"
+    return wall, cpu, peak, None
 
 
 def truth_for(shape: str, size_mb: int) -> dict[str, object]:
@@ -83,24 +92,26 @@ def truth_for(shape: str, size_mb: int) -> dict[str, object]:
     return shapes.generate(shape, size_mb)
 
 
-def bench_one(shape: str, size_mb: int, repeat: int) -> dict[str, object]:
-    truth = truth_for(shape, size_mb)
+def bench_one(shape: str, size_mb: int, repeat: int, truth: dict[str, object] | None = None) -> dict[str, object]:
+    truth = truth or truth_for(shape, size_mb)
     files = [str(f) for f in truth["files"]]  # type: ignore[union-attr]
     quoted = " ".join(shlex.quote(f) for f in files)
     anchor = shlex.quote(str(truth["anchor"]))
     grep = f"zcat {quoted} | grep -c {anchor}" if truth["gz"] else f"grep -c {anchor} {quoted}"
-    report = shapes.DATA / f"{shape}-{size_mb}mb.report.json"
+    report = shapes.DATA / f"{shape.split()[0]}-{size_mb}mb.report.json"
     ours = f"{shlex.quote(str(CLI))} logs {quoted} --format json -o {shlex.quote(str(report))}"
     for f in files:  # warm the page cache
         subprocess.run(["cat", f], stdout=subprocess.DEVNULL, check=True)
-    grep_s, ours_s, peaks = [], [], []
+    grep_s, ours_s, peaks, grep_cpu, ours_cpu = [], [], [], [], []
     failure = None
     report.unlink(missing_ok=True)
     for _ in range(repeat):
-        g, _, _ = run(grep, shapes.DATA / "grep.out")
-        o, peak, failure = run(ours, shapes.DATA / "logs.out")
+        g, gc, _, _ = run(grep, shapes.DATA / "grep.out")
+        o, oc, peak, failure = run(ours, shapes.DATA / "logs.out")
         grep_s.append(g)
         ours_s.append(o)
+        grep_cpu.append(gc)
+        ours_cpu.append(oc)
         peaks.append(peak)
         if failure:
             break
@@ -108,6 +119,7 @@ def bench_one(shape: str, size_mb: int, repeat: int) -> dict[str, object]:
     size = sum(Path(f).stat().st_size for f in files)
     return {"shape": shape, "size_mb": size / 1e6, "grep_s": statistics.median(grep_s),
             "logs_s": statistics.median(ours_s), "logs_all": ours_s, "grep_all": grep_s,
+            "grep_cpu": statistics.median(grep_cpu), "logs_cpu": statistics.median(ours_cpu),
             "peak_mb": max(peaks) / 1e6, "report_kb": report.stat().st_size / 1e3 if data else 0,
             "found": len(data.get("incidents", [])), "injected": truth["injected"],
             "timeline": len(data.get("timeline", [])), "failure": failure}
@@ -116,7 +128,9 @@ def bench_one(shape: str, size_mb: int, repeat: int) -> dict[str, object]:
 def row(r: dict[str, object]) -> str:
     ratio = float(r["logs_s"]) / max(1e-9, float(r["grep_s"]))  # type: ignore[arg-type]
     return (f"| {r['shape']} | {float(r['size_mb']):,.0f} MB | {float(r['grep_s']):.2f} s "  # type: ignore[arg-type]
-            f"| {float(r['logs_s']):.2f} s | {ratio:.1f}x | {float(r['peak_mb']):,.0f} MB "  # type: ignore[arg-type]
+            f"| {float(r['logs_s']):.2f} s | {ratio:.1f}x "  # type: ignore[arg-type]
+            f"| {float(r['grep_cpu']):.2f} / {float(r['logs_cpu']):.2f} s "  # type: ignore[arg-type]
+            f"| {float(r['peak_mb']):,.0f} MB "  # type: ignore[arg-type]
             f"| {float(r['report_kb']):,.0f} KB | {r['found']} / {r['injected']} |"  # type: ignore[arg-type]
             + (f" failed ({r['failure']})" if r.get("failure") else ""))
 
@@ -128,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--clean", action="store_true", help="delete each generated input after its run")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--recorded", default="", help="truth files of recorded logs (record_rabbit_churn.py), "
+                        "comma-separated, benched after the shapes")
     args = parser.parse_args(argv)
     if not CLI.exists():
         print(f"{CLI} missing: install the project in this interpreter's environment", file=sys.stderr)
@@ -135,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     version = subprocess.run([str(CLI), "--version"], capture_output=True, text=True, check=False).stdout.strip()
     load0 = os.getloadavg()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, {version}")
-    print("| shape | size | `grep -c` | `logs --format json` | ratio | peak RSS (tree) | report "
-          "| incidents found / injected |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| shape | size | `grep -c` | `logs --format json` | ratio | CPU grep / logs | peak RSS (tree) "
+          "| report | incidents found / injected |")
+    print("|---|---|---|---|---|---|---|---|---|")
     results = []
     for size_mb in (int(s) for s in args.sizes.split(",")):
         for shape in args.shapes.split(","):
@@ -148,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                 truth = truth_for(shape, size_mb)
                 for f in truth["files"]:  # type: ignore[union-attr]
                     Path(f).unlink(missing_ok=True)
+    for path in filter(None, args.recorded.split(",")):
+        truth = json.loads(Path(path).read_text())
+        result = bench_one(str(truth["shape"]), 0, args.repeat, truth)
+        results.append(result)
+        print(row(result), flush=True)
     load1 = os.getloadavg()
     print(f"load average (1/5/15 min): before {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, "
           f"after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}; median of {args.repeat} interleaved runs each")

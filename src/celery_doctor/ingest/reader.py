@@ -29,6 +29,7 @@ from celery_doctor.model import Event, Kind, Side, SourceInfo
 CHUNK = 16 * 1024 * 1024  # one window of a file (mapped or read) at a time
 NEAR_BYTES = 64 * 1024  # after a broker-side incident, its lifecycle lines this far on are events
 NEAR_EVENTS = 6
+NEAR_BUDGET = 120  # in all, per window: a churning broker's abrupt closes do not bring back every accept
 HEAD_LIFECYCLE = 40  # the first accepts of a broker log pair with the workers' first connects
 TRACEBACK_WINDOW = 8 * 1024  # a traceback's exception line is this close to its first line
 SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
@@ -130,6 +131,7 @@ class Scanner:
         self.line_base = 0  # physical line number of the first byte of the current window
         self.seen: set[int] = set()
         self.near_left = 0
+        self.near_budget = NEAR_BUDGET
         self.errors: list[int] = []
         self._end = 0
         self._ts_cache: dict[str, datetime] = {}
@@ -460,6 +462,7 @@ class Scanner:
             hits = sorted(hits + extra)
         self.first_chunk = False
         self._end = end
+        self.near_budget = NEAR_BUDGET
         self._pos, self._no = start, self.line_base + 1  # the line number of the line holding byte _pos
         for hit, ident, full in hits:
             if self.state.family == "json":
@@ -496,13 +499,16 @@ class Scanner:
         self._add(event)
         if near:
             self.near_left -= 1
+            self.near_budget -= 1
         elif event.side == Side.BROKER and event.kind not in LIFECYCLE_KINDS:
             self._near(buf, record.end + 1, start)
 
     def _near(self, buf: bytes, pos: int, start: int) -> None:
         """The lifecycle lines just after a broker-side incident become events (the reconnect that
         pairs with the client's ``Connected to``), a few at most."""
-        self.near_left = NEAR_EVENTS
+        self.near_left = min(NEAR_EVENTS, self.near_budget)
+        if self.near_left <= 0:
+            return
         stop = min(len(buf), pos + NEAR_BYTES)
         for at, ident in self.full.hits(memoryview(buf)[pos:stop]):
             if self.near_left <= 0:
