@@ -347,6 +347,7 @@ def _judge(facts: RunFacts) -> _Judged:
     own = repro_rules.evaluate(facts, summary)
     from_logs = list(engine.findings) if engine is not None else []
     repro_rules.cut_fix(facts, from_logs)
+    repro_rules.amend_advice(facts, summary, from_logs)
     _ground_truth_counts(facts, from_logs)
     findings = combine.rank([*own, *from_logs], [])
     if any(f.category in combine.CAUSES for f in findings):

@@ -136,7 +136,10 @@ def _verify_text(verified: dict[str, Any]) -> Text:
 
 
 def compare(runs: list[dict[str, Any]]) -> list[RenderableType]:
-    table = Table(title="Minimal vs production settings (same scenario and fault)", title_justify="left")
+    labels = [str(r.get("label")) for r in runs]
+    title = ("Without and with the proposed fix (same scenario, fault and broker)" if "fixed" in labels else
+             "Minimal vs production settings (same scenario and fault)")
+    table = Table(title=title, title_justify="left")
     table.add_column("")
     for run in runs:
         table.add_column(str(run.get("label")), overflow="fold")

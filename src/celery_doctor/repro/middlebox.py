@@ -100,6 +100,8 @@ class KernelMiddlebox:
         self.logs = {"worker": worker_log, "publisher": publisher_log}
         self.events: dict[str, list[Event]] = {"worker": [], "publisher": []}
         self.fault: Fault | None = None
+        self._cut_after: float = 0.0  # the idle timeout in force when flows expired
+        self._mode = "rst"
         self._known: dict[int, str] = {}  # client port -> role
         self._cut: set[int] = set()
         self._stop = threading.Event()
@@ -179,6 +181,7 @@ table ip mb {{
         cut = fault.find("idle-cut") if fault is not None else None
         self.fault = fault
         if cut is not None and cut.seconds is not None:
+            self._cut_after, self._mode = cut.seconds, cut.mode
             self._ruleset("rst" if cut.mode == "rst" else "drop")
             self._set_timeout(cut.seconds)
             for role in self.events:
@@ -228,11 +231,12 @@ table ip mb {{
                 continue
             self._cut.add(port)
             role = self._known.get(port, "worker")
-            timeout = self.fault.find("idle-cut") if self.fault is not None else None
-            how = "answered with RST" if timeout is not None and timeout.mode == "rst" else "dropped silently"
+            # a flow that expired under the fault stays dead after it: its later packets still
+            # hit the rule, and are reported with the timeout that killed it
+            how = "answered with RST" if self._mode == "rst" else "dropped silently"
             side = "client" if dport in self.ports.values() else "broker"
             self._record(role, Kind.PROXY_CUT, f"{self.host_ip}:{port}",
-                         f"conntrack entry expired after {timeout.seconds if timeout else '?'}s idle; "
+                         f"conntrack entry expired after {self._cut_after:g}s idle; "
                          f"next packet ({side} side) {how}")
 
     def close(self) -> None:

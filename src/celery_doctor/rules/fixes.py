@@ -83,3 +83,15 @@ PROVIDER_SETTINGS = (
     "connection tracking idle timeout",
     "HAProxy: `timeout client` and `timeout server` (the shorter one wins; `timeout tunnel` for TCP mode)",
 )
+
+
+def redis_keepalive(idle_s: float) -> tuple[int, str]:
+    """TCP keepalive for kombu's Redis connections, first probe at a third of the idle timeout.
+
+    Redis has no heartbeat; ``socket_keepalive: True`` alone probes after the kernel default of
+    two hours, long after any NAT forgot the flow. ``repro --middlebox kernel --verify-fix``
+    proves this on a real conntrack NAT (tests/test_repro_runs.py): no cut, no lost task.
+    Returns the probe interval and the broker_transport_options value (Python source)."""
+    first = max(1, int(idle_s / 3))
+    return first, ("{'socket_keepalive': True, 'socket_keepalive_options': "
+                   f"{{socket.TCP_KEEPIDLE: {first}, socket.TCP_KEEPINTVL: {first}, socket.TCP_KEEPCNT: 3}}}}")

@@ -33,7 +33,7 @@ from celery_doctor.rules.context import (
     evidence_of,
     fmt_s,
 )
-from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, snippet, worst_silence_s
+from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, redis_keepalive, snippet, worst_silence_s
 from celery_doctor.rules.registry import RuleInfo, register, rule
 
 _evidence = evidence_of
@@ -90,16 +90,17 @@ def idle_cut(ctx: LogContext) -> Iterable[Finding]:
             verify=(f"celery-doctor repro --fault idle-cut:{int(timeout)}:rst --scenario idle "
                     "(with the fixed config) should show no resets"))
     else:
-        probe = max(1, int(timeout / 2))
+        # Redis has no heartbeat, and a health check only runs when a connection is used: only
+        # kernel keepalives reach every idle connection of the pool (proven on a conntrack NAT)
+        probe, options = redis_keepalive(timeout)
         fix = Fix(
-            text=("Keep the Redis connections busy or probed more often than the idle timeout "
-                  f"(~{_fmt_s(timeout)}): a health check interval of {probe} s and TCP keepalive. "
-                  + network_side),
-            snippet=snippet({"broker_transport_options":
-                             f"{{'health_check_interval': {probe}, 'socket_keepalive': True}}"}, ctx.celery_version,
-                            "probe idle Redis connections before the middlebox drops them"),
-            verify=(f"celery-doctor repro --fault idle-cut:{int(timeout)}:rst --scenario idle "
-                    "(with the fixed config) should show no resets"))
+            text=("Redis has no heartbeat: let the kernel probe every idle Redis connection more often "
+                  f"than the idle timeout (~{_fmt_s(timeout)}), TCP keepalive with the first probe after "
+                  f"{probe} s. " + network_side),
+            snippet="import socket\n" + snippet({"broker_transport_options": options}, ctx.celery_version,
+                                                "keepalive probes before the middlebox forgets the flow"),
+            verify=(f"celery-doctor repro --broker redis://... --fault idle-cut:{int(timeout)}:rst "
+                    "--middlebox kernel --verify-fix"))
     return [Finding(
         category=Category.NETWORK_IDLE_TIMEOUT, severity=Severity.HIGH,
         title=f"Idle connections cut by a middlebox{f' after ~{_fmt_s(estimate)}' if estimate else ''}",
@@ -131,7 +132,10 @@ def path_loss(ctx: LogContext) -> Iterable[Finding]:
                    "or a socket timeout) stopped hearing the other" if both else
                    "the connection stopped carrying packets without a reset")
                 + ": the path dropped packets (a blackhole, a half-open flow after a silent middlebox "
-                "cut, a failing link). Heartbeats detected it; without them the sockets would hang."),
+                "cut, a failing link). "
+                + ("Redis has no heartbeat: a socket timeout or the transport's health check noticed it."
+                   if ctx.transport == "redis" else
+                   "Heartbeats detected it; without them the sockets would hang.")),
             evidence=_evidence(_events(silent)),
             fix=Fix(text="Keep heartbeats on so both sides detect a dead path quickly, and look at the "
                          "network between the hosts (packet loss, silent idle drops, MTU).",

@@ -20,7 +20,7 @@ from typing import Any
 
 from celery_doctor.model import Category, Event, Evidence, Finding, Fix, Kind, Severity
 from celery_doctor.repro.facts import RunFacts
-from celery_doctor.rules.fixes import snippet
+from celery_doctor.rules.fixes import redis_keepalive, snippet
 from celery_doctor.rules.registry import rule
 
 
@@ -74,14 +74,12 @@ def keepalive_options(idle_s: float) -> dict[str, Any]:
 
 
 def keepalive_fix(facts: RunFacts, idle_s: float) -> Fix:
-    first = max(1, int(idle_s / 3))
+    first, options = redis_keepalive(idle_s)
     return Fix(text=f"Turn on TCP keepalive with the first probe well before the NAT's idle timeout "
-                    f"(~{idle_s:g} s here): the kernel probes every idle Redis connection of the pool, "
-                    "which keeps the NAT's flow entry alive (Redis has no heartbeat of its own).",
-               snippet=("import socket\n" + snippet(
-                   {"broker_transport_options": "{'socket_keepalive': True, 'socket_keepalive_options': "
-                    f"{{socket.TCP_KEEPIDLE: {first}, socket.TCP_KEEPINTVL: {first}, socket.TCP_KEEPCNT: 3}}}}"},
-                   facts.versions.get("celery"))),
+                    f"(~{idle_s:g} s here, first probe after {first} s): the kernel probes every idle "
+                    "Redis connection of the pool, which keeps the NAT's flow entry alive (Redis has no "
+                    "heartbeat of its own).",
+               snippet="import socket\n" + snippet({"broker_transport_options": options}, facts.versions.get("celery")),
                verify=_verify_line(facts))
 
 
@@ -178,8 +176,8 @@ def not_consuming(facts: RunFacts) -> Iterable[Finding]:
     return [Finding(
         category=category, severity=Severity.CRITICAL, title=title,
         explanation=(f"After the fault was removed the worker process was still running but a new "
-                     f"task did not run within {waited} s. The middlebox dropped the flow without a "
-                     f"reset, so the worker's socket still looks open; {probe}, so nothing noticed "
+                     f"task did not run within {waited} s. The middlebox forgot the flow and no reset "
+                     f"reached the worker, so its socket still looks open; {probe}, so nothing noticed "
                      "the connection was dead. In production this is a worker that stays up and "
                      "silently stops taking work until it is restarted."),
         evidence=evidence, fix=fix, confidence=0.9 if category != Category.UNKNOWN else 0.5,
@@ -235,6 +233,32 @@ def fell_behind(facts: RunFacts, summary: dict[str, Any]) -> Iterable[Finding]:
         evidence=[Evidence(source="ledger.jsonl", line=0, text=facts.not_sent_reason or "")],
         confidence=0.8, facts={"rule": "repro.fell_behind", "source": "repro", "not_sent": not_sent},
     )]
+
+
+def amend_advice(facts: RunFacts, summary: dict[str, Any], findings: list[Finding]) -> None:
+    """Advice the run's own ledger contradicts is corrected: late acks save only tasks the
+    worker had received (and acked early) when its connection died; they cannot save a task
+    that never reached the worker, nor stop a publisher's retry from sending a second copy."""
+    received_then_lost = [t for t in facts.tasks.values() if t.id not in facts.canary_ids and t.received
+                          and (t.executions == 0 or not t.succeeded)]
+    never_reached = [t for t in facts.tasks.values() if t.id not in facts.canary_ids and t.published
+                     and not t.received and not t.executions]
+    twice = int(summary.get("duplicated_by_publish", 0) or 0)
+    if received_then_lost or not (never_reached or twice):
+        return
+    why = []
+    if never_reached:
+        why.append(f"{len(never_reached)} confirmed task(s) never reached the worker")
+    if twice:
+        why.append(f"{twice} task(s) ran twice because the publisher sent them twice (a retry after a "
+                   "reset: two messages, neither redelivered)")
+    for finding in findings:
+        if finding.fix is not None and "late acks" in finding.fix.text:
+            finding.fix = Fix(
+                text=finding.fix.text.replace("; use late acks so reset deliveries are redelivered", "")
+                + " Late acks would not help in this run: " + "; ".join(why) + ". Make the tasks "
+                "idempotent (a second copy is then harmless) and keep publisher confirms on.",
+                snippet=finding.fix.snippet, verify=finding.fix.verify)
 
 
 def evaluate(facts: RunFacts, summary: dict[str, Any]) -> list[Finding]:
