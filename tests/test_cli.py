@@ -153,3 +153,11 @@ def test_progress_shows_on_a_terminal_and_never_on_a_pipe() -> None:
     assert shown.returncode in (0, 1)
     assert b"probing redis://127.0.0.1:6379/0" in seen
     assert json.loads(shown.stdout)["command"] == "broker"  # stdout stays the report alone
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "json", "html"])
+def test_counts_read_right_in_every_format(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    logs = sorted(str(p) for p in (EXAMPLES / "broker-restart").glob("*.log"))
+    cli.raw_main(["diagnose", "--logs", *logs, "--format", fmt])
+    out = capsys.readouterr().out
+    assert "1 incident began" in out and "(s)" not in out and "1 incidents" not in out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from celery_doctor.model import Report
 from celery_doctor.redact import redact, redact_object
 from celery_doctor.report.interface import Renderer, ReportError
@@ -29,9 +31,31 @@ def renderer_for(fmt: str) -> Renderer:
     raise ReportError(f"unknown output format {fmt!r} (choose from {', '.join(FORMATS)})")
 
 
+_COUNTED = re.compile(r"\b(\d+) ([a-z]+)\(s\)")
+
+
+def _plural(match: re.Match[str]) -> str:
+    n, word = int(match.group(1)), match.group(2)
+    return f"{n} {word}" if n == 1 else f"{n} {word}es" if word.endswith(("s", "x", "ch", "sh")) else f"{n} {word}s"
+
+
+def plurals(text: str) -> str:
+    """'1 incident(s)' -> '1 incident', '3 connection(s)' -> '3 connections': rules write counts
+    one way; people read them right."""
+    return _COUNTED.sub(_plural, text) if "(s)" in text else text
+
+
+def _words(report: Report) -> Report:
+    for finding in report.findings:
+        finding.title = plurals(finding.title)
+        finding.explanation = plurals(finding.explanation)
+    report.warnings = [plurals(w) for w in report.warnings]
+    return report
+
+
 def render(report: Report, fmt: str, *, color: bool = False, width: int = 110) -> str:
     """Render ``report`` with every string redacted first (tables wrap lines), and the result again."""
-    clean = redact_object(report)
+    clean = _words(redact_object(report))
     return redact(renderer_for(fmt).render(clean, color=color, width=width))
 
 

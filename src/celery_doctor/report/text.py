@@ -194,6 +194,19 @@ def finding_panel(finding: Finding, width: int = 110) -> Panel:
     return Panel(Group(*body), title=title, title_align="left")
 
 
+def _alike(findings: list[Finding]) -> list[list[Finding]]:
+    """Consecutive findings of one rule and severity, kept in the report's order."""
+    groups: list[list[Finding]] = []
+    for f in findings:
+        key = (f.rule_id, f.category, f.severity, f.role)
+        if groups and (groups[-1][0].rule_id, groups[-1][0].category, groups[-1][0].severity,
+                       groups[-1][0].role) == key:
+            groups[-1].append(f)
+        else:
+            groups.append([f])
+    return groups
+
+
 def summary_text(report: Report) -> Text:
     return Text(" | ".join(f"{label}: {value}" for label, value in summary_items(report.summary)))
 
@@ -291,11 +304,20 @@ class TextRenderer(Renderer):
         # the answer first: the top causes in full, the rest one line each
         for finding in report.findings[:3]:
             console.print(finding_panel(finding, width))
-        for finding in report.findings[3:]:
+        for group in _alike(report.findings[3:]):
+            finding = group[0]
             lead = "also found in the config" if finding.role.value == "config" else "also"
-            console.print(Text(f"  {lead}: {finding.severity.value} {finding.category.value} "
-                               f"({finding.confidence:.0%}) {finding.title}"
-                               + (f" [{finding.rule_id}]" if finding.rule_id else "")))
+            rule = f" [{finding.rule_id}]" if finding.rule_id else ""
+            if len(group) < 3:
+                for f in group:
+                    console.print(Text(f"  {lead}: {f.severity.value} {f.category.value} "
+                                       f"({f.confidence:.0%}) {f.title}" + rule))
+                continue
+            # many findings of one rule (one per old setting name): one line, then the list
+            console.print(Text(f"  {lead}: {finding.severity.value} {finding.category.value}{rule}, "
+                               f"{len(group)} of them:"))
+            for f in group:
+                console.print(Padding(Text(f"- {f.title}"), (0, 0, 0, 4)))
         if not report.findings:
             console.print(Text("No findings.", style="green"))
         strip = timeline_strip(report, width)
