@@ -63,7 +63,8 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
     warnings = [f"{s.name}: {w}" for s in result.sources for w in s.warnings]
     shown, left_out = timeline_stage.for_report(timeline.events, found.incidents)
     data: dict[str, Any] = {"activity": {name: [[a.isoformat(), b.isoformat(), n] for a, b, n in curve]
-                                         for name, curve in timeline.activity.items()}}
+                                         for name, curve in timeline.activity.items()},
+                      "versions": _versions_seen(timeline)}
     if left_out:
         data["timeline_left_out"] = left_out
     return Report(
@@ -71,6 +72,16 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
         undated=timeline.undated,
         sources=result.sources, summary=found.summary, warnings=warnings, data=data,
     )
+
+
+def _versions_seen(timeline: timeline_stage.Timeline) -> dict[str, dict[str, object]]:
+    """The releases the logs were written by (banner, paths, layouts, traceback lines)."""
+    from celery_doctor.rules.logs.versions import fingerprint
+
+    banner = next((str(s.meta["celery_version"]) for s in timeline.sources if s.meta.get("celery_version")), None)
+    seen = fingerprint([*timeline.events, *timeline.undated], {"celery": banner} if banner else None)
+    return {name: {"version": s.describe(), "how": s.how[:3],
+                   "lines": [f"{e.source}:{e.line}" for e in s.evidence[:3]]} for name, s in sorted(seen.items())}
 
 
 def check_broker(url: str, options: ProbeOptions | None = None) -> Report:

@@ -34,6 +34,7 @@ from celery_doctor.rules.context import (
     fmt_s,
 )
 from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, redis_keepalive, snippet, worst_silence_s
+from celery_doctor.rules.logs.vhost_down import DOWN as VHOST_DOWN
 from celery_doctor.rules.registry import RuleInfo, register, rule
 
 _evidence = evidence_of
@@ -255,8 +256,8 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
 def auth(ctx: LogContext) -> Iterable[Finding]:
     """The broker refused the login or the virtual host."""
     hits = [i for i in ctx.incidents if any(
-        e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED) or error_family(e) in ("auth", "vhost")
-        for e in i.events)]
+        (e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED) or error_family(e) in ("auth", "vhost"))
+        and not VHOST_DOWN.search(e.text) for e in i.events)]  # a vhost that is down is no refusal
     if not hits:
         return []
     localhost_only = any("only connect via localhost" in e.text for e in _events(hits))
@@ -287,7 +288,9 @@ def redis_timeout(ctx: LogContext) -> Iterable[Finding]:
     # without the server log: orderly closes of idle Redis connections point at `timeout`
     client = [i for i in ctx.incidents if ctx.transport == "redis" and i not in server
               and i.phase in (Phase.IDLE, Phase.UNKNOWN) and i.closed_by in (ClosedBy.BROKER, ClosedBy.UNKNOWN)
-              and any(error_family(e) == "eof" for e in i.events)]
+              and any(error_family(e) == "eof" for e in i.events)
+              # an idle timeout needs an established connection: closes during connect are not it
+              and not all(e.kind == Kind.CANNOT_CONNECT for e in i.events if e.side == Side.CLIENT)]
     hits = server + client
     if not hits:
         return []

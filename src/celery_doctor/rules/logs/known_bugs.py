@@ -15,6 +15,7 @@ from celery_doctor.model import Category, Event, Evidence, Finding, Fix, Kind, S
 from celery_doctor.pins.catalogue import Catalogue, KnownBad
 from celery_doctor.rules.context import LogContext, all_events
 from celery_doctor.rules.logs.traceback import Traceback, parse
+from celery_doctor.rules.logs.versions import fingerprint
 from celery_doctor.rules.registry import rule
 
 
@@ -61,22 +62,33 @@ def known_bug(ctx: LogContext) -> Iterable[Finding]:
         if entry is not None:
             hits.setdefault(entry.id, (entry, []))[1].append(e)
     out = []
+    seen = fingerprint(all_events(ctx), {"celery": ctx.celery_version} if ctx.celery_version else None)
     for entry, events in hits.values():
         pins = ", ".join(f"{name} {spec}" for name, spec in entry.when.items())
+        # the versions the logs show confirm the entry's range or speak against it
+        confirm = [seen[n] for n, spec in entry.when.items() if n in seen and seen[n].allows(spec) is True]
+        against = [seen[n] for n, spec in entry.when.items() if n in seen and seen[n].allows(spec) is False]
+        confidence = 0.4 if against else 0.95 if confirm else 0.9
+        versions_note = "".join(f" The logs show {s.describe()} ({', '.join(s.how[:2])}), inside that range."
+                                for s in confirm)
+        versions_note += "".join(f" Against it: the logs show {s.describe()} ({', '.join(s.how[:2])}), outside "
+                                 "that range." for s in against)
         out.append(Finding(
             category=Category.VERSION_INCOMPATIBILITY,
             severity=Severity(entry.severity) if entry.severity in {s.value for s in Severity} else Severity.HIGH,
             title=f"A known bug of {pins}" if pins else "A known library or packaging bug",
             explanation=(f"The traceback is the known symptom of {entry.id}: {entry.symptom}"
                          + (f" It hits {pins}." if pins else "")
-                         + " Nothing in the network or the broker is at fault; the versions are."),
-            evidence=[Evidence.of(e) for e in events[:8]]
+                         + " Nothing in the network or the broker is at fault; the versions are." + versions_note),
+            evidence=[Evidence.of(e) for e in events[:8]] + [ev for s in confirm for ev in s.evidence[:1]]
                      + [Evidence(source="known_bad.json", line=0, text=url) for url in entry.source[:2]],
             fix=Fix(text=f"Fixed in: {entry.fixed_in}"
                          + (" — pin " + ", ".join(f"{n}{s}" for n, s in entry.avoid.items()) if entry.avoid else ""),
                     verify="celery-doctor pins (in the worker's environment) should no longer list "
                            f"{entry.id}"),
-            confidence=0.9,
-            facts={"known_bad": entry.id, "source": "logs"},
+            contradicting=[e for s in against for e in s.evidence[:2]],
+            confidence=confidence,
+            facts={"known_bad": entry.id, "source": "logs",
+                   "versions_seen": {s.package: s.describe() for s in confirm + against}},
         ))
     return out

@@ -1,0 +1,46 @@
+"""The one-module log rules (rules/logs/), each on its fixtures (tests/fixtures/rules/README.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from celery_doctor.model import Category, Role
+from celery_doctor.pipeline import DiagnoseOptions, diagnose
+from celery_doctor.rules.fixes import heartbeat_for_idle
+from conftest import FIXTURES
+
+RULES = FIXTURES / "rules"
+
+
+@pytest.mark.parametrize(("folder", "category", "rule_id"), [
+    ("vhost-down-connect", Category.BROKER_RESTART_OR_FAILOVER, "CD-L24"),
+    ("vhost-down-forced", Category.BROKER_RESTART_OR_FAILOVER, "CD-L24"),
+    ("silent-idle-amqp", Category.NETWORK_IDLE_TIMEOUT, "CD-L25"),
+    ("silent-idle-kombu", Category.NETWORK_IDLE_TIMEOUT, "CD-L25"),
+    ("connect-close-redis", Category.TLS_OR_PROXY, "CD-L26"),
+    ("connect-close-amqps", Category.TLS_OR_PROXY, "CD-L26"),
+    ("stale-producer-pidbox", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L27"),
+    ("stale-producer-web", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L27"),
+])
+def test_rule_names_the_cause_on_its_fixture(folder: str, category: Category, rule_id: str) -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
+    causes = [f for f in report.findings if f.role == Role.CAUSE]
+    assert causes[0].category == category and causes[0].rule_id == rule_id
+
+
+def test_vhost_down_is_not_a_permission_problem() -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / "vhost-down-connect")]))
+    assert not any(f.category == Category.AUTH_OR_PERMISSIONS for f in report.findings)
+
+
+def test_connect_time_close_is_not_a_redis_idle_timeout() -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / "connect-close-redis")]))
+    assert not any(f.category == Category.REDIS_SERVER_TIMEOUT for f in report.findings)
+
+
+def test_silent_idle_drops_derive_the_heartbeat_from_the_idle_time() -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / "silent-idle-amqp")]))
+    top = report.findings[0]
+    assert 349 <= top.facts["idle_timeout_s"] <= 351
+    assert top.fix is not None and f"broker_heartbeat = {heartbeat_for_idle(top.facts['idle_timeout_s'])}" in (
+        top.fix.snippet or "")
