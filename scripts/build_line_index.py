@@ -80,22 +80,23 @@ def sources(path: Path, wanted: list[str]) -> dict[str, str]:
     return out
 
 
-def spans(text: str) -> dict[str, tuple[int, int]]:
-    """function (qualified by class) -> (first line, last line)."""
+def spans(text: str) -> dict[str, list[tuple[int, int]]]:
+    """function name -> its (first line, last line) spans; a traceback names the function, not the
+    class, so every method of that name in the file counts."""
     try:
         tree = ast.parse(text)
     except SyntaxError:  # Python 2 only sources: fall back to def lines and indentation
         return _spans_by_indent(text)
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, list[tuple[int, int]]] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            out.setdefault(node.name, (node.lineno, node.end_lineno or node.lineno))
+            out.setdefault(node.name, []).append((node.lineno, node.end_lineno or node.lineno))
     return out
 
 
-def _spans_by_indent(text: str) -> dict[str, tuple[int, int]]:
+def _spans_by_indent(text: str) -> dict[str, list[tuple[int, int]]]:
     lines = text.splitlines()
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, list[tuple[int, int]]] = {}
     for i, line in enumerate(lines):
         stripped = line.lstrip()
         if not stripped.startswith("def "):
@@ -109,7 +110,7 @@ def _spans_by_indent(text: str) -> dict[str, tuple[int, int]]:
                 break
             if nxt.strip():
                 end = j
-        out.setdefault(name, (i + 1, end + 1))
+        out.setdefault(name, []).append((i + 1, end + 1))
     return out
 
 
@@ -136,12 +137,14 @@ def main() -> int:
                 continue
             done.append(version)
             for module, text in sources(path, FILES[name]).items():
-                for function, (first, last) in spans(text).items():
+                for function, found in spans(text).items():
                     rows = table.setdefault(module, {}).setdefault(function, [])
-                    if rows and rows[-1][0] == first and rows[-1][1] == last and rows[-1][3] == i - 1:
-                        rows[-1][3] = i  # same span as the release before: extend the run
-                    else:
-                        rows.append([first, last, i, i])
+                    for first, last in found:
+                        run = next((r for r in rows if r[0] == first and r[1] == last and r[3] == i - 1), None)
+                        if run is not None:
+                            run[3] = i  # the same span as in the release before: extend the run
+                        else:
+                            rows.append([first, last, i, i])
         index["packages"][name] = {"versions": versions, "files": table}  # type: ignore[index]
         print(f"{name}: {len(done)}/{len(versions)} releases", file=sys.stderr)
     OUT.write_text(json.dumps(index, separators=(",", ":"), sort_keys=True) + "\n")

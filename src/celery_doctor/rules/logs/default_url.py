@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 
 from celery_doctor.model import Category, Finding, Fix, Kind, Severity, Side
-from celery_doctor.rules.context import LogContext, evidence_of
+from celery_doctor.rules.context import LogContext, all_events, evidence_of
 from celery_doctor.rules.fixes import snippet
 from celery_doctor.rules.registry import rule
 
@@ -18,7 +18,7 @@ DEFAULT = re.compile(r"Cannot connect to amqp://guest:\*\*@(?:localhost|127\.0\.
 @rule("CD-L22", "logs", Category.OLD_SETTING_NAMES_IGNORED)
 def default_broker_url(ctx: LogContext) -> Iterable[Finding]:
     """Connect errors name Celery's default guest@localhost URL: the configured broker is not in effect."""
-    hits = [e for e in ctx.timeline.events if e.side == Side.CLIENT and e.kind == Kind.CANNOT_CONNECT
+    hits = [e for e in all_events(ctx) if e.side == Side.CLIENT and e.kind == Kind.CANNOT_CONNECT
             and DEFAULT.search(e.text)]
     if not hits:
         return []
