@@ -11,7 +11,13 @@ from collections.abc import Iterable
 from celery_doctor.incidents import error_family
 from celery_doctor.model import Category, ClosedBy, Finding, Fix, Phase, Severity, Side
 from celery_doctor.rules.context import LogContext, events_of, evidence_of, fmt_s
-from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, snippet, worst_silence_s
+from celery_doctor.rules.fixes import (
+    PROVIDER_SETTINGS,
+    heartbeat_for_idle,
+    redis_keepalive,
+    snippet,
+    worst_silence_s,
+)
 from celery_doctor.rules.registry import rule
 
 QUICK_RECONNECT_S = 10.0
@@ -43,8 +49,8 @@ def silent_idle_drops(ctx: LogContext) -> Iterable[Finding]:
                       + "; ".join(PROVIDER_SETTINGS) + "."),
                 snippet=snippet({"broker_heartbeat": str(hb)}, ctx.celery_version,
                                 f"at most {fmt_s(worst_silence_s(hb))} of silence") if ctx.transport != "redis"
-                else snippet({"broker_transport_options": f"{{'health_check_interval': {max(1, int(estimate / 2))}}}"},
-                             ctx.celery_version, "probe idle Redis connections before the middlebox drops them"),
+                else snippet({"broker_transport_options": redis_keepalive(estimate)[1]}, ctx.celery_version,
+                             "TCP keepalive probes inside the idle timeout (import socket)"),
                 verify=f"celery-doctor repro --fault idle-cut:{int(estimate)}:fin --scenario idle"),
         confidence=0.7 if len(drops) >= 4 else 0.6,
         facts={"idle_timeout_s": estimate, "cuts": len(drops), "regular": True, "source": "logs",
