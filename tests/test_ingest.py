@@ -239,3 +239,22 @@ def test_undated_connection_errors_are_unknown_not_healthy(tmp_path: Path) -> No
     top = report.findings[0]
     assert top.category == Category.UNKNOWN
     assert [(e.line, e.text) for e in top.evidence] == [(3, "ConnectionResetError: [Errno 104] Connection reset by peer")]
+
+
+def test_a_truncated_gz_yields_what_decompresses_and_warns(tmp_path: Path) -> None:
+    """A log cut mid-stream (full disk, interrupted copy): read what zcat would recover, then warn."""
+    import zlib as _zlib
+
+    from celery_doctor.pipeline import analyse_logs
+
+    recording = (Path(__file__).resolve().parents[1] / "examples" / "broker-restart" / "broker.log").read_bytes()
+    for name, text in (("small", recording), ("large", recording * 400)):  # a paste, and the streamed path
+        packed = gzip.compress(text)
+        cut = tmp_path / f"{name}.log.gz"
+        cut.write_bytes(packed[: len(packed) * 2 // 3])
+        recovered = _zlib.decompressobj(_zlib.MAX_WBITS | 16).decompress(cut.read_bytes())  # what zcat prints
+        report = analyse_logs([str(cut)])
+        source = next(s for s in report.sources if s.name == str(cut))
+        assert source.events > 0, name
+        assert source.lines >= recovered.count(b"\n"), (name, source.lines, recovered.count(b"\n"))
+        assert any("compressed data ends early" in w for w in report.warnings), (name, report.warnings)

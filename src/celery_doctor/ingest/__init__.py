@@ -16,6 +16,7 @@ from celery_doctor.ingest.prefixes import PREFIXES
 from celery_doctor.ingest.reader import Scanner, SourceState, _classify, scan_banner, scan_json
 from celery_doctor.ingest.sources import (
     SNIFF_BYTES,
+    GzipStream,
     celery_layout,
     chunks,
     default_year,
@@ -135,7 +136,7 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
                 progress(info.name, len(whole), max(size, len(whole)))
             return state if state.events or family is not None else None
         info.format = (family or "paste") + (f" ({prefix})" if prefix else "")
-        if path != "-" and not isinstance(stream, gzip.GzipFile):
+        if path != "-" and not isinstance(stream, GzipStream | gzip.GzipFile):
             files.append((path, state, size))  # read again by range, in the pool
         else:
             streams.append((chunks(stream, whole, info.warnings), state, size))

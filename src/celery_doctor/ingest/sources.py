@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import re
 import sys
@@ -37,8 +36,65 @@ def open_binary(path: str) -> tuple[BinaryIO, int]:
     magic = handle.read(2)
     handle.seek(0)
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=handle, mode="rb"), size  # type: ignore[return-value]
+        return GzipStream(handle), size  # type: ignore[return-value]
     return handle, size
+
+
+class GzipStream(io.RawIOBase):
+    """gzip that keeps what it could decompress: GzipFile raises EOFError on a truncated file
+    and drops the block it was decoding (a log cut by a full disk read as 'empty' where zcat
+    recovers most lines). This one returns every byte that decompresses, then raises EOFError
+    once, so the readers warn 'read up to the break'."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        super().__init__()
+        self._handle = handle
+        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._buffer = bytearray()
+        self._done = False
+        self._truncated = False
+        self._reported = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, want: int) -> None:
+        while (want < 0 or len(self._buffer) < want) and not self._done:
+            raw = self._handle.read(CHUNK)
+            if not raw:
+                self._done = True
+                self._truncated = not self._inflate.eof
+                break
+            try:
+                self._buffer += self._inflate.decompress(raw)
+                while self._inflate.eof and self._inflate.unused_data:  # the next member of a multi-member file
+                    rest = self._inflate.unused_data
+                    self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                    self._buffer += self._inflate.decompress(rest)
+            except zlib.error:
+                self._done = self._truncated = True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = -1 if size is None else size
+        self._fill(want)
+        count = len(self._buffer) if want < 0 else min(want, len(self._buffer))
+        out = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        if not out and want != 0 and self._truncated and not self._reported:
+            self._reported = True
+            raise EOFError("compressed data ends before the end-of-stream marker")
+        return out
+
+    def cut_short(self) -> bool:
+        """True once, when everything was read and the file ended before its end marker."""
+        if self._done and self._truncated and not self._buffer and not self._reported:
+            self._reported = True
+            return True
+        return False
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
 
 
 def chunks(stream: BinaryIO, first: bytes, warnings: list[str], limit: int | None = None) -> Iterator[bytes]:
@@ -69,10 +125,13 @@ def chunks(stream: BinaryIO, first: bytes, warnings: list[str], limit: int | Non
 
 def read_head(stream: BinaryIO, warnings: list[str]) -> bytes:
     try:
-        return stream.read(SNIFF_BYTES)
+        head = stream.read(SNIFF_BYTES)
     except (EOFError, OSError, zlib.error) as exc:
         warnings.append(f"compressed data ends early ({exc.__class__.__name__})")
         return b""
+    if isinstance(stream, GzipStream) and stream.cut_short():  # a small file: the head is all of it
+        warnings.append("compressed data ends early: read up to the break")
+    return head
 
 
 def looks_binary(head: bytes) -> bool:
