@@ -7,6 +7,7 @@ probes do not count for the L4/L7 load balancers below: they track payload bytes
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from celery_doctor.model import DoctorError
@@ -52,6 +53,6 @@ def parse_idle_timeout(value: str | None) -> Middlebox | None:
         seconds = float(text.rstrip("s"))
     except ValueError:
         raise IdleTimeoutError(f"--idle-timeout {value!r}: give seconds or one of {', '.join(PROFILES)}") from None
-    if seconds <= 0:
-        raise IdleTimeoutError(f"--idle-timeout {value!r}: must be more than 0 seconds")
+    if not math.isfinite(seconds) or not 0 < seconds < 1e9:  # nan, 1e309: no middlebox waits that long
+        raise IdleTimeoutError(f"--idle-timeout {value!r}: must be a number of seconds, more than 0")
     return Middlebox("custom", int(seconds), f"a middlebox with a {int(seconds)} s idle timeout", "--idle-timeout")

@@ -56,9 +56,9 @@ def read_bytes(path: Path | str, error: type[DoctorError], what: str = "file",
     return data
 
 
-def decode_text(data: bytes, path: Path | str, error: type[DoctorError], python: bool = False) -> str:
-    """UTF-8 text (a BOM is dropped); for Python source also the PEP 263 coding cookie."""
-    encoding = "utf-8-sig"
+def source_encoding(data: bytes, path: Path | str, error: type[DoctorError], python: bool = False) -> str:
+    """The codec of ``data``: UTF-8 (``utf-8-sig`` with a BOM: dropped, and written back), or for Python
+    source the PEP 263 coding cookie of its first two lines."""
     if python:
         for line in data.splitlines()[:2]:
             found = _CODING.match(line)
@@ -68,11 +68,18 @@ def decode_text(data: bytes, path: Path | str, error: type[DoctorError], python:
                     encoding = codecs.lookup(name).name
                 except LookupError:
                     raise error(f"{path}: unknown encoding {name!r} in its coding cookie") from None
-                if encoding == "utf-8":
-                    encoding = "utf-8-sig"
+                if encoding != "utf-8":
+                    return encoding
                 break
+    return "utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8"
+
+
+def decode_text(data: bytes, path: Path | str, error: type[DoctorError], python: bool = False,
+                lenient: bool = False) -> str:
+    """The text of ``data`` (see :func:`source_encoding`); ``lenient`` replaces undecodable bytes."""
+    encoding = source_encoding(data, path, error, python)
     try:
-        return data.decode(encoding)
+        return data.decode(encoding, errors="replace" if lenient else "strict")
     except UnicodeDecodeError as exc:
         lineno = data[:exc.start].count(b"\n") + 1
         raise error(f"{path}:{lineno}: not {encoding.replace('-sig', '')} text (byte {data[exc.start]:#04x} "

@@ -381,7 +381,10 @@ class Scanner:
             if state == "done":
                 done.setdefault(task_id, (task_ts, runtime))
                 if runtime and runtime >= 1.0 and len(long_tasks) < 5:
-                    since = task_ts - timedelta(seconds=runtime)
+                    try:
+                        since = task_ts - timedelta(seconds=runtime)
+                    except (OverflowError, ValueError):  # "succeeded in 1e400s": no moment to start from
+                        continue
                     long_tasks.append({"name": name, "id": task_id, "since": since.isoformat(),
                                        "until": task_ts.isoformat()})
             elif task_id not in done:

@@ -15,6 +15,7 @@ from celery_doctor.ingest import prefixes
 from celery_doctor.ingest.families import celery
 from celery_doctor.ingest.interface import IngestError
 from celery_doctor.ingest.reader import CHUNK, family_of, strip_prefix
+from celery_doctor.userfiles import check_regular
 
 SNIFF_BYTES = 256 * 1024
 
@@ -26,6 +27,9 @@ def open_binary(path: str) -> tuple[BinaryIO, int]:
     file = Path(path)
     if file.is_dir():
         raise IngestError(f"{path}: is a directory (give the files inside, or use diagnose --logs DIR)")
+    # a FIFO with no writer blocks open() forever, /dev/zero never ends: regular files only
+    # (a pipe's text still comes in through "-")
+    check_regular(file, IngestError, "log file")
     try:
         handle: BinaryIO = file.open("rb")
         size = file.stat().st_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -28,7 +29,8 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple | set):
         return [to_jsonable(v) for v in value]
     if isinstance(value, float):
-        return round(value, 3)
+        # strict JSON has no NaN or Infinity (a log's own JSON may carry them): no number, null
+        return round(value, 3) if math.isfinite(value) else None
     return value
 
 
@@ -69,4 +71,4 @@ def _incident(incident: Any) -> dict[str, Any]:
 
 class JsonRenderer(Renderer):
     def render(self, report: Report, *, color: bool = False, width: int = 110) -> str:
-        return json.dumps(report_document(report), indent=2, ensure_ascii=False) + "\n"
+        return json.dumps(report_document(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"

@@ -18,7 +18,8 @@ from pathlib import Path
 import libcst as cst
 import libcst.metadata
 
-from celery_doctor.settings import catalogue
+from celery_doctor import userfiles
+from celery_doctor.settings import catalogue, guard
 from celery_doctor.settings.interface import ConfigFacts, SettingsError
 
 
@@ -30,6 +31,7 @@ class Migration:
     renamed: list[tuple[int, str, str]] = field(default_factory=list)  # (line, old, new)
     unconvertible: list[tuple[int, str, str]] = field(default_factory=list)  # (line, name, why)
     notes: list[str] = field(default_factory=list)
+    encoding: str = "utf-8"  # the file's own (a coding cookie, a BOM), used to write it back
 
     @property
     def changed(self) -> bool:
@@ -181,6 +183,25 @@ class _Renamer(cst.CSTTransformer):
         self._record(original, original.value, new)
         return updated.with_changes(value=new)
 
+    # f"{BROKER_URL=}" prints the expression's own text: renaming the name would change that text,
+    # so the debug text is kept as written and the renamed value follows it (repr, as "=" does)
+    def leave_FormattedStringExpression(
+            self, original: cst.FormattedStringExpression,
+            updated: cst.FormattedStringExpression) -> cst.BaseFormattedStringContent | cst.FlattenSentinel[
+                cst.BaseFormattedStringContent]:
+        if original.equal is None or original.deep_equals(updated):
+            return updated
+        code = cst.Module(body=[]).code_for_node(original)[1:-1]
+        equal = code.index("=", len(cst.Module(body=[]).code_for_node(original.expression)))
+        rest = code[equal + 1:]
+        text = code[:equal + 1] + rest[:len(rest) - len(rest.lstrip())]
+        conversion = updated.conversion if updated.conversion or updated.format_spec else "r"
+        return cst.FlattenSentinel([
+            cst.FormattedStringText(value=text.replace("{", "{{").replace("}", "}}")),
+            updated.with_changes(equal=None, conversion=conversion,
+                                 whitespace_before_expression=cst.SimpleWhitespace(""),
+                                 whitespace_after_expression=cst.SimpleWhitespace(""))])
+
     # conf.update(KEY=...), Celery(KEY=...), config_from_object({'KEY': ...}), conf.update({'KEY': ...})
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         func = original.func
@@ -266,6 +287,10 @@ def migrate_source(source: str, path: str = "<config>", to_version: str | None =
     except cst.ParserSyntaxError as exc:
         raise SettingsError(f"{path}:{exc.raw_line}: syntax error (is this a Python 2 file? "
                             "convert it with 2to3 first)") from None
+    except cst.CSTValidationError as exc:  # valid tokens, invalid Python: 'a' b'b'
+        raise SettingsError(f"{path}: not valid Python: {exc}") from None
+    except RecursionError:
+        raise SettingsError(f"{path}: nested too deeply to rewrite safely") from None
     wrapper = cst.metadata.MetadataWrapper(module)
     collector = _Collector(classes)
     wrapper.visit(collector)
@@ -326,13 +351,10 @@ def migrate_file(path: str, to_version: str | None = None, django: bool = False)
     renamed too, and a Django settings file gets the names Django and Celery will both keep."""
     from celery_doctor.settings import static_reader
 
-    file = Path(path)
-    try:
-        source = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{path}: cannot read: {exc}") from None
+    raw = userfiles.read_bytes(Path(path), SettingsError, "config file")
+    encoding = userfiles.source_encoding(raw, path, SettingsError, python=True)
+    source = userfiles.decode_text(raw, path, SettingsError, python=True)
+    guard.check_for_libcst(source, path)  # libcst recurses, or crashes, where CPython does not
     facts = static_reader.read([path])
     classes = frozenset(facts.class_mro(facts.config_object) if facts.config_object else facts.classes)
     switched = None
@@ -344,6 +366,7 @@ def migrate_file(path: str, to_version: str | None = None, django: bool = False)
             switched = _django_mode(path, facts)
             django = True
     migration = migrate_source(source, path, to_version, django, classes)
+    migration.encoding = encoding  # written back as read: latin-1 stays latin-1, a BOM stays
     if switched:
         migration.notes.append(switched)
     if django:
@@ -388,6 +411,6 @@ def write(migration: Migration) -> str | None:
     path = Path(migration.path)
     backup = path.with_name(path.name + ".orig")
     if not backup.exists():
-        backup.write_text(migration.original, encoding="utf-8")
-    path.write_text(migration.migrated, encoding="utf-8")
+        backup.write_text(migration.original, encoding=migration.encoding)
+    path.write_text(migration.migrated, encoding=migration.encoding)
     return str(backup)

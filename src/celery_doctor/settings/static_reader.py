@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from celery_doctor.settings import catalogue, loader
+from celery_doctor import userfiles
+from celery_doctor.settings import catalogue, guard, loader
 from celery_doctor.settings.interface import Assignment, ClassInfo, ConfigFacts, Dynamic, Loader, SettingsError
 
 # Celery(...) arguments that are settings under another name (app/base.py __autoset calls)
@@ -28,17 +29,11 @@ SKIP_DIRS = {".git", "node_modules", "site-packages", ".venv", "venv", "env", ".
 
 
 def _parse(path: Path) -> tuple[ast.Module, list[str]]:
+    raw = userfiles.read_bytes(path, SettingsError, "config file")
+    # the encoding Python itself would use: a UTF-8 BOM, a PEP 263 coding cookie (latin-1...)
+    text = userfiles.decode_text(raw, path, SettingsError, python=True, lenient=True)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise SettingsError(f"{path}: is a directory") from None
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        tree = ast.parse(text, filename=str(path))
+        tree = guard.parse(text, path)
     except SyntaxError as exc:
         hint = ""
         if re.search(r"^\s*print\s+[^(\s=]", text, re.M) or re.search(r"except\s+\w+\s*,\s*\w+\s*:", text) \
@@ -372,6 +367,7 @@ def discover(paths: list[str]) -> list[Path]:
 
 
 def _read_file(path: Path, facts: ConfigFacts, module_settings: bool | None = None) -> None:
+    userfiles.check_regular(path, SettingsError, "config file")  # a FIFO or /dev/zero would never end
     if path.suffix in (".yml", ".yaml"):  # settings kept in YAML and pumped into a module or conf.update
         items = read_yaml_mapping(path)
         if not items:
@@ -382,10 +378,8 @@ def _read_file(path: Path, facts: ConfigFacts, module_settings: bool | None = No
         facts.django = facts.django or any(k in ("INSTALLED_APPS", "DATABASES") for k, *_ in items)
         facts.files.append(str(path))
         return
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+    text = userfiles.decode_text(userfiles.read_bytes(path, SettingsError, "config file"), path, SettingsError,
+                                 python=True, lenient=True)
     app_module = _is_app_module(text)
     django = _is_django_settings(text)
     if not django and not app_module and "import *" in text:  # settings/production.py on top of base.py

@@ -7,7 +7,7 @@ catalogue entries (a JSON line can hold a worker's or a broker's message).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from celery_doctor.ingest import times
@@ -24,15 +24,15 @@ def parse_line(line: str) -> tuple[datetime, str, str, dict[str, Any]] | None:
     line = line.strip().strip("`")  # a JSON line pasted as Markdown inline code
     try:
         obj = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
         return None
     if not isinstance(obj, dict):
         return None
     ts = None
     for key in TS_KEYS:
         value = obj.get(key)
-        if isinstance(value, int | float) and value > 1e9:
-            ts = datetime.fromtimestamp(value / (1e6 if value > 1e14 else 1), tz=UTC)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 1e9:
+            ts = times.epoch(value)
         elif isinstance(value, str):
             ts = times.parse_iso(value.strip()) or _celery_stamp(value)
         if ts is not None:

@@ -47,11 +47,12 @@ class RabbitMQ(Family):
         detail: dict[str, Any] = {}
         if (pid := CONN_PID.search(message)) is not None:
             detail["conn"] = pid.group(1)
-        if (t := TIMEOUT_S.search(message)) is not None:
+        # a number too long for any real timeout or duration (5000 digits) is not read as one
+        if (t := TIMEOUT_S.search(message)) is not None and len(t.group(1)) <= 18:
             detail["timeout_s"] = int(t.group(1))
         if (st := STATE.search(message)) is not None:
             detail["state"] = st.group(1)
-        if (d := DURATION.search(message)) is not None:
+        if (d := DURATION.search(message)) is not None and all(len(x or "") <= 18 for x in d.groups()):
             days, hours, mins, secs, ms = (int(x) if x else 0 for x in d.groups())
             detail["duration_s"] = days * 86400 + hours * 3600 + mins * 60 + secs + ms / 1000
         if (r := RESOURCE.search(message)) is not None:
