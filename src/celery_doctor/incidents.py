@@ -7,6 +7,7 @@ same moment, what it did *not* say while its log was running, and what the clien
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 import statistics
@@ -289,7 +290,12 @@ def _startup_seen(timeline: Timeline, source: str, before: datetime) -> bool:
 
 
 def _broker_source_names(timeline: Timeline) -> set[str]:
-    return {e.source for e in timeline.events if e.side == Side.BROKER}
+    # asked once per incident: computed once per timeline (20,000 incidents made it quadratic)
+    cached: tuple[int, set[str]] | None = getattr(timeline, "_broker_sources", None)
+    if cached is None or cached[0] != len(timeline.events):
+        cached = (len(timeline.events), {e.source for e in timeline.events if e.side == Side.BROKER})
+        timeline._broker_sources = cached  # type: ignore[attr-defined]
+    return cached[1]
 
 
 def _last_connect_index(timeline: Timeline) -> dict[str, list[datetime]]:
@@ -308,8 +314,9 @@ def _uptime_and_idle(draft: _Draft, connects: dict[str, list[datetime]]
         duration = next((e.detail.get("duration_s") for e in draft.events
                          if e.detail.get("duration_s") is not None), None)
         return (float(duration) if duration is not None else None), None
-    before = [t for t in connects.get(client.source, []) if t <= client.at]
-    connected_at = before[-1] if before else None
+    times = connects.get(client.source, [])  # in timeline order: the last connect at or before
+    index = bisect.bisect_right(times, client.at)
+    connected_at = times[index - 1] if index else None
     uptime = (client.at - connected_at).total_seconds() if connected_at else None
     marks = [t for t in (connected_at, _parse_ts(client.detail.get("last_activity_ts"))) if t]
     # the broker may have closed earlier than the client noticed: measure idle up to that

@@ -317,13 +317,19 @@ class Scanner:
         """(ts, 'received'|'done', task id, name, runtime), newest first, up to LOOKBACK_TASKS lines.
         Decodes a small window before ``pos`` once (widened when it holds too few task lines)."""
         floor = max(0, pos - LOOKBACK_BYTES)
+        # a stretch already scanned and found without task lines need not be decoded again:
+        # 20,000 reconnects in a log without tasks rescanned LOOKBACK_BYTES each (quadratic)
+        start, end = getattr(self, "_taskless", (0, -1))
+        scan_floor = end if start <= floor <= end <= pos else floor
         size = 32 * 1024
         while True:
-            low = max(floor, pos - size)
+            low = max(scan_floor, pos - size)
             found = list(itertools.islice(self._task_lines_in(buf, low, pos), LOOKBACK_TASKS))
-            if len(found) >= LOOKBACK_TASKS or low == floor:
+            if len(found) >= LOOKBACK_TASKS or low == scan_floor:
                 break
             size *= 4
+        if not found and low == scan_floor:
+            self._taskless = (start if scan_floor == end else floor, pos)
         yield from found
 
     def _task_lines_in(self, buf: bytes, low: int, pos: int
