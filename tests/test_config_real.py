@@ -257,3 +257,14 @@ def test_broker_built_from_host_parts_matches_kombu() -> None:
     real = app.connection_for_write().as_uri().replace(":**@", "@")
     report = check_config([str(path)])
     assert report.data["config"]["effective_broker_url"] == repr(real)
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_the_project_directory_gives_the_same_verdicts(project: str, truths: dict[str, dict[str, Any]]) -> None:
+    """`config PROJECT_DIR`: the app modules and what their config_from_object calls load."""
+    from celery_doctor.pipeline import check_config
+
+    report = check_config([str(Path(config_truth.REAL) / project)])
+    findings = [{"title": f.title, "facts": f.facts, "severity": f.severity.value} for f in report.findings]
+    result = config_truth.score(project, report.data, findings, _truth(truths, project))
+    assert result["wrong"] == [] and result["missed"] == [], result

@@ -358,12 +358,43 @@ def discover(paths: list[str]) -> list[Path]:
                         candidate.parent.name == "settings":
                     found.append(candidate)
             if not found:
-                raise SettingsError(f"{path}: no celeryconfig.py, settings.py or celery.py inside")
+                found.extend(loader.app_modules(path))
+            if not found:
+                raise SettingsError(f"{path}: no celeryconfig.py, settings.py, celery.py or Celery app inside")
         elif not path.exists():
             raise SettingsError(f"{path}: no such file")
         else:
             found.append(path)
     return list(dict.fromkeys(found))
+
+
+def _project_files(found: list[Path], roots: list[Path]) -> list[Path]:
+    """A project directory: its app modules and the files their config_from_object calls load
+    (a module, a class's module, the Django settings); the named files when no call resolves."""
+    apps = list(dict.fromkeys([*[p for p in found if p.suffix == ".py" and _is_app_module(
+        p.read_text(encoding="utf-8", errors="replace"))], *[a for r in roots for a in loader.app_modules(r)]]))
+    loaded: list[Path] = []
+    for app in apps:
+        scratch = ConfigFacts()
+        try:
+            _Reader(app, scratch, False).read()
+        except SettingsError:
+            continue
+        root = loader.project_root(app)
+        for call in scratch.loader_calls:
+            if call.kind in ("module", "class"):
+                target, _ = loader.resolve_target(call.target, app, root)
+                if target is not None and not _same(target, app):
+                    loaded.append(target)
+            elif call.kind == "django" and scratch.django_settings:
+                target = loader.resolve_module(scratch.django_settings, [root])
+                if target is not None:
+                    loaded.append(target)
+    if not loaded:
+        return list(dict.fromkeys([*found, *apps]))
+    django = [p for p in found if p.suffix == ".py" and _is_django_settings(
+        p.read_text(encoding="utf-8", errors="replace"))]
+    return list(dict.fromkeys(p.resolve() for p in [*loaded, *django, *apps]))
 
 
 def _read_file(path: Path, facts: ConfigFacts, module_settings: bool | None = None) -> None:
@@ -519,8 +550,16 @@ def read(paths: list[str]) -> ConfigFacts:
     app module that loads them is searched for under the project root when not given."""
     facts = ConfigFacts()
     given = discover(paths)
+    if any(Path(p).is_dir() for p in paths):
+        given = _project_files(given, [Path(p) for p in paths if Path(p).is_dir()])
     for path in given:
         _read_file(path, facts)
+    if facts.django:  # settings fragments pulled in with `from .x import *` are settings too
+        for path in list(given):
+            if path.suffix == ".py" and _is_django_settings(path.read_text(encoding="utf-8", errors="replace")):
+                for fragment in loader.star_imports(path, loader.project_root(path))[1:]:
+                    if not any(_same(fragment, p) for p in given) and str(fragment) not in facts.files:
+                        _read_file(fragment, facts, module_settings=True)
     _locate(facts, given)
     _choose_object(facts)
     return facts
