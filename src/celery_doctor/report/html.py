@@ -410,7 +410,7 @@ def _legend(marks: Any, lanes: list[dict[str, Any]], bands: list[dict[str, Any]]
 def _evidence_rows(items: list[Evidence], ids: _Ids, incident_of: dict[tuple[str, int], int]
                    ) -> list[dict[str, Any]]:
     return [{
-        "where": f"{ids.short(ev.source)}:{ev.line}", "path": ev.source,
+        "where": f"{ids.short(ev.source)}:{ev.line}" if ev.line else ids.short(ev.source), "path": ev.source,
         "ts": f"{_utc(ev.ts):%H:%M:%S}" if ev.ts else "",
         "text": _first_line(ev.text, 600), "tail": _tail(ev.text), "more": len(ev.text.splitlines()) > 2,
         "full": ev.text,
