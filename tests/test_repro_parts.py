@@ -224,3 +224,46 @@ def test_proxy_default_listen_port_is_not_rabbitmqs_management_port(rabbitmq_url
     assert done.returncode == 0, done.stderr
     port = int(done.stderr.split("proxy listening on 127.0.0.1:")[1].split()[0])
     assert port not in (0, 15672, 5672)
+
+
+def _facts(rows: list[dict], **kw: object):
+    from celery_doctor.repro.brokers import BrokerTarget
+    from celery_doctor.repro.facts import Canary, RunFacts, WorkerState
+
+    target = BrokerTarget(url="amqp://guest:guest@127.0.0.1:5672//", kind="rabbitmq", host="127.0.0.1",
+                          port=5672, chosen_because="test")
+    fault = parse_fault("reset-under-load:0.02")
+    return RunFacts(label="minimal", scenario="load", fault=fault, target=target, versions={"celery": "5.7.0"},
+                    python=sys.executable, config=None, plan=scenarios.plan("load", fault), effective={},
+                    tasks=ledger.build(rows), leftovers=ledger.BrokerLeftovers(checked=True), worker=WorkerState(),
+                    canary=Canary(published=True, executed=True), worker_events=[], publisher_events=[],
+                    middlebox="proxy", middlebox_why="test", queue="q", directory=Path("/nonexistent"),
+                    kept=False, logs=[], wall_s=1.0, **kw)  # type: ignore[arg-type]
+
+
+def test_late_acks_advice_is_taken_back_when_the_ledger_shows_they_cannot_help() -> None:
+    from celery_doctor.model import Finding, Fix, Severity
+    from celery_doctor.rules import repro_rules
+
+    def finding() -> Finding:
+        return Finding(category=Category.NETWORK_PATH_LOSS, severity=Severity.HIGH, title="Busy connections reset",
+                       explanation="", fix=Fix(text="Look at the middlebox; use late acks so reset deliveries "
+                                                    "are redelivered."))
+
+    # a: published twice (two copies, neither redelivered); b: confirmed, never reached the worker
+    rows = _rows(("planned", "a", {}), ("published", "a", {"ok": True}), ("received", "a", {}), ("started", "a", {}),
+                 ("succeeded", "a", {}), ("received", "a", {}), ("started", "a", {"redelivered": False}),
+                 ("succeeded", "a", {}), ("planned", "b", {}), ("published", "b", {"ok": True}))
+    facts = _facts(rows)
+    summary = ledger.summarise(facts.tasks, facts.leftovers)
+    found = [finding()]
+    repro_rules.amend_advice(facts, summary, found)
+    text = found[0].fix.text  # type: ignore[union-attr]
+    assert "use late acks" not in text and "Late acks would not help" in text
+    assert "1 confirmed task(s) never reached the worker" in text and "sent them twice" in text
+    # a task the worker had received when it was lost is what late acks do save: advice kept
+    rows += _rows(("planned", "c", {}), ("published", "c", {"ok": True}), ("received", "c", {}))
+    facts = _facts(rows)
+    kept = [finding()]
+    repro_rules.amend_advice(facts, ledger.summarise(facts.tasks, facts.leftovers), kept)
+    assert "use late acks" in kept[0].fix.text  # type: ignore[union-attr]
