@@ -77,7 +77,7 @@ def _mark(target: Any, skip: frozenset[str] = frozenset()) -> list[str]:
     return marked
 
 
-def main(root: str, spec: dict[str, Any]) -> dict[str, Any]:
+def main(root: str, spec: dict[str, Any], mark: bool = True) -> dict[str, Any]:
     sys.path.insert(0, root)
     os.chdir(root)
     for key in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "BROKER_URL", "CELERY_CONFIG_MODULE"):
@@ -96,13 +96,13 @@ def main(root: str, spec: dict[str, Any]) -> dict[str, Any]:
         # Celery reads one of them is answered from Celery's own tables below
         own = frozenset(n for n in vars(global_settings) if n.isupper())
         module = importlib.import_module(spec["django_settings"])
-        marked += _mark(module, own)
+        marked += _mark(module, own) if mark else []
         unmarked += [n for n in vars(module) if n in own]
     if spec.get("config_module"):
         target: Any = importlib.import_module(spec["config_module"])
         if spec.get("config_object"):
             target = getattr(target, spec["config_object"])
-        marked += _mark(target)
+        marked += _mark(target) if mark else []
     if spec.get("app"):
         module_name, _, attr = spec["app"].partition(":")
         app = getattr(importlib.import_module(module_name), attr or "app")
@@ -127,6 +127,11 @@ def main(root: str, spec: dict[str, Any]) -> dict[str, Any]:
             out["values"][key] = _plain(value)
     for name in marked:
         out["honoured"].setdefault(name, None)
+    if not mark:  # the URL the worker connects to, as kombu builds it (nothing is opened)
+        try:
+            out["connection"] = app.connection_for_write().as_uri()
+        except (KeyError, ValueError) as exc:  # no such transport, a port that is not a number: no start
+            out["connection"] = f"error: {exc}"
     prefix = f"{app.namespace}_" if app.namespace else ""
     for name in unmarked:
         bare = name[len(prefix):].lower() if prefix and name.startswith(prefix) else name
@@ -153,13 +158,13 @@ def projects() -> dict[str, dict[str, Any]]:
     return data
 
 
-def truth_for(name: str, root: str | None = None) -> dict[str, Any]:
+def truth_for(name: str, root: str | None = None, values: bool = False) -> dict[str, Any]:
     """The ground truth of one fixture project (or a copy of it at ``root``), from a fresh interpreter."""
     import subprocess
 
     spec = projects()[name]
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), root or os.path.join(REAL, name),
-                           json.dumps(spec)],
+                           json.dumps(spec), *(["--values"] if values else [])],
                           capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{name}: loading it the project's way failed:\n{proc.stderr[-2000:]}")
@@ -173,7 +178,7 @@ def read_by_celery(truth: dict[str, Any]) -> dict[str, str | None]:
 
 
 def score(name: str, report_data: dict[str, Any], findings: list[dict[str, Any]],
-          truth: dict[str, Any]) -> dict[str, list[str]]:
+          truth: dict[str, Any], values: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """Each claim of the audit against the truth: right, wrong, missed (names Celery reads that the
     audit does not list)."""
     from django.conf import global_settings
@@ -203,6 +208,20 @@ def score(name: str, report_data: dict[str, Any], findings: list[dict[str, Any]]
     for written, truly in read.items():
         if truly and written not in seen and written != "deprecated_settings":
             out["missed"].append(f"{written}: Celery reads it as {truly}, the audit does not list it")
+    if values is not None:  # the effective broker URL, when the audit states a literal one
+        import ast
+
+        from kombu import Connection
+
+        said = config.get("effective_broker_url", "")
+        if not said.startswith("unknown"):
+            text = ast.literal_eval(said) if said[:1] in "'\"" else said
+            try:
+                ours = Connection(text).as_uri()
+            except (KeyError, ValueError) as exc:
+                ours = f"error: {exc}"
+            real = values["connection"]
+            out["right" if ours == real else "wrong"].append(f"effective broker: said {ours}, real {real}")
     predicted = config.get("mix_error")
     if predicted or truth["error"]:
         key = "right" if predicted == truth["error"] else "wrong"
@@ -226,7 +245,7 @@ if __name__ == "__main__":
         total = {"right": 0, "wrong": 0, "missed": 0}
         for project in projects():
             data, found = audit(project)
-            result = score(project, data, found, truth_for(project))
+            result = score(project, data, found, truth_for(project), truth_for(project, values=True))
             for key in total:
                 total[key] += len(result[key])
             print(f"{project:18} right {len(result['right']):3} wrong {len(result['wrong']):3} "
@@ -235,5 +254,5 @@ if __name__ == "__main__":
                 print(f"    {line}")
         print(f"{'total':18} right {total['right']:3} wrong {total['wrong']:3} missed {total['missed']:3}")
     else:
-        result = main(sys.argv[1], json.loads(sys.argv[2]))
+        result = main(sys.argv[1], json.loads(sys.argv[2]), mark="--values" not in sys.argv[3:])
         sys.stdout.write(json.dumps(result, default=repr) + "\n")

@@ -21,16 +21,17 @@ def truths() -> dict[str, dict[str, Any]]:
     return {}
 
 
-def _truth(truths: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
-    if name not in truths:
-        truths[name] = config_truth.truth_for(name)
-    return truths[name]
+def _truth(truths: dict[str, dict[str, Any]], name: str, values: bool = False) -> dict[str, Any]:
+    key = f"{name}:values" if values else name
+    if key not in truths:
+        truths[key] = config_truth.truth_for(name, values=values)
+    return truths[key]
 
 
 @pytest.mark.parametrize("project", PROJECTS)
 def test_every_claim_matches_celery(project: str, truths: dict[str, dict[str, Any]]) -> None:
     data, findings = config_truth.audit(project)
-    result = config_truth.score(project, data, findings, _truth(truths, project))
+    result = config_truth.score(project, data, findings, _truth(truths, project), _truth(truths, project, True))
     assert result["wrong"] == [] and result["missed"] == [], result
     assert result["right"]
 
@@ -266,5 +267,6 @@ def test_the_project_directory_gives_the_same_verdicts(project: str, truths: dic
 
     report = check_config([str(Path(config_truth.REAL) / project)])
     findings = [{"title": f.title, "facts": f.facts, "severity": f.severity.value} for f in report.findings]
-    result = config_truth.score(project, report.data, findings, _truth(truths, project))
+    result = config_truth.score(project, report.data, findings, _truth(truths, project),
+                                _truth(truths, project, True))
     assert result["wrong"] == [] and result["missed"] == [], result
