@@ -25,9 +25,15 @@ many heartbeats missed", a refused login, a crash (Unrecoverable error); on the 
 heartbeats from the client, a client that closed TCP without an AMQP close, a forced close, Redis
 closing an idle client or one over a limit, a refused login or vhost, a delivery-acknowledgement
 timeout; on the fault proxy, a cut, a blackhole, a refusal. Events less than 5 s apart form one
-incident. A client's connect retries stay with the incident until the client connects again (that
-gives `outage_s`). Broker stops/starts, alarms, failovers and worker shutdowns up to 30 s before
-are attached as context. Every source is first moved onto the reference clock (timeline.py).
+incident, one per connection: a broker-side close of another connection (RabbitMQ connection pid,
+else ip:port or Redis `addr=`) joins it only within 1.5 s of its last event (one cut closes a
+worker's consumer, pidbox and event connections at once), and a client that logged `Connected to`
+since the incident began starts a new one. A client's connect retries stay with the incident until
+the client connects again (that gives `outage_s`). Broker stops/starts, alarms, failovers and
+worker shutdowns up to 30 s before are attached as context; a shutdown or broker stop decides the
+phase or the forced-close verdict only if it was logged at or before the failure (+1.5 s).
+Undated events (bare pasted tracebacks, header-less lines) never join incidents. Every source is
+first moved onto the reference clock (timeline.py).
 
 `phase`: `startup` (refused login/TLS, before the first connect or within 5 s of it), `shutdown`,
 `load` (a task running, or tasks in the minute before), `idle` (no activity for 2 s+), `unknown`.
