@@ -270,3 +270,17 @@ def test_the_project_directory_gives_the_same_verdicts(project: str, truths: dic
     result = config_truth.score(project, report.data, findings, _truth(truths, project),
                                 _truth(truths, project, True))
     assert result["wrong"] == [] and result["missed"] == [], result
+
+
+def test_loader_search_skips_virtualenvs(tmp_path: Path) -> None:
+    """A .venv inside the project is pruned before it is walked: a decoy app there is never the loader."""
+    shutil.copytree(Path(config_truth.REAL) / "cloudlaunch", tmp_path / "proj")
+    decoy = tmp_path / "proj" / ".venv" / "lib" / "site" / "decoy.py"
+    decoy.parent.mkdir(parents=True)
+    decoy.write_text("from celery import Celery\napp = Celery()\n"
+                     "app.config_from_object('cloudlaunch.celeryconfig', namespace='CELERY')\n")
+    from celery_doctor.settings import static_reader
+
+    facts = static_reader.read([str(tmp_path / "proj" / "cloudlaunch" / "celeryconfig.py")])
+    assert facts.loader is not None and facts.loader.source.endswith("cloudlaunch/celery.py")
+    assert facts.namespace is None

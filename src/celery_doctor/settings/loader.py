@@ -32,17 +32,25 @@ def project_root(path: Path) -> Path:
     return top
 
 
+def python_files(root: Path) -> list[Path]:
+    """The project's .py files, sorted, at most MAX_FILES: virtualenvs, VCS and build folders are
+    pruned before they are walked (a .venv inside the project holds tens of thousands of files)."""
+    import os
+
+    out: list[Path] = []
+    for current, dirs, files in os.walk(root):
+        depth = len(Path(current).relative_to(root).parts)
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith(".") and depth < MAX_DEPTH)
+        out.extend(Path(current) / f for f in sorted(files) if f.endswith(".py"))
+        if len(out) >= MAX_FILES:
+            break
+    return sorted(out[:MAX_FILES])
+
+
 def app_modules(root: Path) -> list[Path]:
     """Python files under ``root`` that create or configure a Celery app (by a literal search)."""
     found: list[Path] = []
-    seen = 0
-    for candidate in sorted(root.rglob("*.py")):
-        parts = candidate.relative_to(root).parts
-        if SKIP_DIRS.intersection(parts) or len(parts) > MAX_DEPTH:
-            continue
-        seen += 1
-        if seen > MAX_FILES:
-            break
+    for candidate in python_files(root):
         try:
             text = candidate.read_text(encoding="utf-8", errors="replace")
         except OSError:
@@ -55,10 +63,7 @@ def app_modules(root: Path) -> list[Path]:
 def django_settings_files(root: Path) -> list[Path]:
     """Django settings modules under ``root`` (settings.py, settings/*.py with Django's own names)."""
     out = []
-    for candidate in sorted(root.rglob("*.py")):
-        parts = candidate.relative_to(root).parts
-        if SKIP_DIRS.intersection(parts) or len(parts) > MAX_DEPTH:
-            continue
+    for candidate in python_files(root):
         if candidate.name == "settings.py" or candidate.parent.name == "settings":
             try:
                 text = candidate.read_text(encoding="utf-8", errors="replace")
