@@ -85,3 +85,16 @@ def test_diagnose_warns_about_unreadable_logs_and_judges_the_config(tmp_path: Pa
     report = diagnose(DiagnoseOptions(logs=[str(junk)], config=str(config)))
     assert any(w.startswith("logs not used:") and "binary" in w for w in report.warnings)
     assert report.findings and "config" in report.summary["inputs"]
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent for p in FIXTURES.glob("*/truth.json")), ids=lambda p: p.name)
+def test_record_reader_and_chunk_scanner_agree_on_clean_logs(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small inputs are read record by record, large ones by the chunk scanner: on the recorded
+    (clean) logs both must give the same events."""
+    import celery_doctor.ingest as ingest
+
+    paths = [str(folder / "worker.log"), str(folder / "broker.log")]
+    whole = [(e.source, e.line, e.kind, e.ts, e.error) for e in read_logs(paths).events]
+    monkeypatch.setattr(ingest, "PASTE_MAX", 0)
+    scanned = [(e.source, e.line, e.kind, e.ts, e.error) for e in read_logs(paths).events]
+    assert whole == scanned

@@ -31,7 +31,7 @@ from celery_doctor.model import Event, Kind, Side, SourceInfo
 # what shows a person that a paste is about Celery and its clients, even with no event in it
 CLIENT_TEXT = re.compile(rb"Traceback \(most recent call last\)|site-packages/(?:celery|kombu|amqp|redis|billiard)/|"
                          rb"celery@\S+ v\d|MainProcess\]")
-PASTE_MAX = 2 * 1024 * 1024  # inputs up to this size are read record by record (records.py)
+PASTE_MAX = 512 * 1024  # inputs up to this size are read record by record (records.py): pastes are small
 
 # The one registry of the stage: log families (one module each in families/) and collector
 # prefixes (data in prefixes.py). Everything else looks families and prefixes up here.
