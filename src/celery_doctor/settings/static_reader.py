@@ -135,9 +135,15 @@ class _Reader:
         self.tree, self.lines = _parse(path)
         # which nodes sit inside a def: their effect depends on when (and whether) it is called
         self.in_def: set[int] = set()
+        self.enclosing: dict[int, ast.FunctionDef | ast.AsyncFunctionDef] = {}
         for node in ast.walk(self.tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
                 self.in_def.update(id(child) for child in ast.walk(node) if child is not node)
+        for node in ast.walk(self.tree):  # outer defs come first in the walk: the innermost def wins
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for child in ast.walk(node):
+                    if child is not node:
+                        self.enclosing[id(child)] = node
         self.strings: dict[str, str] = {}  # module-level NAME = 'literal'
         self.django_names: set[str] = set()  # names bound to django.conf.settings
         self.yaml_names = {t.id for n in ast.walk(self.tree)
@@ -245,12 +251,34 @@ class _Reader:
             return "django.conf:settings", "django"
         elif isinstance(node, ast.Name) and node.id in self.facts.classes:
             return node.id, "class"
+        elif isinstance(node, ast.Name) and (passed := self.passed_class(node)) is not None:
+            return passed, "class"  # def make_app(config): app.config_from_object(config); make_app(ProdConfig)
         elif isinstance(node, ast.Dict) or (isinstance(node, ast.Call) and ast.unparse(node.func) == "dict"):
             return "{...}", "dict"
         else:
             text = ast.unparse(node)
             return text, "django" if text in ("django.conf.settings", "settings") and self.django_names else "unknown"
         return target, "django" if target.startswith("django.conf") else "module"
+
+    def passed_class(self, name: ast.Name) -> str | None:
+        """The config class the file passes for a function parameter, when every call passes one."""
+        func = self.enclosing.get(id(name))
+        if func is None:
+            return None
+        params = [a.arg for a in [*func.args.posonlyargs, *func.args.args]]
+        if name.id not in params:
+            return None
+        index = params.index(name.id)
+        passed = set()
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)) and \
+                    (node.func.id if isinstance(node.func, ast.Name) else node.func.attr) == func.name:
+                arg = next((k.value for k in node.keywords if k.arg == name.id), None)
+                if arg is None and index < len(node.args):
+                    arg = node.args[index]
+                if isinstance(arg, ast.Name) and arg.id in self.facts.classes:
+                    passed.add(arg.id)
+        return passed.pop() if len(passed) == 1 else None
 
     def call(self, node: ast.Call) -> None:
         func = node.func
