@@ -58,8 +58,10 @@ def clean(line: str) -> str:
     line = BOX.sub("", line)
     if "**" in line:  # emphasis around the line or its start, never the "**" of a masked password
         line = EMPHASIS.sub("", line)
-    if line.startswith("`") and line.rstrip().endswith("`") and len(line.strip()) > 2:
-        line = line.strip().strip("`")
+    if line.startswith("`") and not line.startswith("```"):  # inline code opened on this line
+        line = line[1:]
+    if line.rstrip().endswith("`") and not line.rstrip().endswith("```"):  # ... and closed
+        line = line.rstrip()[:-1]
     return line
 
 
