@@ -114,3 +114,30 @@ def test_endless_devices_are_refused(args: list[str]) -> None:
     code, _out, err = run(args)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("name,text", [
+    ("uv.lock", "version = 1\n[[package]]\nname = \"celery\"\nversion = \"5.4.0\"\nx = " + "9" * 5000 + "\n"),
+    ("Pipfile.lock", '{"_meta": {}, "default": {"celery": {"version": "==5.4.0"}}, "n": ' + "9" * 5000 + "}"),
+    ("pyproject.toml", "[project]\nname = \"x\"\nn = " + "9" * 5000 + "\n"),
+])
+def test_numbers_longer_than_int_takes_are_a_bad_file(tmp_path: Path, name: str, text: str) -> None:
+    (tmp_path / name).write_text(text)
+    code, _out, err = run(["pins", "-r", str(tmp_path / name)])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_syntax_warning_in_a_broken_config_stays_off_stderr(tmp_path: Path) -> None:
+    (tmp_path / "celeryconfig.py").write_text("x = 3ish\nBROKER_URL = 'amqp://\n")
+    code, _out, err = run(["config", str(tmp_path / "celeryconfig.py")])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_final_redaction_pass_keeps_json_valid() -> None:
+    from celery_doctor.redact import redact
+
+    for text in ("broker_password = '***'", 'x password = "***" y', "broker_password = 'ab=S3cr3t'",
+                 'password = "S3cr3t"', "token: ***", "password=S3cr3t;x"):
+        doc = json.dumps({"text": text}, indent=2)
+        again = json.loads(redact(doc))
+        assert "S3cr3t" not in again["text"] and again["text"] == json.loads(json.dumps({"text": redact(text)}))["text"]

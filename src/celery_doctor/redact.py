@@ -44,8 +44,10 @@ _KEY_VALUE = re.compile(
     r"(?P<head>(?i:" + _SECRET_KEY + r")[\w\-]*['\"]?\s*[:=]\s*|--(?i:password|passwd|token|secret)(?:[ =]|\s+))"
 )
 # An unquoted value ends at the end of the line, or where the next "key:"/"key=" begins.
-_NEXT_KEY = re.compile(r"[,;]?\s+(?=[A-Za-z_][\w.\-]*['\"]?\s*[:=](?!//))|[,;]?\s+--[A-Za-z]|\n")
-_AFTER_QUOTE = frozenset(" \t\r\n,;:)}]>.&|#")
+# (or, in JSON text, where the string holding it closes: the quote before a comma, brace or line end)
+_NEXT_KEY = re.compile(r"[,;]?\s+(?=[A-Za-z_][\w.\-]*['\"]?\s*[:=](?!//))|[,;]?\s+--[A-Za-z]|\n"
+                       r"|(?<!\\)\"(?=\s*[,}\]]|\s*$)")
+_AFTER_QUOTE = frozenset(" \t\r\n,;:)}]>.&|#'\"\\")
 # "Authorization: Bearer <token>": the token is part of the value whatever it holds
 _AUTH_SCHEME = re.compile(r"(?i:bearer|basic|token|digest|negotiate|aws4-hmac-sha256)\s+\S+")
 # Authorization: Basic xxx / Bearer xxx / Token xxx (any characters up to whitespace)
@@ -110,6 +112,11 @@ def _value_end(text: str, start: int) -> int:
     """Where a secret value starting at ``start`` really ends."""
     if start >= len(text):
         return start
+    if text.startswith(('\\"', "\\'"), start):  # quoted inside a JSON string: \"...\"
+        close = text.find(text[start:start + 2], start + 2)
+        newline = text.find("\n", start)
+        if close != -1 and (newline == -1 or close < newline):
+            return close + 2
     quote = text[start]
     if quote in "'\"":
         i = start + 1
@@ -139,6 +146,11 @@ def _redact_key_values(text: str) -> str:
         head_end = match.end()
         end = _value_end(text, head_end)
         value = text[head_end:end]
+        if value.startswith(('\\"', "\\'")) and value.endswith(value[:2]) and len(value) >= 4:
+            if not _masked(value[2:-2]):
+                out.append(text[pos:head_end] + value[:2] + MASK + value[:2])
+                pos = end
+            continue
         inner = value[1:-1] if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0] else value
         if not inner.strip() or _masked(inner) or inner.startswith("${"):
             continue

@@ -12,6 +12,7 @@ import ast
 import io
 import re
 import tokenize
+import warnings
 
 from celery_doctor.settings.interface import SettingsError
 
@@ -32,7 +33,9 @@ def parse(text: str, path: object) -> ast.Module:
     """``ast.parse`` with its resource errors as one line, and the tree's depth checked.
     SyntaxError and ValueError (NUL bytes) pass through for the caller's own message."""
     try:
-        tree = ast.parse(text, filename=str(path))
+        with warnings.catch_warnings():  # "invalid escape sequence" and the like: not for our stderr
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text, filename=str(path))
     except (MemoryError, RecursionError):
         raise too_deep(path) from None
     if depth(tree) > MAX_DEPTH:

@@ -16,7 +16,7 @@ from celery_doctor.pins.readers.pyproject import poetry_range
 def _toml(path: Path, text: str, what: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more digits than int() takes
         raise PinsError(f"{path}: not a valid {what} (TOML error: {exc})") from exc
 
 
@@ -88,7 +88,7 @@ def read_uv_lock(path: Path, text: str) -> Environment:
 def read_pipfile_lock(path: Path, text: str) -> Environment:
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number, deep nesting
         raise PinsError(f"{path}: not a valid Pipfile.lock (JSON error: {exc})") from exc
     if not isinstance(doc, dict) or "default" not in doc:
         raise PinsError(f"{path}: not a valid Pipfile.lock: no \"default\" section")

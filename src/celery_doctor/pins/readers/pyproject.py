@@ -67,7 +67,7 @@ def _poetry_table(env: Environment, table: dict[str, Any], key: str) -> None:
 def read_pyproject(path: Path, text: str) -> Environment:
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more digits than int() takes
         raise PinsError(f"{path}: not valid TOML: {exc}") from exc
     env = Environment(origin=str(path), format="pyproject.toml")
     project = shape.table(doc.get("project"), path, "[project]")
