@@ -167,7 +167,7 @@ class Catalogue:
             return rels[version]
         try:
             wanted = Version(version)
-        except InvalidVersion:
+        except (InvalidVersion, ValueError):  # ValueError: more digits than int() takes
             return None
         for v, rel in rels.items():  # "4.2" == "4.2.0"
             if Version(v) == wanted:

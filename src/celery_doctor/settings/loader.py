@@ -86,11 +86,16 @@ def _roots(app_file: Path, root: Path) -> list[Path]:
 
 
 def resolve_module(dotted: str, roots: list[Path]) -> Path | None:
+    if not re.fullmatch(r"[\w.]{1,255}", dotted):  # not a module name (a mangled or generated string)
+        return None
     for base in roots:
         stem = base.joinpath(*dotted.split("."))
         for candidate in (stem.with_suffix(".py"), stem / "__init__.py"):
-            if candidate.is_file():
-                return candidate.resolve()
+            try:
+                if candidate.is_file():
+                    return candidate.resolve()
+            except (OSError, ValueError):  # a name too long for the file system
+                continue
     return None
 
 

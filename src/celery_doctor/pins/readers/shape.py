@@ -52,4 +52,7 @@ def version(value: Any, path: Path | str, key: str) -> str:
     """A version: a string, or the number TOML makes of an unquoted ``1.0``."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise PinsError(f"{path}: {key} must be a version string, not {_kind(value)}")
-    return str(value)
+    text = str(value)
+    if sum(c.isdigit() for c in text) > 100:  # no release number is that long; int() refuses 4300+ digits
+        raise PinsError(f"{path}: {key}: {text[:20]}... is not a version number")
+    return text
