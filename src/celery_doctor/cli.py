@@ -140,7 +140,13 @@ def write_out(text: str, output: str | None) -> None:
         except OSError as exc:
             fail(f"cannot write {output}: {exc.strerror or exc}")
     else:
-        click.echo(text, nl=False)
+        try:
+            click.echo(text, nl=False)
+            sys.stdout.flush()
+        except OSError as exc:  # a full disk, a closed pipe: one line, not a traceback at exit
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            fail(f"cannot write the report to stdout: {exc.strerror or exc}")
 
 
 def emit(report: Report, fmt: str, output: str | None, fail_on: str) -> NoReturn:
