@@ -210,6 +210,8 @@ def _role(f: Finding, observed: Observed, log_causes: set[Category]) -> Role:
     if f.category in VERDICTS or f.facts.get("probe_url_mismatch"):
         return Role.CONTEXT
     source = _source(f)
+    if source == "repro":
+        return Role.CAUSE  # a reproduction's own failure is observed, with its ground truth
     if not observed.failures:
         if f.category == Category.UNKNOWN and source == "logs":
             return Role.CAUSE  # connection errors the logs could not date: still the unanswered failure
