@@ -104,3 +104,20 @@ def test_report_timeline_keeps_incidents_and_summarises_the_rest(tmp_path: Path,
     left = small.data["timeline_left_out"]
     assert left["events_left_out"] == len(full.events) - len(small.events)
     assert sum(left["by_kind"].values()) == left["events_left_out"]
+
+
+def test_the_stdlib_fallback_gives_the_same_events(tmp_path: Path) -> None:
+    """Where no Hyperscan wheel loads, the engine is chosen at import: same events, named."""
+    log = tmp_path / "worker.log"
+    shapes.write_one(shapes.SHAPES["celery31"], log, 3 * 1024 * 1024)
+    probe = ("import sys, json; sys.modules['hyperscan'] = None\n"
+             "from celery_doctor.ingest import matcher, read_logs\n"
+             f"r = read_logs([{str(log)!r}])\n"
+             "print(json.dumps([matcher.ENGINE, [[e.line, e.kind.value] for e in r.events]]))")
+    import json
+
+    engine, events = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                               check=True).stdout)
+    assert engine == "stdlib bytes.find"
+    assert events == [[e.line, e.kind.value] for e in read_logs([str(log)]).events]
+    assert any(kind == "connection_lost" for _, kind in events)
