@@ -141,3 +141,13 @@ def test_the_final_redaction_pass_keeps_json_valid() -> None:
         doc = json.dumps({"text": text}, indent=2)
         again = json.loads(redact(doc))
         assert "S3cr3t" not in again["text"] and again["text"] == json.loads(json.dumps({"text": redact(text)}))["text"]
+
+
+def test_a_utf16_log_gives_the_same_answer_as_its_utf8_copy(tmp_path: Path) -> None:
+    source = Path(__file__).resolve().parent.parent / "examples" / "idle-cut" / "worker.log"
+    (tmp_path / "utf16.log").write_bytes(source.read_text(encoding="utf-8").encode("utf-16"))
+    utf8 = run(["logs", str(source), "--format", "json"])
+    utf16 = run(["logs", str(tmp_path / "utf16.log"), "--format", "json"])
+    assert utf16[0] == utf8[0]
+    first, second = strict_json(utf8[1]), strict_json(utf16[1])
+    assert [f["category"] for f in first["findings"]] == [f["category"] for f in second["findings"]]  # type: ignore[index]

@@ -18,6 +18,7 @@ from celery_doctor.ingest.reader import CHUNK, family_of, strip_prefix
 from celery_doctor.userfiles import check_regular
 
 SNIFF_BYTES = 256 * 1024
+UTF16_MAX_BYTES = 64 * 1024 * 1024  # transcoded in memory: larger UTF-16 files are read as bytes
 
 
 def open_binary(path: str) -> tuple[BinaryIO, int]:
@@ -41,6 +42,12 @@ def open_binary(path: str) -> tuple[BinaryIO, int]:
     handle.seek(0)
     if magic == b"\x1f\x8b":
         return GzipStream(handle), size  # type: ignore[return-value]
+    if magic in (b"\xff\xfe", b"\xfe\xff") and size <= UTF16_MAX_BYTES:
+        # a log saved by Windows tools or PowerShell's Out-File (UTF-16 with a BOM): read as UTF-8
+        with handle:
+            text = handle.read().decode("utf-16", errors="replace")
+        data = text.encode("utf-8")
+        return io.BytesIO(data), len(data)
     return handle, size
 
 
