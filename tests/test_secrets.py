@@ -148,3 +148,11 @@ def test_broker_error_paths_print_no_secret(name: str, tmp_path: Path) -> None:
             code, text = run([*args, "--format", fmt], tmp_path, output=True)
             assert code in (0, 1, 2), (args, code, text[-300:])
             assert not leaks(text), (args, fmt, leaks(text)[:3])
+
+
+@pytest.mark.parametrize("name", ["slash_after", "question_after", "hash_after", "space_after"])
+def test_repro_refuses_an_unencoded_password_without_printing_any_of_it(name: str, tmp_path: Path) -> None:
+    code, text = run(["repro", "--broker", f"amqp://user:{SHAPES[name]}@127.0.0.1:5672//", "--duration", "1"],
+                     tmp_path)
+    assert code == 2 and "percent-encode" in text
+    assert not leaks(text) and "ab" not in text.split("error:", 1)[1].split("@")[0].replace("amqp://user:***", "")

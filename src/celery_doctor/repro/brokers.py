@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from celery_doctor.broker.interface import BadURLError, parse_url
 from celery_doctor.model import DoctorError
+from celery_doctor.redact import redact
 from celery_doctor.repro.ledger import BrokerLeftovers
 
 LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
@@ -68,11 +70,19 @@ def choose(url: str | None) -> BrokerTarget:
 
 
 def _target(url: str, why: str) -> BrokerTarget:
+    scheme = url.strip().partition("://")[0].lower() if "://" in url else ""
+    if scheme in ("amqp", "pyamqp", "redis"):
+        # the broker stage's reading: userinfo up to the last "@", unencoded "/ ? #" named,
+        # and no fragment of the password in the message
+        try:
+            parse_url(url, {"amqp": 5672, "pyamqp": 5672, "redis": 6379}, set())
+        except BadURLError as exc:
+            raise BrokerSetupError(str(exc)) from None
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise BrokerSetupError(f"bad broker URL: {exc}") from None
+    except ValueError:
+        raise BrokerSetupError(f"bad broker URL {redact(url)}: not a URL kombu can read") from None
     scheme = parts.scheme.lower()
     if scheme in ("amqp", "pyamqp"):
         kind, default_port = "rabbitmq", 5672
