@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from celery_doctor.incidents import SAME_MOMENT_S
 from celery_doctor.model import Phase
 from celery_doctor.pipeline import analyse_logs
 
@@ -35,6 +36,17 @@ def test_one_cut_that_closes_several_connections_at_once_is_one_incident(tmp_pat
         RABBIT.format(s="10.004000+00:00", pid=200, port="127.0.0.1:40002")
     report = analyse_logs([_write(tmp_path, "rabbit.log", broker)])
     assert len(report.incidents) == 1
+
+
+def test_churn_of_short_lived_connections_one_second_apart_does_not_chain(tmp_path: Path) -> None:
+    """20 publishers that each close 1.0 s after the previous one: a close joins an incident only
+    within SAME_MOMENT_S of the cut's first close, so no incident spans more than that (chained
+    from neighbour to neighbour, all 20 were one incident of 19 s)."""
+    broker = "".join(RABBIT.format(s=f"{10 + n:02d}.000000+00:00", pid=100 + n, port=f"127.0.0.1:{40001 + n}")
+                     for n in range(20))
+    report = analyse_logs([_write(tmp_path, "rabbit.log", broker)])
+    spans = [(max(e.at for e in i.events) - min(e.at for e in i.events)).total_seconds() for i in report.incidents]
+    assert len(report.incidents) == 10 and max(spans) <= SAME_MOMENT_S
 
 
 def test_a_client_that_connected_again_fails_anew(tmp_path: Path) -> None:

@@ -177,7 +177,11 @@ def _same_failure(draft: _Draft, event: Event, reconnected: dict[str, datetime])
     closes = [e for e in draft.events if e.side == event.side and connection_key(e) is not None]
     if not closes or any(connection_key(e) == key for e in closes):
         return True
-    return (event.at - draft.last).total_seconds() <= SAME_MOMENT_S
+    # Measured from the cut itself or from the client's reaction to it (a worker that notices
+    # the loss drops its other connections), never from the previous close: under churn, closes
+    # of unrelated connections 1 s apart would otherwise chain into one endless incident.
+    moments = [draft.first, *(e.at for e in draft.events if e.side == Side.CLIENT)]
+    return any(abs((event.at - moment).total_seconds()) <= SAME_MOMENT_S for moment in moments)
 
 
 def _before(draft: _Draft, kinds: set[Kind]) -> bool:
