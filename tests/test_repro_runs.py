@@ -7,6 +7,7 @@ engine on the run's own logs. Nothing is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -37,12 +38,17 @@ def _namespaces() -> set[str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_namespace_outlives_the_test() -> Iterator[None]:
+def _no_namespace_outlives_the_test(tmp_path: Path) -> Iterator[None]:
     """A kernel-middlebox run's namespace (and its host table) is gone when the test ends,
-    whatever the test's outcome: the harness removes it, and this removes what it did not."""
-    before = _namespaces()
+    whatever the test's outcome: the harness removes it, and this removes what it did not.
+    Only this test's runs (found by their run ids in its tmp_path) are touched: other suites
+    on the same machine run their own namespaces at the same time."""
     yield
-    for name in _namespaces() - before:
+    ours = set()
+    for settings in tmp_path.glob("**/settings-worker.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            ours.add("cdmb-" + json.loads(settings.read_text())["queue"].rsplit(".", 1)[1][:8])
+    for name in ours & _namespaces():
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
         subprocess.run(["nft", "delete", "table", "ip", name.replace("-", "_")], capture_output=True, check=False)
 

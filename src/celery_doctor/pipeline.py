@@ -360,7 +360,10 @@ def _judge(facts: RunFacts) -> _Judged:
     repro_rules.cut_fix(facts, from_logs)
     repro_rules.amend_advice(facts, summary, from_logs)
     _ground_truth_counts(facts, from_logs)
-    findings = combine.rank([*own, *from_logs], [])
+    # the run's ground truth is an observed failure too: a repro rule's finding is a cause, not a risk
+    failures = len(engine.incidents) if engine is not None else 0
+    failures += sum(1 for f in own if f.category in combine.CAUSES)
+    findings = combine.rank([*own, *from_logs], [], observed=combine.Observed(logs_given=True, incidents=failures))
     if any(f.category in combine.CAUSES for f in findings):
         findings = [f for f in findings if f.category != Category.NO_INCIDENT]
     # the publisher's path counts when it cost a task: a cut its retry absorbed did no harm
