@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(180)]
 
 def _namespaces() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.startswith("cdmb-")}
+    return {line.split()[0] for line in out.splitlines() if line.startswith("cdnat-")}
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +47,7 @@ def _no_namespace_outlives_the_test(tmp_path: Path) -> Iterator[None]:
     ours = set()
     for settings in tmp_path.glob("**/settings-worker.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
-            ours.add("cdmb-" + json.loads(settings.read_text())["queue"].rsplit(".", 1)[1][:8])
+            ours.add("cdnat-" + json.loads(settings.read_text())["queue"].rsplit(".", 1)[1][:8])
     for name in ours & _namespaces():
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
         subprocess.run(["nft", "delete", "table", "ip", name.replace("-", "_")], capture_output=True, check=False)
@@ -88,8 +88,8 @@ def assert_nothing_left(queue: str, kind: str) -> None:
     assert out.stdout.strip() == "", f"a process of this run is still running: {out.stdout}"
     run_id = queue.rsplit(".", 1)[1]
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"cdmb-{run_id[:8]}" not in namespaces, namespaces
-    assert f"cdmb_{run_id[:8]}" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert f"cdnat-{run_id[:8]}" not in namespaces, namespaces
+    assert f"cdnat_{run_id[:8]}" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     if kind == "rabbitmq":
         listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True,
                                 timeout=60).stdout + subprocess.run(

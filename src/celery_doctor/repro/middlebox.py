@@ -88,7 +88,9 @@ class KernelMiddlebox:
     proxies' two event logs."""
 
     def __init__(self, run_id: str, broker_port: int, worker_log: Path, publisher_log: Path) -> None:
-        self.name = f"cdmb-{run_id[:8]}"
+        # not the "cdmb-" prefix of the first version, whose test fixture (still in other
+        # checkouts running at the same time) removed every new namespace of that prefix
+        self.name = f"cdnat-{run_id[:8]}"
         self.table = self.name.replace("-", "_")
         self.host_if, self.ns_if = f"cdh{run_id[:8]}", f"cdn{run_id[:8]}"
         block = int(hashlib.sha1(run_id.encode()).hexdigest()[:4], 16) % 16384
@@ -245,6 +247,12 @@ table ip mb {{
             self._poller.join(5)
             with contextlib.suppress(Exception):
                 self._poll_once()  # the last cuts before the namespace goes
+        # the broker still holds the far end of flows the NAT forgot (no heartbeat ever tells it):
+        # close them, or RabbitMQ keeps the dead worker's exclusive remote-control queue
+        for port in sorted(self._known):
+            subprocess.run(["ss", "-K", "-tn", "state", "established",
+                            f"( sport = :{self.broker_port} and dport = :{port} )"],
+                           capture_output=True, timeout=10, check=False)
         subprocess.run(["ip", "link", "delete", self.host_if], capture_output=True, timeout=10, check=False)
         delete_namespace(self.name)
 
