@@ -7,16 +7,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+REV=$(git rev-parse HEAD)  # read once: commits landing during the run are not part of it
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/celery-doctor-fresh.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 git clone -q --no-hardlinks "$ROOT" "$WORK/main"
-git -C "$WORK/main" checkout -q "$(git rev-parse HEAD)"
+git -C "$WORK/main" checkout -q "$REV"
 if [ -d "$ROOT/../shared" ]; then
     cp -a "$ROOT/../shared" "$WORK/shared"
 fi
 if [ -n "$(git status --porcelain)" ]; then
-    echo "fresh check: note: uncommitted changes are not part of the check (it runs HEAD $(git rev-parse --short HEAD))"
+    echo "fresh check: note: uncommitted changes are not part of the check (it runs HEAD ${REV:0:7})"
 fi
 
 SYSTEM_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -27,5 +28,5 @@ set +e
 env -i "${ENV[@]}" bash "$WORK/main/.ci/run" "$@"
 status=$?
 set -e
-echo "fresh check: .ci/run exited $status after $(( $(date +%s) - start )) s (clone of $(git rev-parse --short HEAD) in $WORK)"
+echo "fresh check: .ci/run exited $status after $(( $(date +%s) - start )) s (clone of ${REV:0:7} in $WORK)"
 exit $status
