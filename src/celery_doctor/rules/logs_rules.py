@@ -7,6 +7,7 @@ event kinds, error families, verdicts and times.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Iterable
 
@@ -36,6 +37,9 @@ from celery_doctor.rules.context import (
 from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, redis_keepalive, snippet, worst_silence_s
 from celery_doctor.rules.logs.vhost_down import DOWN as VHOST_DOWN
 from celery_doctor.rules.registry import RuleInfo, register, rule
+
+# redis-py's and Redis's own words for a refused login (redis/exceptions.py, Redis ACL replies)
+REDIS_AUTH = re.compile(r"redis\.exceptions|WRONGPASS|NOAUTH|invalid username-password pair")
 
 _evidence = evidence_of
 _events = events_of
@@ -255,13 +259,22 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
 @rule("CD-L05", "logs", Category.AUTH_OR_PERMISSIONS)
 def auth(ctx: LogContext) -> Iterable[Finding]:
     """The broker refused the login or the virtual host."""
-    hits = [i for i in ctx.incidents if any(
-        (e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED) or error_family(e) in ("auth", "vhost"))
-        and not VHOST_DOWN.search(e.text) for e in i.events)]  # a vhost that is down is no refusal
-    if not hits:
+    def refused(e: Event) -> bool:  # a vhost that is down is no refusal
+        return ((e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED) or error_family(e) in ("auth", "vhost"))
+                and not VHOST_DOWN.search(e.text))
+
+    hits = [i for i in ctx.incidents if any(refused(e) for e in i.events)]
+    # A pasted bare exception (`amqp.exceptions.AccessRefused: ... ACCESS_REFUSED`, redis-py's
+    # AuthenticationError) names the refusal with no time: the text alone decides it, but
+    # without the worker's own log it cannot show that every attempt fails, so less confident.
+    pasted = [e for e in ctx.timeline.undated if refused(e)]
+    if not hits and not pasted:
         return []
-    localhost_only = any("only connect via localhost" in e.text for e in _events(hits))
-    vhost = any(e.kind == Kind.ACCESS_REFUSED or error_family(e) == "vhost" for e in _events(hits))
+    events = [*_events(hits), *pasted]
+    localhost_only = any("only connect via localhost" in e.text for e in events)
+    vhost = any(e.kind == Kind.ACCESS_REFUSED or error_family(e) == "vhost" for e in events)
+    redis = any(REDIS_AUTH.search(f"{e.error or ''} {e.text}") for e in events)
+    url = "redis://:PASSWORD@HOST:6379/0" if redis else "amqp://USER:PASSWORD@HOST:5672/VHOST"
     return [Finding(
         category=Category.AUTH_OR_PERMISSIONS, severity=Severity.HIGH,
         title="The broker refused the login" + (" or the vhost" if vhost else ""),
@@ -269,14 +282,16 @@ def auth(ctx: LogContext) -> Iterable[Finding]:
             "The broker rejected the credentials" + (" or the virtual host" if vhost else "")
             + (": the 'guest' user may only connect from localhost" if localhost_only else "")
             + ". The worker retries forever and never consumes."),
-        evidence=_evidence(_events(hits)),
-        fix=Fix(text="Create a dedicated user with access to the vhost and put it in the broker URL"
+        evidence=_evidence(events),
+        fix=Fix(text="Put the password Redis expects (requirepass, or the ACL user's) in the broker URL"
+                     if redis else
+                     "Create a dedicated user with access to the vhost and put it in the broker URL"
                      if not localhost_only else
                      "Create a non-guest user (rabbitmqctl add_user / set_permissions) and use it in "
                      "the broker URL",
-                snippet=snippet({"broker_url": "'amqp://USER:PASSWORD@HOST:5672/VHOST'"}, ctx.celery_version),
-                verify="celery-doctor broker amqp://USER:PASSWORD@HOST:5672/VHOST"),
-        confidence=0.95,
+                snippet=snippet({"broker_url": f"'{url}'"}, ctx.celery_version),
+                verify=f"celery-doctor broker {url}"),
+        confidence=0.95 if hits else 0.8,
     )]
 
 
