@@ -329,7 +329,9 @@ class TextRenderer(Renderer):
             console.print(sources_table(report))
         if combined:
             self._sections(console, sections, width, titled=True)
-        return buffer.getvalue()
+        # rich pads wrapped lines and table cells to the width: trailing blanks only get in the way of
+        # diff, grep and paste
+        return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
 
     @staticmethod
     def _sections(console: Console, sections: list[Section], width: int, titled: bool) -> None:
