@@ -34,6 +34,7 @@ ANCHORS = {
 # Events that explain an incident when they happen just before or during it.
 CONTEXT = {Kind.BROKER_STOP, Kind.BROKER_START, Kind.ALARM_SET, Kind.FAILOVER,
            Kind.WORKER_SHUTDOWN, Kind.PROXY_HEAL, Kind.BLOCKED}
+REFUSALS = {Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED}
 GAP_S = 5.0  # events closer than this belong to the same failure
 SAME_MOMENT_S = 1.5  # closes of several connections this close together are one cut
 CONTEXT_BEFORE_S = 30.0
@@ -177,6 +178,10 @@ def _same_failure(draft: _Draft, event: Event, reconnected: dict[str, datetime])
     closes = [e for e in draft.events if e.side == event.side and connection_key(e) is not None]
     if not closes or any(connection_key(e) == key for e in closes):
         return True
+    # a refused login is a new connection's own failure at connect: it is no part of another
+    # connection's cut, nor is a cut part of it (another client's wrong password next to a close)
+    if event.kind in REFUSALS or any(e.kind in REFUSALS for e in closes):
+        return False
     # Measured from the cut itself or from the client's reaction to it (a worker that notices
     # the loss drops its other connections), never from the previous close: under churn, closes
     # of unrelated connections 1 s apart would otherwise chain into one endless incident.

@@ -207,7 +207,7 @@ def _probe_vs_logs(findings: list[Finding], observed: Observed) -> None:
 
 
 def _role(f: Finding, observed: Observed, log_causes: set[Category]) -> Role:
-    if f.category in VERDICTS or f.facts.get("probe_url_mismatch"):
+    if f.category in VERDICTS or f.facts.get("probe_url_mismatch") or f.facts.get("other_client"):
         return Role.CONTEXT
     source = _source(f)
     if source == "repro":

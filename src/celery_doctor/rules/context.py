@@ -71,6 +71,22 @@ def events_of(incidents: Iterable[Incident]) -> list[Event]:
     return [e for inc in incidents for e in inc.events]
 
 
+def cited(incidents: Iterable[Incident], deciding: Callable[[Event], bool]) -> list[Event]:
+    """The events a rule cites from the incidents it matched: the lines that decided it first, then
+    the rest of each incident on the deciding connection or the client's side. A close of another
+    connection that only joined the incident for happening at the same moment is not evidence of
+    this cause, so it stays out."""
+    first: list[Event] = []
+    rest: list[Event] = []
+    for inc in incidents:
+        hits = [e for e in inc.events if deciding(e)]
+        peers = {e.peer for e in hits if e.peer}
+        first += hits
+        rest += [e for e in inc.events if not deciding(e)
+                 and (e.side != Side.BROKER or not e.peer or not peers or e.peer in peers)]
+    return first + rest
+
+
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from celery_doctor.incidents import error_family, running_task_age
 from celery_doctor.model import (
@@ -30,6 +31,7 @@ from celery_doctor.rules.context import (
     THREAD_POOLS,
     LogContext,
     Rule,
+    cited,
     events_of,
     evidence_of,
     fmt_s,
@@ -226,12 +228,19 @@ def _running_task(incident: Incident) -> float | None:
     return running_task_age(incident.events, incident.ts)
 
 
+# RabbitMQ's words: `connection_forced: "REASON"`, `because <<"REASON">>`, py-amqp's
+# `ConnectionForced(320, 'CONNECTION_FORCED - REASON', ...)`
+FORCED_REASON = re.compile(r"""connection_forced: "([^"]+)"|because <<"([^"]+)">>|CONNECTION_FORCED - ([^"]+?)'?[,)]""")
+SHUTDOWN = re.compile(r"^broker forced connection closure with reason '(\w+)'$")  # a node stopping
+
+
 @rule("CD-L04", "logs", Category.BROKER_RESTART_OR_FAILOVER)
 def broker_restart(ctx: LogContext) -> Iterable[Finding]:
     """The broker shut down, was stopped, forced connections closed or failed over, or went away and came back."""
-    hits = [i for i in ctx.incidents if any(
-        e.kind in (Kind.BROKER_FORCED_CLOSE, Kind.BROKER_STOP, Kind.FAILOVER) or error_family(e) == "forced"
-        for e in i.events)]
+    def closed_by_broker(e: Event) -> bool:
+        return e.kind in (Kind.BROKER_FORCED_CLOSE, Kind.BROKER_STOP, Kind.FAILOVER) or error_family(e) == "forced"
+
+    hits = [i for i in ctx.incidents if any(closed_by_broker(e) for e in i.events)]
     # no broker log: the broker stopped answering (refused, unresolvable) and came back
     redis_restarts = [i for i in ctx.incidents if i not in hits and i.outage_s and i.phase != Phase.STARTUP
                       and i.closed_by == ClosedBy.BROKER
@@ -240,15 +249,25 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
     if not hits:
         return []
     outages = [i.outage_s for i in hits if i.outage_s]
+    events = cited(hits, closed_by_broker)
+    # the reason RabbitMQ gives (rabbitmqctl close_connection, the management UI, a node shutdown)
+    reasons = sorted({SHUTDOWN.sub(r"\1", next(g for g in m.groups() if g).strip())
+                      for e in _events(hits) if (m := FORCED_REASON.search(e.text))})
+    refused = any(error_family(e) in ("refused", "dns", "unreachable") for e in _events(hits))
+    what = ("the broker closing connections itself (a shutdown, an operator's close or a failover)"
+            if not reasons else
+            "the broker closing connections itself, giving the reason " + ", ".join(f"'{r}'" for r in reasons[:3])
+            + " (rabbitmqctl close_connection, the management UI or a node shutting down)")
     return [Finding(
         category=Category.BROKER_RESTART_OR_FAILOVER, severity=Severity.MEDIUM,
-        title="The broker restarted or failed over",
+        title="The broker restarted or failed over" if not reasons or refused else
+              "The broker closed the connections on purpose",
         explanation=(
-            f"{len(hits)} incident(s) began with the broker closing connections itself (a shutdown, "
-            "an admin close or a failover), then refusing connections until it was back"
+            f"{len(hits)} incident(s) began with {what}"
+            + (", then refused connections until it was back" if refused else "")
             + (f"; the longest outage lasted {_fmt_s(max(outages))}" if outages else "")
             + ". The worker reconnecting afterwards is the expected behaviour."),
-        evidence=_evidence(_events(hits)),
+        evidence=_evidence(events),
         fix=Fix(text="Nothing to fix in Celery if the restart was planned; keep connection retries on "
                      "and check why the broker restarted (its own log around that time). Use a "
                      "cluster with a load balancer or Redis Sentinel for planned maintenance."),
@@ -270,7 +289,7 @@ def auth(ctx: LogContext) -> Iterable[Finding]:
     pasted = [e for e in ctx.timeline.undated if refused(e)]
     if not hits and not pasted:
         return []
-    events = [*_events(hits), *pasted]
+    events = [*cited(hits, refused), *pasted]
     localhost_only = any("only connect via localhost" in e.text for e in events)
     vhost = any(e.kind == Kind.ACCESS_REFUSED or error_family(e) == "vhost" for e in events)
     redis = any(REDIS_AUTH.search(f"{e.error or ''} {e.text}") for e in events)
@@ -347,6 +366,9 @@ def alarms(ctx: LogContext) -> Iterable[Finding]:
     )]
 
 
+TIMEOUT_USED = re.compile(r"Timeout (?:value )?used: (\d+) ?ms")
+
+
 @rule("CD-L08", "logs", Category.VERSION_INCOMPATIBILITY)
 def consumer_timeout(ctx: LogContext) -> Iterable[Finding]:
     """RabbitMQ closed a channel whose delivery stayed unacknowledged past `consumer_timeout`."""
@@ -357,14 +379,18 @@ def consumer_timeout(ctx: LogContext) -> Iterable[Finding]:
     pasted = [e for e in ctx.timeline.undated if timed_out(e)]  # the error quoted without its log line
     if not hits and not pasted:
         return []
+    events = [*cited(hits, timed_out), *pasted]
+    # RabbitMQ names the value it applied (3.9+: "Timeout used: 5000 ms"; 3.12+: "Timeout value used")
+    used = [int(m.group(1)) for e in events if (m := TIMEOUT_USED.search(e.text))]
+    value = f" ({fmt_s(max(used) / 1000)} in effect)" if used else ""
     return [Finding(
         category=Category.VERSION_INCOMPATIBILITY, severity=Severity.HIGH,
-        title="RabbitMQ's delivery acknowledgement timeout closed the channel",
+        title=f"RabbitMQ's delivery acknowledgement timeout{value} closed the channel",
         explanation=("RabbitMQ 3.8.15 and later close a consumer's channel when a delivery stays "
                      "unacknowledged longer than `consumer_timeout` (30 min by default since 3.8.17). "
                      "Late-acked long tasks, or ETA/countdown tasks held by the worker, hit it after "
                      "a broker upgrade."),
-        evidence=_evidence([*_events(hits), *pasted]),
+        evidence=_evidence(events),
         fix=Fix(text="Raise consumer_timeout on the broker (rabbitmq.conf or per queue) above your "
                      "longest task / ETA, or stop holding ETA tasks in the worker."),
         confidence=0.8 if hits else 0.75,
@@ -447,10 +473,68 @@ RULES: tuple[Rule, ...] = (idle_cut, path_loss, heartbeat_silence, broker_restar
                            redis_timeout, alarms, consumer_timeout, fork_shared, benign_disconnects)
 
 
+# Failures a client notices the moment they happen: a refused login (a connected worker does not
+# log in again), an operator's close, a channel closed for an ack timeout, interleaved frames. When
+# only the broker saw one, it happened to another client. Not so for missed heartbeats or an abrupt
+# close, which a worker whose connection died silently may not notice for a while.
+NOTICED_AT_ONCE = {Category.AUTH_OR_PERMISSIONS, Category.BROKER_RESTART_OR_FAILOVER,
+                   Category.VERSION_INCOMPATIBILITY, Category.PREFORK_FORK_SHARED_CONNECTION}
+UP_KINDS = {Kind.CONNECTED, Kind.WORKER_READY, Kind.TASK_RECEIVED, Kind.TASK_SUCCEEDED, Kind.TASK_FAILED}
+
+
+def _connected_at(ctx: LogContext) -> Callable[[datetime], bool]:
+    """Whether some given client log shows its client connected at a moment: after a connect (or
+    work) and before its next failure. A healthy worker logs little, so a connection stays up past
+    its log's last line."""
+    changes: dict[str, list[tuple[datetime, bool]]] = {}
+    for e in ctx.timeline.events:
+        if e.side == Side.CLIENT and e.kind != Kind.OTHER:
+            changes.setdefault(e.source, []).append((e.at, e.kind in UP_KINDS))
+
+    def up(ts: datetime) -> bool:
+        for seq in changes.values():
+            before = [state for at, state in seq if at <= ts]
+            if before and before[-1]:
+                return True
+        return False
+
+    return up
+
+
+OTHER_CLIENT_NOTE = ("\nOnly the broker's log shows it, at moments the given client logs show their clients "
+                     "connected, and a client notices this at once: it happened to another client of this "
+                     "broker, not to these workers.")
+
+
+def _other_clients(ctx: LogContext, findings: list[Finding]) -> None:
+    """A broker log is shared by every client of the broker. A failure the client notices at once,
+    seen only by the broker while the given client logs show their clients connected, belongs to
+    another client (another app's wrong password, an operator closing someone else's connection):
+    true, and worth a line, but no cause of what the given workers went through."""
+    up = _connected_at(ctx)
+    alone = [i for i in ctx.incidents if all(e.side == Side.BROKER for e in i.events)]
+    broker_only = {(e.source, e.line) for i in alone for e in i.events}
+    while_up = {(e.source, e.line) for i in alone if up(i.ts) for e in i.events}
+    if not while_up:
+        return
+    for f in findings:
+        lines = {(e.source, e.line) for e in f.evidence}
+        # some of it while the given clients were connected, none of it in their own logs (the
+        # same other client's attempts before a worker's log begins count with the rest)
+        if f.category not in NOTICED_AT_ONCE or not lines or not lines <= broker_only or not lines & while_up:
+            continue
+        f.facts["other_client"] = True
+        f.severity = Severity.LOW
+        f.title = f"another client of the broker: {f.title}"
+        # what the rule says of the workers (they retry, they never consume) is not so: keep its first sentence
+        f.explanation = f.explanation.split(". ")[0].rstrip(".") + "." + OTHER_CLIENT_NOTE
+
+
 def evaluate(ctx: LogContext) -> list[Finding]:
     from celery_doctor.rules.logs import RULES as MODULE_RULES  # they import this module's helpers
 
     findings = [f for rule in (*RULES, *MODULE_RULES) for f in rule(ctx)]
+    _other_clients(ctx, findings)
     explained = {(e.source, e.line) for f in findings for e in f.evidence}
     unexplained = [i for i in ctx.incidents if not any((e.source, e.line) in explained for e in i.events)]
     if unexplained:
