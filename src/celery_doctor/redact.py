@@ -20,6 +20,7 @@ no rule stops at the first "odd" character:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from enum import Enum
 from typing import Any
@@ -174,11 +175,25 @@ def _sub(rule: re.Pattern[str], text: str) -> str:
     return rule.sub(mask, text)
 
 
+CACHED_LEN = 4096  # shorter strings are remembered: a report repeats them (sources, kinds, texts redacted twice)
+
+
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     """Return ``text`` with every credential replaced by ``***``."""
+    if not extra_secrets and len(text) <= CACHED_LEN:
+        return _redact_short(text)
     for secret in extra_secrets:
         if secret and len(secret) >= 3:
             text = text.replace(secret, MASK)
+    return _redact_rules(text)
+
+
+@functools.lru_cache(maxsize=16384)
+def _redact_short(text: str) -> str:
+    return _redact_rules(text)
+
+
+def _redact_rules(text: str) -> str:
     # key=value first: a value may hold an "@" that would otherwise look like a URL's last "@"
     text = _redact_key_values(text)
     text = _redact_urls(text)
@@ -212,8 +227,11 @@ def redact_data(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
     return value
 
 
+_SECRET_NAME = re.compile(r"(?i)password|passwd|secret|token|api[_\-]?key|credential|authorization")
+
+
 def _is_secret_key(key: str) -> bool:
-    return bool(re.search(r"(?i)password|passwd|secret|token|api[_\-]?key|credential|authorization", key))
+    return _SECRET_NAME.search(key) is not None
 
 
 def redact_object(value: Any) -> Any:

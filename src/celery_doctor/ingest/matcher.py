@@ -64,7 +64,9 @@ class HyperscanMatcher:
 
 class FindMatcher:
     """The stdlib fallback: one ``bytes.find`` loop per literal (each runs at C speed); a pattern
-    is checked on the line of each hit of its literal."""
+    is checked on the line of each hit of its literal. An expression whose literal starts with a
+    NUL byte (no log holds one) has no literal: its pattern is searched, reported where each match
+    ends (as Hyperscan reports a pattern)."""
 
     def __init__(self, expressions: tuple[Expression, ...]) -> None:
         self.expressions = expressions
@@ -75,6 +77,9 @@ class FindMatcher:
         found: list[tuple[int, int]] = []
         for ident, (lit, _) in enumerate(self.expressions):
             pattern = self._patterns[ident]
+            if pattern is not None and lit[:1] == b"\0":
+                found.extend((m.end() - 1, ident) for m in pattern.finditer(view))
+                continue
             at = view.find(lit)
             while at >= 0:
                 if pattern is None:

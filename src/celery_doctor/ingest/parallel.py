@@ -22,11 +22,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from multiprocessing import get_context
 
-from celery_doctor.ingest.reader import CHUNK, LOOKBACK_BYTES, Scanner, SourceState, downsample
+from celery_doctor.ingest import counting
+from celery_doctor.ingest.reader import CHUNK, LOOKBACK_BYTES, Buffer, Scanner, SourceState, downsample
 from celery_doctor.model import Event
 
 SPLIT_MIN = 48 * 1024 * 1024  # below this in all, starting processes costs more than it saves
 RANGE_MIN = 16 * 1024 * 1024
+RANGE_MAX = 64 * 1024 * 1024  # many ranges: a worker slowed by other work on the machine leaves less behind
+NUMPY_MIN = 256 * 1024 * 1024  # from this much in all, numpy's faster newline count pays for its import
 LOOKAHEAD = 256 * 1024  # a record that starts in a window may end this far past it
 MAX_WORKERS = 4  # each forked worker counts the parent's pages in its RSS: keep the tree small
 
@@ -68,14 +71,21 @@ def scan_range(path: str, template: SourceState, index: int, start: int, end: in
     state = _fresh(template)
     scanner = Scanner(state)
     scanner.first_chunk = start == 0
-    last = b"\n"
+    last: Buffer = b"\n"
     fd = os.open(path, os.O_RDONLY)
+    buffer = bytearray()
     try:
         pos = start
         while pos < end:
             stop = min(end, pos + CHUNK)
             back = min(pos, LOOKBACK_BYTES)
-            buf = os.pread(fd, back + (stop - pos) + LOOKAHEAD, pos - back)
+            want = back + (stop - pos) + LOOKAHEAD
+            # read into one buffer reused window after window: a fresh 16 MB object per window
+            # costs more in page faults than the copy itself
+            if len(buffer) != want:
+                buffer = bytearray(want)
+            got = os.preadv(fd, [buffer], pos - back)
+            buf: Buffer = buffer if got == want else bytes(memoryview(buffer)[:got])
             owned = min(len(buf), back + stop - pos)
             if owned <= back:  # the file got shorter while we read it
                 break
@@ -131,7 +141,7 @@ def _read_ahead(blocks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
 def plan(sizes: list[int], pool: int) -> list[tuple[int, int, int]]:
     """(file index, start, end) ranges over all files, about two per worker."""
     total = sum(sizes)
-    target = max(RANGE_MIN, total // max(1, 2 * pool))
+    target = max(RANGE_MIN, min(RANGE_MAX, total // max(1, 2 * pool)))
     ranges: list[tuple[int, int, int]] = []
     for index, size in enumerate(sizes):
         parts = max(1, round(size / target))
@@ -147,6 +157,8 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
     pool_size = workers()
     ranges = plan(sizes, pool_size)
     parts: list[Part] = []
+    if sum(sizes) >= NUMPY_MIN:  # before forking: the workers share the loaded module
+        counting.enable()
     if pool_size > 1 and sum(sizes) >= SPLIT_MIN and len(ranges) > 1:
         for _, state, _ in files:  # build the matchers here, once: the forked workers share them
             Scanner(_fresh(state))

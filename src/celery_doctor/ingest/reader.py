@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery_doctor.ingest import families, matcher, prefixes, signatures
+from celery_doctor.ingest import counting, families, matcher, prefixes, signatures
 from celery_doctor.ingest.families import celery as celery_family
 from celery_doctor.ingest.families import json as json_family
 from celery_doctor.ingest.families.celery import FAMILY as CELERY
@@ -26,12 +26,14 @@ from celery_doctor.ingest.families.rabbitmq import PEER
 from celery_doctor.ingest.interface import Start
 from celery_doctor.model import Event, Kind, Side, SourceInfo
 
+Buffer = bytes | bytearray  # a window: bytes, or the pool's reused read buffer
 CHUNK = 16 * 1024 * 1024  # one window of a file (mapped or read) at a time
 NEAR_BYTES = 64 * 1024  # after a broker-side incident, its lifecycle lines this far on are events
 NEAR_EVENTS = 6
 NEAR_BUDGET = 120  # in all, per window: a churning broker's abrupt closes do not bring back every accept
 HEAD_LIFECYCLE = 40  # the first accepts of a broker log pair with the workers' first connects
 TRACEBACK_WINDOW = 8 * 1024  # a traceback's exception line is this close to its first line
+WINDOW_MARKS = 64  # past this many tracebacks in a window, its connection-error words are marked in one pass
 SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
 MAX_RECORD_LINES = 60
 MAX_TEXT = 16 * 1024
@@ -113,14 +115,17 @@ class Scanner:
             rare = [e for e in rare if e[0] != signatures.TRACEBACK] + [(b'"proxy"', None)]
             every = rare
         self.client_like = "celery" in names and state.family != "json"
-        # a client log's scan also marks the words that name a connection error, so a traceback is
-        # judged by where those fall (bisect), not by a regular expression over its text
-        self.marks: list[tuple[bytes, bytes | None]] = (
-            [(CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern)] if self.client_like else [])
-        self.matcher = matcher.build(tuple(rare + self.marks))
-        self.mark_id = len(self.matcher.expressions) - 1 if self.marks else -1
+        # a traceback in a client log is judged by where the words that name a connection error
+        # fall (matcher.MARKS: a second database, run only where tracebacks are), never by decoding
+        self.marks = matcher.build(((CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern),)) \
+            if self.client_like else None
+        self.matcher = matcher.build(tuple(rare))
+        self.mark_id = -1
+        self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
         self.full = matcher.build(tuple(every))  # with the lifecycle lines: the file's head, near incidents
         self.lifecycle = frozenset(i for i, e in enumerate(self.full.expressions) if e not in rare)
+        self._traceback_id = next((i for i, e in enumerate(self.matcher.expressions) if e[0] == signatures.TRACEBACK),
+                                  -2)
         self.first_chunk = True
         # 3.1 logs "Received task: x[id]", 4.0+ "Task x[id] received"
         layout = "celery-3.1" if state.info.meta.get("layout") == "celery-3.1" else "celery"
@@ -132,19 +137,18 @@ class Scanner:
         self.seen: set[int] = set()
         self.near_left = 0
         self.near_budget = NEAR_BUDGET
-        self.errors: list[int] = []
         self._end = 0
         self._ts_cache: dict[str, datetime] = {}
 
     # -- helpers over raw bytes ---------------------------------------------------------------
     @staticmethod
-    def _line_at(buf: bytes, pos: int) -> tuple[int, int]:
+    def _line_at(buf: Buffer, pos: int) -> tuple[int, int]:
         start = buf.rfind(b"\n", 0, pos) + 1
         end = buf.find(b"\n", pos)
         return start, len(buf) if end < 0 else end
 
     @staticmethod
-    def _decode(raw: bytes) -> str:
+    def _decode(raw: Buffer) -> str:
         text = raw[:MAX_TEXT].decode("utf-8", errors="replace")
         return text.rstrip("\r")
 
@@ -169,7 +173,7 @@ class Scanner:
         return head
 
     # -- records ------------------------------------------------------------------------------
-    def _record(self, buf: bytes, pos: int) -> Record | None:
+    def _record(self, buf: Buffer, pos: int) -> Record | None:
         """The whole multi-line record around byte ``pos``."""
         start, end = self._line_at(buf, pos)
         line, service, pts = self._split(self._decode(buf[start:end]))
@@ -204,7 +208,7 @@ class Scanner:
         return Record(start=start, lines=lines, service=service, prefix_ts=pts, family=family, head=head,
                       end=max(cursor, end))
 
-    def _continues(self, family: str, head: Start, buf: bytes, start: int) -> bool:
+    def _continues(self, family: str, head: Start, buf: Buffer, start: int) -> bool:
         """RabbitMQ 3.9+: a line with the same ts+pid as the one before continues it."""
         if family != "rabbitmq" or not head.key or start == 0:
             return False
@@ -212,7 +216,7 @@ class Scanner:
         prev, _, _ = self._split(self._decode(buf[prev_start:prev_end]))
         return prev.startswith(head.key)
 
-    def _event(self, record: Record, line_no: int, buf: bytes) -> Event | None:
+    def _event(self, record: Record, line_no: int, buf: Buffer) -> Event | None:
         if record.head is not None:  # from the whole-input splitter
             head = record.head
             candidates = [families.REGISTRY[record.family]] if record.family else list(families.LINE_FAMILIES)
@@ -312,7 +316,7 @@ class Scanner:
         self.state.events = events
 
     # -- task activity -------------------------------------------------------------------------
-    def _task_lines_before(self, buf: bytes, pos: int
+    def _task_lines_before(self, buf: Buffer, pos: int
                            ) -> Iterator[tuple[datetime, str, str, str, float | None]]:
         """(ts, 'received'|'done', task id, name, runtime), newest first, up to LOOKBACK_TASKS lines.
         Decodes a small window before ``pos`` once (widened when it holds too few task lines)."""
@@ -332,7 +336,7 @@ class Scanner:
             self._taskless = (start if scan_floor == end else floor, pos)
         yield from found
 
-    def _task_lines_in(self, buf: bytes, low: int, pos: int
+    def _task_lines_in(self, buf: Buffer, low: int, pos: int
                        ) -> Iterator[tuple[datetime, str, str, str, float | None]]:
         lines = buf[low:pos].decode("utf-8", errors="replace").split("\n")
         if low > 0 and buf[low - 1:low] != b"\n":
@@ -371,7 +375,7 @@ class Scanner:
         head = CELERY.start(line, 0)
         return head.ts if head else None
 
-    def _task_context(self, buf: bytes, pos: int, ts: datetime) -> dict[str, Any]:
+    def _task_context(self, buf: Buffer, pos: int, ts: datetime) -> dict[str, Any]:
         """What the worker was doing before this event: last activity, recent load, and the
         tasks that were running (still, or until just now: a broker may have closed earlier)."""
         last: datetime | None = None
@@ -405,7 +409,7 @@ class Scanner:
             out["recent_long_tasks"] = long_tasks
         return out
 
-    def _activity(self, buf: bytes, start: int, end: int) -> None:
+    def _activity(self, buf: Buffer, start: int, end: int) -> None:
         """The load curve: task arrivals (or connections accepted) per slice of the window, counted
         in a sample of each slice (exact for small windows) and dated by the slice's first line and
         its last counted line. Counted, never stored: memory does not grow with the log."""
@@ -426,13 +430,13 @@ class Scanner:
                 if self.client_like:
                     self.state.last_task = max(self.state.last_task or last, last)
 
-    def _head_ts(self, raw: bytes) -> datetime | None:
+    def _head_ts(self, raw: Buffer) -> datetime | None:
         assert self.activity_family is not None
         line, _, _ = self._split(self._decode(raw))
         head = self.activity_family.start(line, self.state.year)
         return head.ts if head else None
 
-    def _first_ts(self, buf: bytes, start: int, end: int) -> datetime | None:
+    def _first_ts(self, buf: Buffer, start: int, end: int) -> datetime | None:
         pos = start if start == 0 or buf[start - 1:start] == b"\n" else buf.find(b"\n", start, end) + 1
         for _ in range(20):
             if pos <= 0 and start != 0:
@@ -446,7 +450,7 @@ class Scanner:
             pos = nl + 1
         return None
 
-    def _last_counted_ts(self, buf: bytes, start: int, end: int) -> datetime | None:
+    def _last_counted_ts(self, buf: Buffer, start: int, end: int) -> datetime | None:
         lits = signatures.TASK_LITERALS if self.client_like else (self.arrival_literal,)
         at = max(buf.rfind(lit, max(start, end - SAMPLE), end) for lit in lits)
         if at < 0:
@@ -455,15 +459,22 @@ class Scanner:
         return self._head_ts(buf[s:e])
 
     # -- driving ------------------------------------------------------------------------------
-    def feed(self, buf: bytes, start: int = 0, end: int | None = None) -> None:
+    def feed(self, buf: Buffer, start: int = 0, end: int | None = None) -> None:
         """Scan the bytes ``buf[start:end]`` of the source, which follow the bytes scanned before.
         What lies before ``start`` is look-back (a record may begin there), what lies after ``end``
         look-ahead (a record may end there); ``start`` need not be at a line start."""
         end = len(buf) if end is None else end
         view = memoryview(buf)
         found = self.matcher.hits(view[start:end])
-        self.errors = [start + at for at, ident in found if ident == self.mark_id]
-        hits = [(start + at, ident, False) for at, ident in found if ident != self.mark_id]
+        hits = [(start + at, ident, False) for at, ident in found]
+        # the connection-error words: over the whole window when tracebacks are many (an app that
+        # logs exceptions), else only after each traceback (the same first word either way)
+        self.errors = None
+        if self.marks is not None and self.state.family != "json":
+            traceback_id = self._traceback_id
+            tracebacks = sum(1 for _, ident in found if ident == traceback_id)
+            if tracebacks > WINDOW_MARKS:
+                self.errors = [start + at for at, _ in self.marks.hits(view[start:end])]
         if self.first_chunk:  # the head of a file: the whole catalogue (readiness, the first accepts)
             stop = min(end, start + HEAD_SCAN)
             extra = [(start + at, ident, True) for at, ident in self.full.hits(view[start:stop])
@@ -485,16 +496,16 @@ class Scanner:
         self.seen.clear()
         self.line_base = self._line_no(buf, end) - 1  # one newline pass over the window in all
 
-    def _line_no(self, buf: bytes, pos: int) -> int:
+    def _line_no(self, buf: Buffer, pos: int) -> int:
         """The number of the line holding byte ``pos`` (counting from the last position asked)."""
         if pos >= self._pos:
-            self._no += buf.count(b"\n", self._pos, pos)
+            self._no += counting.newlines(buf, self._pos, pos)
         else:
-            self._no -= buf.count(b"\n", pos, self._pos)
+            self._no -= counting.newlines(buf, pos, self._pos)
         self._pos = pos
         return self._no
 
-    def _emit(self, buf: bytes, hit: int, start: int, near: bool = False) -> None:
+    def _emit(self, buf: Buffer, hit: int, start: int, near: bool = False) -> None:
         record = self._record(buf, hit)
         if record is None or record.start in self.seen:
             return
@@ -512,7 +523,7 @@ class Scanner:
         elif event.side == Side.BROKER and event.kind not in LIFECYCLE_KINDS:
             self._near(buf, record.end + 1, start)
 
-    def _near(self, buf: bytes, pos: int, start: int) -> None:
+    def _near(self, buf: Buffer, pos: int, start: int) -> None:
         """The lifecycle lines just after a broker-side incident become events (the reconnect that
         pairs with the client's ``Connected to``), a few at most."""
         self.near_left = min(NEAR_EVENTS, self.near_budget)
@@ -525,16 +536,23 @@ class Scanner:
             if ident in self.lifecycle:
                 self._emit(buf, pos + at, start, near=True)
 
-    def _dull_traceback(self, buf: bytes, hit: int) -> bool:
+    def _dull_traceback(self, buf: Buffer, hit: int) -> bool:
         """Whether a traceback cannot be a connection failure, judged on raw bytes: a task's own
         failure (``raised unexpected``), or no connection error named before the next record."""
         stop = min(len(buf), hit + TRACEBACK_WINDOW)
         marked = stop <= self._end
-        if marked:  # the marks of the window say where the next connection error is
-            k = bisect.bisect_left(self.errors, hit)
-            if k == len(self.errors) or self.errors[k] >= stop:
+        if marked:  # the marks say where the next connection error is
+            if self.errors is not None:
+                k = bisect.bisect_left(self.errors, hit)
+                error = self.errors[k] if k < len(self.errors) else stop
+            elif self.marks is not None:
+                first = self.marks.hits(memoryview(buf)[hit:stop])
+                error = hit + first[0][0] if first else stop
+            else:
+                error = stop
+            if error >= stop:
                 return True
-            stop = self.errors[k] + 1
+            stop = error + 1
         nxt = buf.find(b"\n[", hit, stop)
         if marked and nxt >= 0:
             return True  # the next record begins before that error: not this traceback's
@@ -547,7 +565,7 @@ class Scanner:
             return False
         return signatures.CONNECTION_ERROR_BYTES.search(buf, hit, stop if nxt < 0 else nxt) is None
 
-    def _json_line(self, buf: bytes, hit: int) -> None:
+    def _json_line(self, buf: Buffer, hit: int) -> None:
         line_start, line_end = self._line_at(buf, hit)
         if line_start in self.seen:
             return

@@ -1,0 +1,53 @@
+"""Counting newlines at memory speed: the line numbers every event cites.
+
+A line number is the count of newlines before the line, so the scan counts every newline of the
+input once (the total is the source's line count). ``bytes.count`` does it one byte at a time
+(about 1 GB/s); numpy compares 16 or 32 bytes per instruction, about four times as fast, so a
+gigabyte costs ~0.2 CPU-seconds instead of ~0.8. numpy is optional: where it does not import the
+stdlib count gives the same numbers, and small spans use it anyway (numpy's import, ~60 ms,
+pays for itself only on hundreds of megabytes: :func:`enable` is called for those).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from typing import Any
+
+NEWLINE = 10
+SMALL = 1 << 20  # below this a span is counted by bytes.count (numpy's per-call cost dominates)
+BLOCK = 256 * 1024  # numpy compares this much at a time into one reused mask (it stays in L2)
+
+_np: Any = None
+_mask: Any = None
+
+
+def enable() -> bool:
+    """Load numpy for the counts (once); False where it is not installed or does not load."""
+    global _np, _mask
+    if _np is None:
+        with contextlib.suppress(Exception):  # ImportError, or a broken build: the stdlib count then
+            np = importlib.import_module("numpy")
+            _mask = np.empty(BLOCK, dtype=bool)
+            _np = np
+    return _np is not None
+
+
+def engine() -> str:
+    return "numpy" if _np is not None else "bytes.count"
+
+
+def newlines(buf: Any, start: int, end: int) -> int:
+    """The number of b'\\n' bytes in ``buf[start:end]`` (``buf``: bytes, bytearray or mmap)."""
+    if end - start < SMALL or _np is None:
+        return buf.count(b"\n", start, end)
+    np, mask = _np, _mask
+    block = len(mask)
+    data = np.frombuffer(buf, dtype=np.uint8, count=end - start, offset=start)
+    total = 0
+    for at in range(0, end - start, block):
+        piece = data[at : at + block]
+        out = mask if len(piece) == block else mask[: len(piece)]
+        total += int(np.count_nonzero(np.equal(piece, NEWLINE, out=out)))
+    del data
+    return total

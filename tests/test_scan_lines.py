@@ -1,0 +1,133 @@
+"""The scan's speed path gives the same answers as the plain way of reading a log.
+
+Each speed-up of the big-file scan (windows read into one reused buffer, byte ranges scanned by a
+pool of forked workers, newlines counted by numpy, connection-error words marked only after
+tracebacks, the stdlib matcher where Hyperscan cannot load) must leave the events and the line
+numbers a report cites unchanged. Here the windows and ranges are made small, so a few-MB file
+crosses hundreds of window and range boundaries, and every cited line is checked against a naive
+count of the file's newlines.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from celery_doctor.ingest import counting, parallel, read_logs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import shapes  # the bench's generators: the same shapes the bench measures
+
+SHAPES = ("worker", "compose", "json", "rabbitmq", "redis", "celery31")
+SIZE = 3 * 1024 * 1024
+
+# an application's own logged exception on the broker connection (no catalogue line above it):
+# found through the traceback and the connection-error word after it
+APP_TRACEBACK = (
+    "[{ts}: ERROR/MainProcess] shop.tasks.publish: could not publish the receipt\n"
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/venv/lib/python3.11/site-packages/amqp/transport.py", line 342, in _read\n'
+    "    s = recv(n - len(rbuf))\n"
+    "ConnectionResetError: [Errno 104] Connection reset by peer\n"
+)
+# the same traceback in a task's own failure: never a connection failure of the worker
+TASK_TRACEBACK = (
+    "[{ts}: ERROR/ForkPoolWorker-2] Task shop.tasks.publish[9f1c] raised unexpected: "
+    "ConnectionResetError(104, 'Connection reset by peer')\n" + APP_TRACEBACK.split("\n", 1)[1]
+)
+
+
+def write_tracebacks(path: Path, blocks: int) -> int:
+    """Worker traffic with, after every block, an application traceback on the broker connection
+    and a task's own failure with the same error; returns how many of the first kind."""
+    clock = shapes.Clock()
+    with path.open("w") as out:
+        for k in range(blocks):
+            out.write("".join(shapes.worker_traffic(clock, k * 1000)))
+            clock.tick(30)
+            out.write(APP_TRACEBACK.format(ts=clock.celery()))
+            clock.tick(1)
+            out.write(TASK_TRACEBACK.format(ts=clock.celery()))
+    return blocks
+
+
+def generated(tmp_path: Path, shape: str) -> Path:
+    path = tmp_path / f"{shape}.log"
+    if shape == "tracebacks":
+        write_tracebacks(path, 24)
+    else:
+        shapes.write_one(shapes.SHAPES[shape], path, SIZE)
+    return path
+
+
+def events_of(path: Path) -> list[tuple[int, str, str | None, str]]:
+    result = read_logs([str(path)])
+    return [(e.line, e.kind.value, e.ts.isoformat() if e.ts else None, e.text) for e in result.events]
+
+
+@pytest.mark.parametrize("shape", [*SHAPES, "tracebacks"])
+def test_cited_lines_match_a_naive_count_across_windows_and_ranges(
+    tmp_path: Path, shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = generated(tmp_path, shape)
+    whole = events_of(path)  # the default: one range, 16 MB windows (the file is smaller)
+    # windows of ~200 KB (an odd size: they end mid-line), ranges of ~512 KB, a pool of two
+    # workers (whatever the machine) and numpy's count from 1 MB in all
+    monkeypatch.setattr(parallel, "workers", lambda: 2)
+    for name, value in (
+        ("CHUNK", 200_003),
+        ("RANGE_MIN", 512 * 1024 + 7),
+        ("RANGE_MAX", 512 * 1024 + 7),
+        ("SPLIT_MIN", 1024 * 1024),
+        ("NUMPY_MIN", 1024 * 1024),
+    ):
+        monkeypatch.setattr(parallel, name, value)
+    monkeypatch.setattr(counting, "SMALL", 4096)
+    assert len(parallel.plan([path.stat().st_size], 2)) >= 5  # really split
+    split = events_of(path)
+    assert split == whole
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    assert whole, shape
+    for line, kind, _, text in whole:
+        first = text.splitlines()[0].strip()
+        raw = lines[line - 1].decode("utf-8", errors="replace")
+        assert first and first in raw, (shape, line, kind, first, raw)
+    assert read_logs([str(path)]).sources[0].lines == data.count(b"\n")
+
+
+def test_an_application_traceback_on_the_broker_connection_is_found_and_a_task_failure_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "tracebacks.log"
+    count = write_tracebacks(path, 24)
+    lost = [e for e in read_logs([str(path)]).events if e.kind.value == "connection_lost"]
+    assert len(lost) == count
+    assert all("could not publish" in e.text and "ConnectionResetError" in (e.error or "") for e in lost)
+
+
+def test_newline_counts_agree() -> None:
+    data = bytearray(b"ab\ncd\n\n" * 500_000 + b"tail")
+    assert counting.enable()  # numpy is a dependency: it must load here
+    for start, end in ((0, len(data)), (1, len(data) - 1), (3, 3 + 2 * counting.SMALL + 5), (10, 20)):
+        assert counting.newlines(data, start, end) == bytes(data).count(b"\n", start, end)
+
+
+@pytest.mark.parametrize("shape", ["tracebacks", "rabbitmq", "redis", "compose"])
+def test_the_stdlib_fallback_gives_the_same_events_as_hyperscan(tmp_path: Path, shape: str) -> None:
+    """Where no Hyperscan wheel loads: the same events, line numbers and texts (the connection-error
+    words after a traceback are found by the pattern alone)."""
+    path = generated(tmp_path, shape)
+    probe = (
+        "import sys, json; sys.modules['hyperscan'] = None\n"
+        "from celery_doctor.ingest import matcher, read_logs\n"
+        f"r = read_logs([{str(path)!r}])\n"
+        "print(json.dumps([matcher.ENGINE, [[e.line, e.kind.value, e.text] for e in r.events]]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    engine, events = json.loads(done.stdout)
+    assert engine == "stdlib bytes.find"
+    assert events == [[e.line, e.kind.value, e.text] for e in read_logs([str(path)]).events]
+    assert events
