@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIRS = [ROOT.parent / "shared" / "cases", ROOT / "tests" / "fixtures" / "threads"]
 CONFIDENT = 0.7
 UNKNOWN_LIMIT = 0.5  # on an unsettled thread no cause may be claimed above this
+VERDICTS = ("benign_client_disconnect", "no_incident")  # answers that are not a cause of a failure
 BUCKETS = ((0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01))
 
 
@@ -81,6 +82,9 @@ def score(case: Path) -> Scored | None:
     except DoctorError as exc:
         return Scored(case.name, label, "-", 0.0, error=str(exc))
     causes = [(f.category.value, f.confidence) for f in report.findings if _is_cause(f)]
+    if not causes:  # no cause claimed: the answer is the verdict the report leads with (benign, no incident)
+        causes = [(f.category.value, f.confidence) for f in report.findings
+                  if f.category.value in VERDICTS][:1]
     top, conf = causes[0] if causes else ("-", 0.0)
     return Scored(case.name, label, top, conf, causes)
 

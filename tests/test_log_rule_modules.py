@@ -57,3 +57,35 @@ def test_default_url_with_a_config_naming_another_broker_is_confident(tmp_path: 
     assert alone.category == both.category == Category.OLD_SETTING_NAMES_IGNORED
     assert alone.confidence <= 0.6 < 0.7 <= both.confidence
     assert any(e.source == str(config) and e.line == 1 for e in both.evidence)
+
+
+@pytest.mark.parametrize("folder", ["broker-gone-refused-amqp", "broker-gone-refused-redis",
+                                    "forced-shutdown-undated-bare"])
+def test_broker_that_went_away_is_a_restart(folder: str) -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
+    top = next(f for f in report.findings if f.role == Role.CAUSE)
+    assert top.category == Category.BROKER_RESTART_OR_FAILOVER and top.rule_id == "CD-L04"
+    # refusals without the broker's own log (or without times) are said below certainty
+    assert 0.6 <= top.confidence <= 0.75
+    assert top.evidence
+
+
+@pytest.mark.parametrize("folder", ["broker-gone-dns-not-restart", "heartbeats-forced-undated-not-restart"])
+def test_timeouts_and_heartbeat_forced_are_no_restart(folder: str) -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
+    assert not any(f.category == Category.BROKER_RESTART_OR_FAILOVER for f in report.findings)
+
+
+def test_connection_dropped_seconds_after_login_is_a_short_lived_client() -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / "short-lived-publisher-rabbit38")]))
+    assert not any(f.role == Role.CAUSE for f in report.findings)  # nothing failed
+    top = report.findings[0]
+    assert top.category == Category.BENIGN_CLIENT_DISCONNECT and top.rule_id == "CD-L10"
+    assert top.confidence >= 0.6 and top.facts["short_lived"] == 2
+
+
+def test_long_lived_connection_dropped_is_not_called_benign() -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / "long-lived-abrupt-rabbit38")]))
+    benign = [f for f in report.findings if f.category == Category.BENIGN_CLIENT_DISCONNECT]
+    assert all(f.confidence < 0.5 for f in benign)
+    assert any(f.role == Role.CAUSE and f.category == Category.UNKNOWN for f in report.findings)

@@ -84,6 +84,10 @@ SIGNATURES: tuple[Signature, ...] = (
     # are the second line of "Cannot connect to"; seen alone when that line was cut off the paste
     Signature("celery.consumer.retry_step", "celery", Kind.CANNOT_CONNECT,
               "Trying again ", CELERY_CONSUMER, _re(r"^\s*Trying again (?:in [\d.]+ \w+|now)?\.\.\.")),
+    # Celery 2.x-3.0 consumer _error_handler: "Consumer: Connection Error: %s. Trying again in %d seconds..."
+    Signature("celery.consumer.connection_error_2x", "celery", Kind.CANNOT_CONNECT,
+              "Connection Error: ", "celery celery/worker/consumer.py (2.x-3.0 _error_handler)",
+              _re(r"Consumer: Connection Error: .*Trying again in \d+ seconds"), versions="2.0-3.0"),
     Signature("celery.consumer.failover", "celery", Kind.CANNOT_CONNECT,
               "Will retry using next failover", CELERY_CONSUMER, versions="4.0+"),
     Signature("celery.worker.ready", "celery", Kind.WORKER_READY,

@@ -246,9 +246,32 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
                       and i.closed_by == ClosedBy.BROKER
                       and any(error_family(e) in ("refused", "dns", "unreachable") for e in i.events)]
     hits += redis_restarts
-    if not hits:
+    # an established connection lost, then every reconnect refused: nothing listens on the broker's
+    # port any more (the broker stopped, or its host is rebooting); the paste may end before it is back
+    went_away = [i for i in ctx.incidents if i not in hits and i.phase != Phase.STARTUP
+                 and i.events and i.events[0].kind == Kind.CONNECTION_LOST and i.events[0].side == Side.CLIENT
+                 and _refused_after(i)]
+    hits += went_away
+    # pastes without times: the broker's own close for a shutdown still says who closed it
+    undated = [e for e in ctx.timeline.undated if e.kind == Kind.BROKER_FORCED_CLOSE
+               or (error_family(e) == "forced" and FORCED_SHUTDOWN.search(f"{e.error or ''} {e.text}"))]
+    if not hits and not undated:
         return []
     outages = [i.outage_s for i in hits if i.outage_s]
+    if not hits:
+        return [Finding(
+            category=Category.BROKER_RESTART_OR_FAILOVER, severity=Severity.MEDIUM,
+            title="The broker closed connections for its own shutdown",
+            explanation=("RabbitMQ closed the connections itself with CONNECTION_FORCED (a node shutdown, restart "
+                         "or an admin close). These lines carry no times, so the outage's length and whether "
+                         "the clients came back cannot be read from them."),
+            evidence=_evidence(undated),
+            fix=Fix(text="Check why the broker stopped (its own log at that time); keep connection retries on, and "
+                         "make consumers that must survive a restart reconnect (Celery does by default)."),
+            confidence=0.75,
+            facts={"source": "logs", "undated": True},
+        )]
+    broker_seen = any(e.side == Side.BROKER for e in _events(hits))
     events = cited(hits, closed_by_broker)
     # the reason RabbitMQ gives (rabbitmqctl close_connection, the management UI, a node shutdown)
     reasons = sorted({SHUTDOWN.sub(r"\1", next(g for g in m.groups() if g).strip())
@@ -271,8 +294,17 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
         fix=Fix(text="Nothing to fix in Celery if the restart was planned; keep connection retries on "
                      "and check why the broker restarted (its own log around that time). Use a "
                      "cluster with a load balancer or Redis Sentinel for planned maintenance."),
-        confidence=0.9 if any(e.side == Side.BROKER for e in _events(hits)) else 0.7,
+        confidence=0.9 if broker_seen else (0.7 if outages or len(went_away) < len(hits) else 0.65),
     )]
+
+
+FORCED_SHUTDOWN = re.compile(r"reason '?shutdown|connection_forced|broker forced connection closure", re.I)
+
+
+def _refused_after(incident: Incident) -> bool:
+    """Reconnect attempts after the loss were refused (a closed port), none got through to a timeout or DNS."""
+    tries = [e for e in incident.events[1:] if e.side == Side.CLIENT and e.kind == Kind.CANNOT_CONNECT]
+    return bool(tries) and all(error_family(e) == "refused" for e in tries)
 
 
 @rule("CD-L05", "logs", Category.AUTH_OR_PERMISSIONS)
@@ -429,8 +461,13 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
     clients = [s.name for s in ctx.timeline.sources
                if any(e.source == s.name and e.side == Side.CLIENT for e in ctx.timeline.events)]
     watched = [i for i in hits if any(ctx.timeline.covers(name, i.ts) for name in clients)]
+    # the broker's own accept line for the same connection dates its life: a connection opened, logged in
+    # and dropped within seconds is a client that did one thing and exited (a script, `celery status`, a
+    # web request's publish), not a worker's consumer cut by a middlebox (that needs idle time first)
+    brief = [i for i in hits if i not in watched and (life := _lifetime(i, ctx.timeline.events)) is not None
+             and life <= SHORT_LIVED_S]
     findings = []
-    if len(watched) < len(hits):
+    if len(watched) + len(brief) < len(hits):
         # without the client's log a short-lived publisher and a network cut look the same
         findings.append(Finding(
             category=Category.UNKNOWN, severity=Severity.MEDIUM,
@@ -455,9 +492,24 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
         evidence=_evidence(_events(hits)),
         fix=Fix(text="Close connections (or use `with app.connection_for_write()` / "
                      "`app.pool.acquire()`) in short-lived publishers; otherwise ignore these warnings."),
-        confidence=0.75 if watched and len(watched) == len(hits) else 0.35,
+        confidence=(0.75 if watched and len(watched) == len(hits) else
+                    0.6 if len(watched) + len(brief) == len(hits) else 0.35),
+        facts={"source": "logs", "short_lived": len(brief)},
     ))
     return findings
+
+
+SHORT_LIVED_S = 10.0
+
+
+def _lifetime(incident: Incident, events: list[Event]) -> float | None:
+    """Seconds from the broker's accept of the connection to its abrupt close, when both are logged."""
+    close = next((e for e in incident.events if e.kind == Kind.CLIENT_CLOSED_ABRUPTLY and e.detail.get("conn")), None)
+    if close is None:
+        return None
+    opened = [e.at for e in events if e.kind == Kind.CONNECTION_ACCEPTED and e.source == close.source
+              and e.detail.get("conn") == close.detail["conn"] and e.at <= close.at]
+    return (close.at - opened[-1]).total_seconds() if opened else None
 
 
 for _id, _name, _cat, _why in (

@@ -41,7 +41,7 @@ REPR_AT_END = re.compile(r"\(([A-Z]\w+(?:Error|Exception|Refused|Forced|Closed)\
 # error: %r" and "Unrecoverable error: %r", redis-py 8's bare reprs "(network:ConnectionError)"
 HEADER_REPR = re.compile(
     r"(?:reason: ?|Control command error: |Unrecoverable error: |Error in timer: )(.+?)\s*$|"
-    r"Connection error: (.+?)\.? (?:Trying again|Retry in)|"
+    r"Connection [eE]rror: (.+?)\.? (?:Trying again|Retry in)|"
     r"\(((?:network|tls|auth|server):\w+)\)\s*$")
 # an exception line as Python prints it at the end of a traceback (module path optional; Python 2's
 # socket.error prints as "error: ...")

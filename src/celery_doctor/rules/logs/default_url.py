@@ -41,6 +41,6 @@ def default_broker_url(ctx: LogContext) -> Iterable[Finding]:
                 verify="celery-doctor config --app MODULE shows broker_url from your file, not the default"),
         # without the config, "no broker runs on this host" fits the same lines: a possible cause until
         # the config shows a broker_url elsewhere (rules/combine.py raises it then)
-        confidence=0.45 if connected_elsewhere else 0.55,
+        confidence=0.45 if connected_elsewhere else 0.5,
         facts={"default_url": True, "source": "logs"},
     )]
