@@ -89,3 +89,32 @@ def test_long_lived_connection_dropped_is_not_called_benign() -> None:
     benign = [f for f in report.findings if f.category == Category.BENIGN_CLIENT_DISCONNECT]
     assert all(f.confidence < 0.5 for f in benign)
     assert any(f.role == Role.CAUSE and f.category == Category.UNKNOWN for f in report.findings)
+
+
+@pytest.mark.parametrize("text", [
+    # Sentry's issue title for redis-py's ResponseError (getsentry/self-hosted#3888)
+    "responseError(\"OOM command not allowed when used memory > 'maxmemory'.\")\n",
+    # a repr as logged by `Task ... raised unexpected: %r` with its module joined by a colon (celery#2811)
+    "redis.exceptions:ResponseError max number of clients reached\n",
+    # a Django debug page pasted as text: the class on one line, the server's reply on the next (rdrf#2095)
+    "OperationalError\nmax number of clients reached\n/env/lib/python3.8/site-packages/kombu/connection.py in "
+    "_reraise_as_library_errors, line 452\n",
+    "ResponseError('MISCONF Redis is configured to save RDB snapshots, but it is currently not able to persist on "
+    "disk.')\n",
+])
+def test_redis_refusal_quoted_in_any_wrapper_is_a_resource_limit(tmp_path: Path, text: str) -> None:
+    paste = tmp_path / "paste.txt"
+    paste.write_text(text)
+    top = diagnose(DiagnoseOptions(logs=[str(paste)])).findings[0]
+    assert top.category == Category.BROKER_RESOURCE_ALARM and top.rule_id == "CD-L20"
+    assert top.evidence and top.evidence[0].line in (1, 2)
+
+
+def test_an_unrelated_repr_is_not_a_resource_limit(tmp_path: Path) -> None:
+    paste = tmp_path / "paste.txt"
+    paste.write_text("ValueError('invalid literal for int() with base 10')\n")
+    try:
+        report = diagnose(DiagnoseOptions(logs=[str(paste)]))
+    except Exception:  # nothing readable: a clear error, never a cause
+        return
+    assert not any(f.category == Category.BROKER_RESOURCE_ALARM for f in report.findings)

@@ -15,12 +15,12 @@ from conftest import FIXTURES
 THREADS = FIXTURES / "threads"
 # the rule each family of threads must fire (its module's fixtures)
 RULE_OF = {"101": "CD-L08", "102": "CD-L08", "103": "CD-L08", "111": "CD-L20", "112": "CD-L20", "113": "CD-L20",
-           "114": "CD-L20", "117": "CD-L20", "124": "CD-K01", "125": "CD-K01", "126": "CD-K01",
+           "114": "CD-L20", "115": "CD-L20", "116": "CD-L20", "117": "CD-L20", "124": "CD-K01", "125": "CD-K01", "126": "CD-K01",
            "127": "CD-K01", "128": "CD-K01", "129": "CD-K01", "141": "CD-L21", "142": "CD-L21", "151": "CD-L22",
            "152": "CD-L22", "161": "CD-L23", "162": "CD-L23",
            # the blind set (recorded before any rule was changed for them)
            "182": "CD-L04", "183": "CD-L04", "184": "CD-L24", "185": "CD-L24", "187": "CD-L08", "188": "CD-L08",
-           "192": "CD-L05"}
+           "189": "CD-L20", "192": "CD-L05"}
 # blind threads whose answer is said below 0.7 on purpose: (rule, lowest confidence, highest)
 BELOW = {"181": ("CD-L04", 0.6, 0.7),  # refusals after a loss, without the broker's log
          "190": ("CD-L22", 0.45, 0.5),  # the default URL without the config: a local broker may be down

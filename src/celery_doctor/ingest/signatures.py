@@ -90,6 +90,15 @@ SIGNATURES: tuple[Signature, ...] = (
               _re(r"Consumer: Connection Error: .*Trying again in \d+ seconds"), versions="2.0-3.0"),
     Signature("celery.consumer.failover", "celery", Kind.CANNOT_CONNECT,
               "Will retry using next failover", CELERY_CONSUMER, versions="4.0+"),
+    # Redis refusing this client, as redis-py raises the server's error reply (redis/src/networking.c
+    # acceptCommonHandler "max number of clients reached"; server.c processCommand shared.oomerr,
+    # shared.bgsaveerr): quoted with any wrapper (a repr, an error tracker's title, a Django page)
+    Signature("redis.reply.max_clients", "celery", Kind.CANNOT_CONNECT,
+              "max number of clients reached", "redis src/networking.c (via redis-py exceptions)"),
+    Signature("redis.reply.oom", "celery", Kind.WORKER_CRASH,
+              "OOM command not allowed", "redis src/server.c (via redis-py ResponseError)"),
+    Signature("redis.reply.misconf", "celery", Kind.WORKER_CRASH,
+              "MISCONF Redis is configured to save RDB snapshots", "redis src/server.c (via redis-py ResponseError)"),
     Signature("celery.worker.ready", "celery", Kind.WORKER_READY,
               " ready.", "celery celery/apps/worker.py", _re(r"@\S+ ready\.\s*$")),
     Signature("celery.worker.shutdown", "celery", Kind.WORKER_SHUTDOWN,

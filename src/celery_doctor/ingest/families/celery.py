@@ -47,7 +47,11 @@ HEADER_REPR = re.compile(
 # socket.error prints as "error: ...")
 EXCEPTION = re.compile(
     r"^(?:[A-Za-z_]\w*\.)*(?:[A-Z]\w*(?:Error|Exception|Refused|Forced|Closed|Timeout|Exit|Interrupt|"
-    r"Failed|Lost|Warning)|error|timeout|herror|gaierror)(?::\s|:$|$)")
+    r"Failed|Lost|Warning)|error|timeout|herror|gaierror)(?::\s|:$|$)"
+    # as error trackers and log shippers quote it: a repr (``ResponseError('OOM ...')``, first letter
+    # sometimes lowered) or module and class joined by a colon (``redis.exceptions:ResponseError msg``)
+    r"|^(?:[A-Za-z_]\w*\.)*[A-Za-z]\w*(?:Error|Exception|Refused|Forced|Closed)\((?:[\"'\d]|b')"
+    r"|^[A-Za-z_]\w*(?:\.\w+)*:[A-Z]\w*(?:Error|Exception)\s")
 CHAIN = ("During handling of the above exception", "The above exception was the direct cause")
 
 
