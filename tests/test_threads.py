@@ -15,7 +15,8 @@ from conftest import FIXTURES
 THREADS = FIXTURES / "threads"
 # the rule each family of threads must fire (its module's fixtures)
 RULE_OF = {"101": "CD-L08", "102": "CD-L08", "103": "CD-L08", "111": "CD-L20", "112": "CD-L20", "113": "CD-L20",
-           "114": "CD-L20", "115": "CD-L20", "116": "CD-L20", "117": "CD-L20", "124": "CD-K01", "125": "CD-K01", "126": "CD-K01",
+           "114": "CD-L20", "115": "CD-L20", "116": "CD-L20", "117": "CD-L20", "124": "CD-K01", "125": "CD-K01",
+           "126": "CD-K01",
            "127": "CD-K01", "128": "CD-K01", "129": "CD-K01", "141": "CD-L21", "142": "CD-L21", "151": "CD-L22",
            "152": "CD-L22", "161": "CD-L23", "162": "CD-L23",
            # the blind set (recorded before any rule was changed for them)
