@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from celery_doctor.model import Category, Role
+from celery_doctor.model import Category, DoctorError, Role
 from celery_doctor.pipeline import DiagnoseOptions, diagnose
 from celery_doctor.rules.fixes import heartbeat_for_idle
 from conftest import FIXTURES
@@ -118,3 +118,50 @@ def test_an_unrelated_repr_is_not_a_resource_limit(tmp_path: Path) -> None:
     except Exception:  # nothing readable: a clear error, never a cause
         return
     assert not any(f.category == Category.BROKER_RESOURCE_ALARM for f in report.findings)
+
+
+@pytest.mark.parametrize("text", [
+    # Redis 6+ (acl.c authCommand) through Celery's consumer (bookwyrm#1509)
+    "[2021-10-05 22:49:24,364: ERROR/MainProcess] consumer: Cannot connect to redis://:**@redis_broker:6379/0: "
+    "AUTH <password> called without any password configured for the default user. Are you sure your "
+    "configuration is correct?.\n",
+    # Redis before 6 (server.c authCommand), same consumer line (weibospider#206)
+    "[2020-04-25 19:53:50,902: ERROR/MainProcess] consumer: Cannot connect to redis://:**@localhost:6379/6: "
+    "Client sent AUTH, but no password is set.\n",
+    # redis-py maps both replies to AuthenticationError (redis/_parsers/base.py NO_AUTH_SET_ERROR); pasted bare
+    "redis.exceptions.AuthenticationError: AUTH <password> called without any password configured for the "
+    "default user. Are you sure your configuration is correct?\n",
+])
+def test_password_sent_to_a_redis_without_one_is_a_refused_login(tmp_path: Path, text: str) -> None:
+    paste = tmp_path / "worker.log"
+    paste.write_text(text)
+    top = diagnose(DiagnoseOptions(logs=[str(paste)])).findings[0]
+    assert top.category == Category.AUTH_OR_PERMISSIONS and top.rule_id == "CD-L05"
+    assert top.fix is not None and "has no password" in top.fix.text and "redis://" in (top.fix.snippet or "")
+
+
+@pytest.mark.parametrize("text", [
+    # an error tracker's layout: the exception first, frames below with paths relative to site-packages
+    "KeyError: 'async'\n  File \"kombu/transport/base.py\", line 123, in __getattr__\n    return self[key]\n\n"
+    "AttributeError: async\n  File \"celery/worker/worker.py\", line 99, in __init__\n"
+    "    self.setup_instance(**self.prepare_args(**kwargs))\n",
+    # a paste that starts inside the traceback: frames, then the exception, no header
+    "   self.should_use_eventloop() if use_eventloop is None\n"
+    "  File \"/usr/local/lib/python2.7/dist-packages/celery/worker/worker.py\", line 241, in should_use_eventloop\n"
+    "    self._conninfo.transport.implements.async and\n"
+    "  File \"/home/app/.local/lib/python2.7/site-packages/kombu/transport/base.py\", line 125, in __getattr__\n"
+    "    raise AttributeError(key)\nAttributeError: async\n",
+])
+def test_known_bug_read_from_a_traceback_without_its_header(tmp_path: Path, text: str) -> None:
+    paste = tmp_path / "paste.txt"
+    paste.write_text(text)
+    top = diagnose(DiagnoseOptions(logs=[str(paste)])).findings[0]
+    assert top.category == Category.VERSION_INCOMPATIBILITY and top.rule_id == "CD-K01"
+
+
+def test_user_code_frames_alone_are_not_read_as_a_worker_crash(tmp_path: Path) -> None:
+    paste = tmp_path / "paste.txt"
+    paste.write_text("  File \"/app/tasks.py\", line 12, in run\n    total = int(value)\n"
+                     "ValueError: invalid literal for int() with base 10: 'x'\n")
+    with pytest.raises(DoctorError):
+        diagnose(DiagnoseOptions(logs=[str(paste)]))

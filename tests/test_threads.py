@@ -21,7 +21,9 @@ RULE_OF = {"101": "CD-L08", "102": "CD-L08", "103": "CD-L08", "111": "CD-L20", "
            "152": "CD-L22", "161": "CD-L23", "162": "CD-L23",
            # the blind set (recorded before any rule was changed for them)
            "182": "CD-L04", "183": "CD-L04", "184": "CD-L24", "185": "CD-L24", "187": "CD-L08", "188": "CD-L08",
-           "189": "CD-L20", "192": "CD-L05"}
+           "189": "CD-L20", "192": "CD-L05",
+           # the second blind batch (recorded after the first batch's fixes, before its own)
+           "204": "CD-K01", "205": "CD-K01", "206": "CD-K01", "209": "CD-L05", "210": "CD-L05", "211": "CD-L20"}
 # blind threads whose answer is said below 0.7 on purpose: (rule, lowest confidence, highest)
 BELOW = {"181": ("CD-L04", 0.6, 0.7),  # refusals after a loss, without the broker's log
          "190": ("CD-L22", 0.45, 0.5),  # the default URL without the config: a local broker may be down

@@ -32,6 +32,8 @@ NEAR_BYTES = 64 * 1024  # after a broker-side incident, its lifecycle lines this
 NEAR_EVENTS = 6
 NEAR_BUDGET = 120  # in all, per window: a churning broker's abrupt closes do not bring back every accept
 HEAD_LIFECYCLE = 40  # the first accepts of a broker log pair with the workers' first connects
+# a frame of the broker client libraries as Python prints it (absolute, or relative as error trackers show it)
+FRAME = re.compile(r'^\s*File "(?:[^"]*/)?(?:celery|kombu|amqp|redis|billiard|vine|librabbitmq)/[^"]+", line \d+, in ')
 TRACEBACK_WINDOW = 8 * 1024  # a traceback's exception line is this close to its first line
 WINDOW_MARKS = 64  # past this many tracebacks in a window, its connection-error words are marked in one pass
 SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
@@ -279,7 +281,9 @@ class Scanner:
             (ln.strip() for ln in reversed(lines) if ln.strip()), "")
         if not signatures.CONNECTION_ERROR.search(last):
             # a pasted traceback on its own is what stopped the process (the known-bug rules read it)
-            return Kind.WORKER_CRASH if bare and "Traceback (most recent call last)" in "\n".join(lines) else None
+            # (or its library frames without the header: a paste cut above them, an error tracker's layout)
+            return Kind.WORKER_CRASH if bare and ("Traceback (most recent call last)" in "\n".join(lines)
+                                                  or any(FRAME.match(ln) for ln in lines)) else None
         return Kind.CANNOT_CONNECT if signatures.REFUSED.search(last) else Kind.CONNECTION_LOST
 
     def feed_records(self, buf: bytes) -> None:

@@ -41,7 +41,10 @@ from celery_doctor.rules.logs.vhost_down import DOWN as VHOST_DOWN
 from celery_doctor.rules.registry import RuleInfo, register, rule
 
 # redis-py's and Redis's own words for a refused login (redis/exceptions.py, Redis ACL replies)
-REDIS_AUTH = re.compile(r"redis\.exceptions|WRONGPASS|NOAUTH|invalid username-password pair")
+# Redis has no password but the client sent one (Redis 6+ acl.c; before 6 server.c authCommand)
+REDIS_NO_PASSWORD = r"called without any password configured|Client sent AUTH, but no password is set"
+REDIS_AUTH = re.compile(r"redis\.exceptions|WRONGPASS|NOAUTH|invalid username-password pair|" + r"redis://|rediss://|"
+                        + REDIS_NO_PASSWORD)
 
 _evidence = evidence_of
 _events = events_of
@@ -325,6 +328,7 @@ def auth(ctx: LogContext) -> Iterable[Finding]:
     localhost_only = any("only connect via localhost" in e.text for e in events)
     vhost = any(e.kind == Kind.ACCESS_REFUSED or error_family(e) == "vhost" for e in events)
     redis = any(REDIS_AUTH.search(f"{e.error or ''} {e.text}") for e in events)
+    no_password = any(re.search(REDIS_NO_PASSWORD, f"{e.error or ''} {e.text}") for e in events)
     url = "redis://:PASSWORD@HOST:6379/0" if redis else "amqp://USER:PASSWORD@HOST:5672/VHOST"
     return [Finding(
         category=Category.AUTH_OR_PERMISSIONS, severity=Severity.HIGH,
@@ -334,7 +338,10 @@ def auth(ctx: LogContext) -> Iterable[Finding]:
             + (": the 'guest' user may only connect from localhost" if localhost_only else "")
             + ". The worker retries forever and never consumes."),
         evidence=_evidence(events),
-        fix=Fix(text="Put the password Redis expects (requirepass, or the ACL user's) in the broker URL"
+        fix=Fix(text="Redis has no password, but the broker URL sends one: set the same password on the server "
+                     "(requirepass, or the default user's ACL) or take it out of the URL"
+                     if no_password else
+                     "Put the password Redis expects (requirepass, or the ACL user's) in the broker URL"
                      if redis else
                      "Create a dedicated user with access to the vhost and put it in the broker URL"
                      if not localhost_only else

@@ -34,7 +34,9 @@ STANDALONE = re.compile(
     r"\s*-+ ?\**-* ?celery@\S+ v\d|[\s\-*]*\.> \w[\w ]*:|\[(?:tasks|queues|config)\]\s*$)")
 ERRNO = re.compile(r"(?:Errno |\(|Error )(\d{2,3})\b")
 AUTH = re.compile(r"AccessRefused|ACCESS_REFUSED|login refused|WRONGPASS|NOAUTH|invalid password|"
-                  r"AuthenticationError|invalid username-password")
+                  r"AuthenticationError|invalid username-password|"
+                  # Redis with no password set, sent one (6+: acl.c authCommand; before 6: server.c)
+                  r"called without any password configured|Client sent AUTH, but no password is set")
 CONNECT_REASON = re.compile(r"Cannot connect to \S+?: (.+?)\.*$")
 REPR_AT_END = re.compile(r"\(([A-Z]\w+(?:Error|Exception|Refused|Forced|Closed)\(.*\))\)\s*$")
 # the exception a header line names: kombu's "Couldn't ack %r, reason:%r", celery's "Control command
