@@ -165,3 +165,32 @@ def test_user_code_frames_alone_are_not_read_as_a_worker_crash(tmp_path: Path) -
                      "ValueError: invalid literal for int() with base 10: 'x'\n")
     with pytest.raises(DoctorError):
         diagnose(DiagnoseOptions(logs=[str(paste)]))
+
+
+@pytest.mark.parametrize("text", [
+    # the bare exception line (kombu 4.4+, kombu/transport/redis.py _get_client)
+    "kombu.exceptions.VersionMismatch: Redis transport requires redis-py versions 3.2.0 or later. You have 2.10.5\n",
+    # the message alone, as a chat or README quotes it
+    " Redis transport requires redis-py versions 3.2.0 or later. You have 2.10.6\n",
+    # a Django error page as text: class on one line, message on the next, then the location
+    "Request Method: | GET\n-- | --\nhttps://example.org/\n2.2.4\nVersionMismatch\nRedis transport requires "
+    "redis-py versions 3.2.0 or later. You have 2.10.5\n/srv/venv/lib/python3.6/site-packages/kombu/transport/"
+    "redis.py in _get_client, line 980\n",
+])
+def test_kombu_refusing_the_installed_redis_py_is_a_version_problem(tmp_path: Path, text: str) -> None:
+    paste = tmp_path / "paste.txt"
+    paste.write_text(text)
+    top = diagnose(DiagnoseOptions(logs=[str(paste)])).findings[0]
+    assert top.category == Category.VERSION_INCOMPATIBILITY and top.rule_id == "CD-K01"
+    assert any("requires redis-py versions" in e.text for e in top.evidence)
+
+
+def test_error_page_message_on_the_line_after_its_class_is_read() -> None:
+    from celery_doctor.rules.logs.traceback import parse
+
+    tb = parse("OperationalError\nmax number of clients reached\n/env/lib/python3.8/site-packages/kombu/"
+               "connection.py in _reraise_as_library_errors, line 452")
+    assert tb.raised[0].name == "OperationalError" and tb.raised[0].text == "max number of clients reached"
+    # a traceback's own exception line keeps its text, and a frame after a bare name is no message
+    tb = parse('KeyError\n  File "kombu/transport/base.py", line 123, in __getattr__')
+    assert tb.raised[0].text == ""

@@ -99,6 +99,10 @@ SIGNATURES: tuple[Signature, ...] = (
               "OOM command not allowed", "redis src/server.c (via redis-py ResponseError)"),
     Signature("redis.reply.misconf", "celery", Kind.WORKER_CRASH,
               "MISCONF Redis is configured to save RDB snapshots", "redis src/server.c (via redis-py ResponseError)"),
+    # kombu's own refusal of the installed redis-py (kombu/transport/redis.py _get_client, 2.x "... 2.4.4 or
+    # later. You have %r", 4.4+ "... 3.2.0 or later. You have {0.__version__}"), quoted with or without its class
+    Signature("kombu.redis.version_mismatch", "celery", Kind.WORKER_CRASH,
+              "transport requires redis-py versions", "kombu kombu/transport/redis.py (VersionMismatch)"),
     Signature("celery.worker.ready", "celery", Kind.WORKER_READY,
               " ready.", "celery celery/apps/worker.py", _re(r"@\S+ ready\.\s*$")),
     Signature("celery.worker.shutdown", "celery", Kind.WORKER_SHUTDOWN,

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from celery_doctor.model import Category, Event, Evidence, Finding, Fix, Kind, Severity
 from celery_doctor.pins.catalogue import Catalogue, KnownBad
 from celery_doctor.rules.context import LogContext, all_events
-from celery_doctor.rules.logs.traceback import Traceback, parse
+from celery_doctor.rules.logs.traceback import KNOWN_MESSAGES, Traceback, parse
 from celery_doctor.rules.logs.versions import fingerprint
 from celery_doctor.rules.registry import rule
 
@@ -42,7 +42,8 @@ def _matches(tb: Traceback, sigs: tuple[tuple[re.Pattern[str], re.Pattern[str], 
 
 def match(event: Event) -> KnownBad | None:
     """The catalogue entry this event's traceback shows, if any."""
-    if "Error" not in event.text and "error" not in event.text and "Mismatch" not in event.text:
+    if "Error" not in event.text and "error" not in event.text and "Mismatch" not in event.text and not any(
+            pattern.search(event.text) for pattern, _ in KNOWN_MESSAGES):
         return None
     tb = parse(event.text)
     if not tb.raised:

@@ -15,6 +15,12 @@ EXC_LINE = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?(?P<name>(?:[a-z_][\w]*\.)*[A-Z]\w
                       r"|Refused|Forced|Exit|Interrupt|Warning)|KeyError|error|timeout)(?::\s?(?P<text>.*))?$")
 UNRECOVERABLE = re.compile(r"Unrecoverable error: (?P<name>\w+)\((?P<q>[ub]?['\"])(?P<text>.*?)(?P=q)?[,)]")
 COULDNT_ACK = re.compile(r"Couldn't ack \d+, reason:(?P<name>\w+)\((?P<text>.*)\)")
+# messages only one exception carries, quoted without their class (an error page, a chat paste):
+# kombu/transport/redis.py raises this text only as kombu.exceptions.VersionMismatch
+KNOWN_MESSAGES = (
+    (re.compile(r"\b(?:Redis|Redis cluster) transport requires redis-py versions .*"), "VersionMismatch"),
+)
+FRAME_OR_HEADER = re.compile(r'^\s*(?:File "|Traceback \(most recent|During handling|The above exception)')
 
 
 @dataclass(frozen=True)
@@ -43,12 +49,22 @@ class Traceback:
 def parse(text: str) -> Traceback:
     frames = tuple(Frame(m["file"], int(m["line"]), m["function"]) for m in FRAME.finditer(text))
     raised: list[Raised] = []
-    for line in text.splitlines():
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
         for pattern in (UNRECOVERABLE, COULDNT_ACK):
             m = pattern.search(line)
             if m:
                 raised.append(Raised(m["name"].split(".")[-1], m["text"].strip()))
         m = EXC_LINE.match(line)
         if m and not FRAME.search(line):
-            raised.append(Raised(m["name"].split(".")[-1], (m["text"] or "").strip()))
+            said = (m["text"] or "").strip()
+            nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            if not said and nxt and not FRAME_OR_HEADER.match(nxt) and not EXC_LINE.match(nxt):
+                said = nxt  # an error page: the class on one line, its message on the next
+            raised.append(Raised(m["name"].split(".")[-1], said))
+    for pattern, name in KNOWN_MESSAGES:
+        for line in lines:
+            found = pattern.search(line)
+            if found and not any(r.name == name and found.group(0)[:40] in r.text for r in raised):
+                raised.append(Raised(name, found.group(0).strip()))
     return Traceback(frames, tuple(raised))
