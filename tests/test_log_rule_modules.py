@@ -23,6 +23,10 @@ RULES = FIXTURES / "rules"
     ("connect-close-amqps", Category.TLS_OR_PROXY, "CD-L26"),
     ("stale-producer-pidbox", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L27"),
     ("stale-producer-web", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L27"),
+    ("replica-recorded", Category.BROKER_RESTART_OR_FAILOVER, "CD-L40"),
+    ("replica-paste", Category.BROKER_RESTART_OR_FAILOVER, "CD-L40"),
+    ("replica-attack", Category.BROKER_RESTART_OR_FAILOVER, "CD-L40"),
+    ("replica-slave-old", Category.BROKER_RESTART_OR_FAILOVER, "CD-L40"),
 ])
 def test_rule_names_the_cause_on_its_fixture(folder: str, category: Category, rule_id: str) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
@@ -194,3 +198,12 @@ def test_error_page_message_on_the_line_after_its_class_is_read() -> None:
     # a traceback's own exception line keeps its text, and a frame after a bare name is no message
     tb = parse('KeyError\n  File "kombu/transport/base.py", line 123, in __getattr__')
     assert tb.raised[0].text == ""
+
+
+def test_replicaof_names_who_asked_for_it() -> None:
+    # an exposed server made a replica of a stranger's: the address that asked is the lead
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / "replica-attack")]))
+    top = report.findings[0]
+    assert top.facts["replicaof_from"] == ["109.237.96.124"]
+    assert "109.237.96.124" in top.explanation and "REPLICAOF NO ONE" in (top.fix.text if top.fix else "")
+    assert any("REPLICAOF 185.246.90.205:8886 enabled" in e.text for e in top.evidence)

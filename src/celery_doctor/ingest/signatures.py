@@ -188,6 +188,8 @@ SIGNATURES: tuple[Signature, ...] = (
               "Connection with master lost", "redis src/replication.c"),
     Signature("redis.repl.master_mode", "redis", Kind.FAILOVER,
               "MASTER MODE enabled", "redis src/replication.c"),
+    Signature("redis.repl.replicaof", "redis", Kind.FAILOVER,
+              "enabled (user request from", "redis src/replication.c (5.0+ REPLICAOF, before SLAVE OF)"),
     Signature("redis.sentinel.switch_master", "redis", Kind.FAILOVER,
               "+switch-master", "redis src/sentinel.c"),
 )
