@@ -16,7 +16,8 @@ LIMITS = (
     ("output buffer", re.compile(r"closed ASAP for overcoming of output buffer limits")),
     ("query buffer", re.compile(r"reached max query buffer length|Closing client that reached max query buffer")),
     ("eviction", re.compile(r"Evicting client")),
-    ("maxmemory", re.compile(r"OOM command not allowed when used memory")),
+    # redis-py 4+ strips the OOM code into its OutOfMemoryError: "command not allowed when used memory > ..."
+    ("maxmemory", re.compile(r"(?:OOM )?command not allowed when used memory|OutOfMemoryError")),
     ("failed RDB save", re.compile(r"MISCONF Redis is configured to save RDB snapshots")),
     ("maxclients", re.compile(r"max number of clients reached")),
 )
