@@ -29,7 +29,7 @@ RULE_OF = {"101": "CD-L08", "102": "CD-L08", "103": "CD-L08", "111": "CD-L20", "
 # blind threads whose answer is said below 0.7 on purpose: (rule, lowest confidence, highest)
 BELOW = {"181": ("CD-L04", 0.6, 0.7),  # refusals after a loss, without the broker's log
          "190": ("CD-L22", 0.45, 0.5),  # the default URL without the config: a local broker may be down
-         "191": ("CD-L10", 0.6, 0.7),  # the benign verdict from connection lifetimes alone
+         "191": ("CD-L10", 0.45, 0.5),  # the benign verdict from connection lifetimes alone
          "199": ("CD-L26", 0.5, 0.7)}  # hung up at connect: who, not why
 
 

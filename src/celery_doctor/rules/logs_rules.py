@@ -262,12 +262,16 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
         return []
     outages = [i.outage_s for i in hits if i.outage_s]
     if not hits:
+        said = sorted({SHUTDOWN.sub(r"\1", next(g for g in m.groups() if g).strip())
+                       for e in undated if (m := FORCED_REASON.search(e.text) or BARE_REASON.search(e.text))})
+        why = f" giving the reason {', '.join(repr(r) for r in said[:3])}" if said else ""
         return [Finding(
             category=Category.BROKER_RESTART_OR_FAILOVER, severity=Severity.MEDIUM,
-            title="The broker closed connections for its own shutdown",
-            explanation=("RabbitMQ closed the connections itself with CONNECTION_FORCED (a node shutdown, restart "
-                         "or an admin close). These lines carry no times, so the outage's length and whether "
-                         "the clients came back cannot be read from them."),
+            title=("The broker closed connections for its own shutdown" if not said or "shutdown" in said else
+                   "The broker closed the connections on purpose"),
+            explanation=(f"RabbitMQ closed the connections itself with CONNECTION_FORCED{why} (a node shutdown, "
+                         "restart or an operator's close). These lines carry no times, so the outage's length and "
+                         "whether the clients came back cannot be read from them."),
             evidence=_evidence(undated),
             fix=Fix(text="Check why the broker stopped (its own log at that time); keep connection retries on, and "
                          "make consumers that must survive a restart reconnect (Celery does by default)."),
@@ -301,6 +305,7 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
     )]
 
 
+BARE_REASON = re.compile(r"CONNECTION_FORCED - (.+?)\s*$", re.M)  # py-amqp's exception line, pasted alone
 FORCED_SHUTDOWN = re.compile(r"reason '?shutdown|connection_forced|broker forced connection closure", re.I)
 
 
@@ -470,7 +475,8 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
     watched = [i for i in hits if any(ctx.timeline.covers(name, i.ts) for name in clients)]
     # the broker's own accept line for the same connection dates its life: a connection opened, logged in
     # and dropped within seconds is a client that did one thing and exited (a script, `celery status`, a
-    # web request's publish), not a worker's consumer cut by a middlebox (that needs idle time first)
+    # web request's publish), not a worker's consumer cut by a middlebox (that needs idle time first). A worker
+    # stuck reconnecting in a loop looks the same from the broker, so it stays an even bet without the client log
     brief = [i for i in hits if i not in watched and (life := _lifetime(i, ctx.timeline.events)) is not None
              and life <= SHORT_LIVED_S]
     findings = []
@@ -500,7 +506,7 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
         fix=Fix(text="Close connections (or use `with app.connection_for_write()` / "
                      "`app.pool.acquire()`) in short-lived publishers; otherwise ignore these warnings."),
         confidence=(0.75 if watched and len(watched) == len(hits) else
-                    0.6 if len(watched) + len(brief) == len(hits) else 0.35),
+                    0.5 if len(watched) + len(brief) == len(hits) else 0.35),
         facts={"source": "logs", "short_lived": len(brief)},
     ))
     return findings
