@@ -221,3 +221,24 @@ def test_undated_forced_close_names_the_reason_rabbitmq_gave(tmp_path: Path) -> 
     assert "Closed via management plugin" in top.explanation
     shutdown = diagnose(DiagnoseOptions(logs=[str(RULES / "forced-shutdown-undated-bare")])).findings[0]
     assert "shutdown" in shutdown.title and "'shutdown'" in shutdown.explanation
+
+
+def test_cut_traceback_of_a_forced_close_is_cited_first_with_its_reason(tmp_path: Path) -> None:
+    # the paste starts inside the traceback (no header, no time), then the dated reconnects (celery#8541's shape)
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "    raise error_for_code(reply_code, reply_text,\n"
+        "amqp.exceptions.ConnectionForced: (0, 0): (320) CONNECTION_FORCED - broker forced connection closure "
+        "with reason 'shutdown'\n"
+        "[2024-02-01 10:00:00,100: INFO/MainProcess] Connected to amqp://app:**@rabbit:5672//\n"
+        "[2024-02-01 10:00:01,000: INFO/MainProcess] celery@w1 ready.\n"
+        "[2024-02-01 10:20:00,010: WARNING/MainProcess] consumer: Connection to broker lost. Trying to re-establish "
+        "the connection...\n"
+        "[2024-02-01 10:20:00,020: ERROR/MainProcess] consumer: Cannot connect to amqp://app:**@rabbit:5672//: "
+        "[Errno 111] Connection refused.\nTrying again in 2.00 seconds... (1/100)\n\n"
+        "[2024-02-01 10:20:02,040: ERROR/MainProcess] consumer: Cannot connect to amqp://app:**@rabbit:5672//: "
+        "[Errno 111] Connection refused.\nTrying again in 4.00 seconds... (2/100)\n\n")
+    top = diagnose(DiagnoseOptions(logs=[str(log)])).findings[0]
+    assert top.category == Category.BROKER_RESTART_OR_FAILOVER and top.rule_id == "CD-L04"
+    assert "CONNECTION_FORCED" in top.evidence[0].text and "'shutdown'" in top.explanation
+    assert top.confidence == 0.75

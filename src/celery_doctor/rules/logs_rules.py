@@ -279,10 +279,12 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
             facts={"source": "logs", "undated": True},
         )]
     broker_seen = any(e.side == Side.BROKER for e in _events(hits))
-    events = cited(hits, closed_by_broker)
+    # the broker's own undated close in the same paste (a traceback cut above its header) says who closed it
+    events = [*undated, *cited(hits, closed_by_broker)]
     # the reason RabbitMQ gives (rabbitmqctl close_connection, the management UI, a node shutdown)
     reasons = sorted({SHUTDOWN.sub(r"\1", next(g for g in m.groups() if g).strip())
-                      for e in _events(hits) if (m := FORCED_REASON.search(e.text))})
+                      for e in [*undated, *_events(hits)]
+                      if (m := FORCED_REASON.search(e.text) or (BARE_REASON.search(e.text) if e in undated else None))})
     refused = any(error_family(e) in ("refused", "dns", "unreachable") for e in _events(hits))
     what = ("the broker closing connections itself (a shutdown, an operator's close or a failover)"
             if not reasons else
@@ -301,7 +303,8 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
         fix=Fix(text="Nothing to fix in Celery if the restart was planned; keep connection retries on "
                      "and check why the broker restarted (its own log around that time). Use a "
                      "cluster with a load balancer or Redis Sentinel for planned maintenance."),
-        confidence=0.9 if broker_seen else (0.7 if outages or len(went_away) < len(hits) else 0.65),
+        confidence=0.9 if broker_seen else max(0.75 if undated else 0.0,
+                                                0.7 if outages or len(went_away) < len(hits) else 0.65),
     )]
 
 
