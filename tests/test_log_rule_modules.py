@@ -65,7 +65,7 @@ def test_default_url_with_a_config_naming_another_broker_is_confident(tmp_path: 
 
 
 @pytest.mark.parametrize("folder", ["broker-gone-refused-amqp", "broker-gone-refused-redis",
-                                    "forced-shutdown-undated-bare"])
+                                    "broker-gone-refused-celery2", "forced-shutdown-undated-bare"])
 def test_broker_that_went_away_is_a_restart(folder: str) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
     top = next(f for f in report.findings if f.role == Role.CAUSE)
