@@ -432,6 +432,9 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
 @click.option("--broker", "broker_url", default=None, metavar="URL", help="Probe this broker.")
 @click.option("--repro", "repro_fault", default=None, metavar="FAULT",
               help="Reproduce with this fault (e.g. idle-cut:10:rst) against the broker.")
+@click.option("--report", "reports", multiple=True, metavar="FILE",
+              help="`celery -A proj report` (or `celery inspect conf`) output: the versions and settings the "
+                   "running app has. A report pasted inside a log file is found without this.")
 @click.option("--from", "from_version", default=None, metavar="VERSION", help="Celery version before the upgrade.")
 @click.option("--to", "to_version", default=None, metavar="VERSION", help="Celery version after the upgrade.")
 @click.option("--idle-timeout", default=None, metavar="SECONDS|PROFILE",
@@ -440,7 +443,8 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
               help="Wall-clock budget of the broker probe.")
 @output_options
 def diagnose(more_logs: tuple[str, ...], logs_: tuple[str, ...], config_path: str | None, app: str | None,
-             python: str | None, broker_url: str | None, repro_fault: str | None, from_version: str | None,
+             python: str | None, broker_url: str | None, repro_fault: str | None, reports: tuple[str, ...],
+             from_version: str | None,
              to_version: str | None, idle_timeout: str | None, timeout: float, fmt: str, output: str | None,
              fail_on: str) -> None:
     """Rank the likely causes from whatever evidence you have, with the lines that prove them.
@@ -451,17 +455,18 @@ def diagnose(more_logs: tuple[str, ...], logs_: tuple[str, ...], config_path: st
     from celery_doctor.pipeline import diagnose as run_diagnose
 
     logs_ = logs_ + more_logs  # the shell expands `--logs *.log` into one --logs and loose files
-    if not (logs_ or config_path or app or broker_url or repro_fault):
-        raise InputError("nothing to diagnose: give --logs, --config, --app, --broker or --repro")
+    if not (logs_ or config_path or app or broker_url or repro_fault or reports):
+        raise InputError("nothing to diagnose: give --logs, --config, --app, --report, --broker or --repro")
     options = DiagnoseOptions(logs=list(logs_), config=config_path, app=app, python=python, broker=broker_url,
                               repro=repro_fault, from_version=from_version, to_version=to_version,
-                              idle_timeout=idle_timeout, timeout=timeout)
+                              idle_timeout=idle_timeout, timeout=timeout, reports=list(reports))
     if logs_:
         with progress_bar("reading logs") as progress:
             report = run_diagnose(options, progress=progress)
     else:  # a probe, an import or a reproduction: seconds with nothing to count
         with busy("diagnosing: " + ", ".join(name for name, given in (
-                ("config", config_path or app), ("broker probe", broker_url), ("reproduction", repro_fault)) if given)):
+                ("config", config_path or app), ("report", reports), ("broker probe", broker_url),
+                ("reproduction", repro_fault)) if given)):
             report = run_diagnose(options)
     emit(report, fmt, output, fail_on)
 

@@ -52,19 +52,21 @@ def _stamped(findings: list[Finding], rule_id: str) -> list[Finding]:
 
 
 def analyse_logs(paths: list[str], format_hint: str | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> Report:
-    """The `logs` command: read, merge onto one clock, find incidents, name first causes."""
+                 progress: Callable[[str, int, int], None] | None = None,
+                 reported: dict[str, tuple[str, Evidence]] | None = None) -> Report:
+    """The `logs` command: read, merge onto one clock, find incidents, name first causes.
+    ``reported``: the versions a `celery report` given beside the logs names (diagnose)."""
     from celery_doctor.ingest import read_logs  # the heavy reader only when logs are given
 
     result = read_logs(paths, format_hint=format_hint, progress=progress)
     timeline = timeline_stage.build(result)
     found = incident_stage.detect(timeline)
-    findings = logs_rules.evaluate(context_for(timeline, found.incidents))
+    findings = logs_rules.evaluate(context_for(timeline, found.incidents, reported))
     warnings = [f"{s.name}: {w}" for s in result.sources for w in s.warnings]
     shown, left_out = timeline_stage.for_report(timeline.events, found.incidents)
     data: dict[str, Any] = {"activity": {name: [[a.isoformat(), b.isoformat(), n] for a, b, n in curve]
                                          for name, curve in timeline.activity.items()},
-                      "versions": _versions_seen(timeline)}
+                      "versions": _versions_seen(timeline, reported)}
     if left_out:
         data["timeline_left_out"] = left_out
     return Report(
@@ -74,12 +76,14 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
     )
 
 
-def _versions_seen(timeline: timeline_stage.Timeline) -> dict[str, dict[str, object]]:
-    """The releases the logs were written by (banner, paths, layouts, traceback lines)."""
+def _versions_seen(timeline: timeline_stage.Timeline,
+                   reported: dict[str, tuple[str, Evidence]] | None = None) -> dict[str, dict[str, object]]:
+    """The releases the logs were written by (banner, paths, layouts, traceback lines, a report)."""
     from celery_doctor.rules.logs.versions import fingerprint
 
     banner = next((str(s.meta["celery_version"]) for s in timeline.sources if s.meta.get("celery_version")), None)
-    seen = fingerprint([*timeline.events, *timeline.undated], {"celery": banner} if banner else None)
+    packages = {k: v for k, v in (reported or {}).items() if k != "transport"}
+    seen = fingerprint([*timeline.events, *timeline.undated], {"celery": banner} if banner else None, packages)
     return {name: {"version": s.describe(), "how": s.how[:3],
                    "lines": [f"{e.source}:{e.line}" for e in s.evidence[:3]]} for name, s in sorted(seen.items())}
 
@@ -158,15 +162,17 @@ def _runtime_data(report: RuntimeReport) -> dict[str, object]:
 
 
 def check_config(paths: list[str], to_version: str | None = None, from_version: str | None = None,
-                 idle_timeout: str | None = None) -> Report:
+                 idle_timeout: str | None = None, reports: list[RuntimeReport] | None = None) -> Report:
     """The static `config PATH` pipeline: read (ast, never executing), analyse against the target, judge.
-    A pasted `celery report` / `inspect conf` output among the paths is what Celery really runs with:
-    alone it is audited like a config; beside the files it is their effective side."""
+    A pasted `celery report` / `inspect conf` output among the paths (or in ``reports``, read by
+    diagnose) is what Celery really runs with: alone it is audited like a config; beside the files
+    it is their effective side."""
     from celery_doctor.settings import runtime_report
 
     middlebox = parse_idle_timeout(idle_timeout)
-    runtime = [runtime_report.read_runtime(p) for p in paths if runtime_report.is_runtime_report(p)]
-    files = [p for p in paths if not any(r.source == p for r in runtime)]
+    runtime = [*(reports or []),
+               *(runtime_report.read_runtime(p) for p in paths if runtime_report.is_runtime_report(p))]
+    files = [p for p in paths if not runtime_report.is_runtime_report(p)]
     warnings: list[str] = [n for r in runtime for n in r.notes]
     warnings += [f"{r.source}: the report lists no settings (Celery printed {', '.join(r.settings) or 'none'}): "
                  "the effective values below are Celery's defaults, not what the workers run with"
@@ -180,6 +186,8 @@ def check_config(paths: list[str], to_version: str | None = None, from_version: 
         except DoctorError:
             warnings.append(f"the report says Celery {running}, older than the settings data "
                             f"({settings_catalogue.releases()[0]}): give --from")
+    if not files and not runtime:
+        raise DoctorError("no config file or report to audit")
     facts = static_reader.read(files) if files else _runtime_facts(runtime[0])
     source = from_version
     if not from_version:
@@ -289,6 +297,7 @@ class DiagnoseOptions:
     to_version: str | None = None
     idle_timeout: str | None = None  # seconds or a middlebox profile name
     timeout: float = 5.0
+    reports: list[str] = field(default_factory=list)  # `celery report` / `inspect conf` outputs (--report)
 
 
 def reproduce_fault(options: DiagnoseOptions) -> Report:
@@ -541,9 +550,10 @@ def _repro_report(judged: list[_Judged]) -> Report:
                   summary=summary, data=data, warnings=warnings)
 
 
-def _settings(config: Report | None) -> dict[str, combine.Setting]:
+def _settings(config: Report | None, judged: RuntimeReport | None = None) -> dict[str, combine.Setting]:
     """The settings the config audit read, with the line each stands on (only those Celery uses:
-    not the ignored names, not a class it is not configured from)."""
+    not the ignored names, not a class it is not configured from); a `celery report`'s values
+    replace the files' (they are what the running app has in effect)."""
     data = (config.data.get("config") or {}) if config is not None else {}
     rows = data.get("in_effect", data.get("settings", []))
     out: dict[str, combine.Setting] = {}
@@ -557,7 +567,26 @@ def _settings(config: Report | None) -> dict[str, combine.Setting]:
             text = row.get("text") or f"{row['written']} = {row['value']}"
             out["broker_url.written"] = combine.Setting(str(row.get("value")),
                                                         Evidence(row["source"], row["line"], text))
+    if judged is not None:
+        names = settings_catalogue.any_to_new()
+        for key, value in judged.settings.items():
+            setting = names.get(key, key)
+            if key == "deprecated_settings" or key.startswith("_") or not judged.lines.get(key):
+                continue
+            if setting == "broker_url" and "broker_url" in out and ";" in out["broker_url"].value:
+                continue  # `celery report` prints only the first URL of a failover list: the file's list stands
+            out[setting] = combine.Setting(repr(value) if isinstance(value, str) else str(value),
+                                           Evidence(judged.source, judged.lines[key], judged.texts.get(key, key)))
     return out
+
+
+def _reports_in_logs(logs: Report, inside: dict[str, RuntimeReport]) -> None:
+    """A pasted report is not a log: its file's "unknown format" warning says what it is instead."""
+    for source in logs.sources:
+        if source.name in inside and source.format == "unknown":
+            source.warnings = [w for w in source.warnings if not w.startswith("unknown log format")]
+            source.format = "celery report"
+            logs.warnings = [w for w in logs.warnings if not (w.startswith(f"{source.name}: unknown log format"))]
 
 
 def _missing(options: DiagnoseOptions, parts: dict[str, Report]) -> list[str]:
@@ -568,8 +597,8 @@ def _missing(options: DiagnoseOptions, parts: dict[str, Report]) -> list[str]:
         missing.append("worker and broker logs (--logs) to see who closed the connection and when")
     elif not any(s.format.startswith(("rabbitmq", "redis")) for s in logs.sources):
         missing.append("the broker's own log for the same window (--logs rabbit@host.log)")
-    if not (options.config or options.app):
-        missing.append("the Celery config (--config or --app) to check the settings in effect")
+    if not (options.config or options.app or parts.get("config")):
+        missing.append("the Celery config (--config, --app or --report) to check the settings in effect")
     if not options.broker:
         missing.append("a broker probe (--broker URL) to check its health and limits")
     return missing
@@ -587,27 +616,84 @@ def _observed(logs: Report | None) -> combine.Observed:
                             auth_failures=refused)
 
 
+def _reports(options: DiagnoseOptions, log_paths: list[str]) -> tuple[list[RuntimeReport], dict[str, RuntimeReport]]:
+    """The `celery report` / `inspect conf` outputs given with --report, and those pasted inside
+    the log files (path -> the report found in it)."""
+    from celery_doctor.settings import runtime_report
+
+    given = [runtime_report.read_runtime(p) for p in options.reports]
+    inside: dict[str, RuntimeReport] = {}
+    for path in log_paths:
+        if path == "-" or path.endswith(".gz") or not Path(path).is_file():
+            continue
+        found = runtime_report.find_report_in_file(path)
+        if found is not None:
+            inside[path] = found
+    return given, inside
+
+
+def _reported(reports: list[RuntimeReport]) -> dict[str, tuple[str, Evidence]]:
+    """package -> (version, the report's line): the first report that names a package wins."""
+    out: dict[str, tuple[str, Evidence]] = {}
+    for report in reports:
+        for name, (version, line, text) in report.named().items():
+            out.setdefault(name, (version, Evidence(report.source, line, text)))
+    return out
+
+
+def _has_settings(report: RuntimeReport) -> bool:
+    return any(k != "deprecated_settings" and not k.startswith("_") for k in report.settings)
+
+
+def _report_data(reports: list[RuntimeReport], judged: RuntimeReport | None) -> dict[str, object]:
+    return {"reports": [{**_runtime_data(r), "lines": [r.first_line, r.last_line] if r.first_line else None,
+                         "settings": len([k for k in r.settings if k != "deprecated_settings"]),
+                         "settings_judged": r is judged} for r in reports]}
+
+
 def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None] | None = None) -> Report:
     """Every step the expert would take, on whatever evidence was given, ranked into causes."""
     findings: list[Finding] = []
     parts: dict[str, Report] = {}
     unread: list[str] = []
-    if options.logs:
-        paths = expand_log_paths(options.logs)
+    paths = expand_log_paths(options.logs) if options.logs else []
+    given, inside = _reports(options, paths)
+    runtime = [*given, *inside.values()]
+    reported = _reported(runtime)
+    if paths:
         try:
-            parts["logs"] = analyse_logs(paths, progress=progress)
+            parts["logs"] = analyse_logs(paths, progress=progress, reported=reported)
         except DoctorError as exc:
-            if not (options.config or options.app or options.broker or options.repro):
+            if set(paths) <= set(inside):
+                pass  # only reports were given as logs: they are read below, for versions and settings
+            elif not (options.config or options.app or options.broker or options.repro or runtime):
                 raise  # nothing else to judge: the documented exit 2 with its one line
-            # the other inputs can still be judged: the unreadable logs are a warning
-            unread.append(f"logs not used: {exc}")
+            else:  # the other inputs can still be judged: the unreadable logs are a warning
+                unread.append(f"logs not used: {exc}")
+    if "logs" in parts:
+        _reports_in_logs(parts["logs"], inside)
+    unread += [f"{path}: a `celery report` (lines {r.first_line}-{r.last_line}): read for the versions and "
+               "settings the running app reports" for path, r in inside.items()]
+    judged = next((r for r in runtime if _has_settings(r)), None)
     if options.config or options.app:
         paths = [options.config] if options.config else []
         if options.app:
             parts["config"] = check_effective(options.app, options.python, paths, options.to_version,
                                               options.from_version, options.idle_timeout, 30.0)
+            if judged is not None:
+                unread.append(f"{judged.source}: its settings are not judged beside --app (the imported app's "
+                              "effective settings are); its versions are")
+                judged = None
         else:
-            parts["config"] = check_config(paths, options.to_version, options.from_version, options.idle_timeout)
+            parts["config"] = check_config(paths, options.to_version, options.from_version, options.idle_timeout,
+                                           reports=[judged] if judged else None)
+    elif judged is not None:
+        parts["config"] = check_config([], options.to_version, options.from_version, options.idle_timeout,
+                                       reports=[judged])
+    if runtime and "logs" not in parts:  # with logs, the log stage matched them (and tied them to symptoms)
+        from celery_doctor.rules.logs.known_bugs import known_bad_versions
+
+        findings += known_bad_versions(reported, None)
     if options.broker:
         try:
             parts["broker"] = check_broker(options.broker, ProbeOptions(timeout=options.timeout, churn_interval=2.0))
@@ -625,8 +711,8 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
         findings += part.findings
     logs_report = parts.get("logs")
     ranked = combine.rank(findings, _missing(options, parts), parse_idle_timeout(options.idle_timeout),
-                          _settings(parts.get("config")), _observed(logs_report))
-    summary: dict[str, object] = {"inputs": sorted(parts)}
+                          _settings(parts.get("config"), judged), _observed(logs_report))
+    summary: dict[str, object] = {"inputs": sorted([*parts, *(["report"] if runtime else [])])}
     answer = next((f for f in ranked if f.role in (Role.CAUSE, Role.RISK)), None)
     if ranked and ranked[0].role == Role.CONTEXT and ranked[0].category == Category.NO_INCIDENT:
         answer = ranked[0]
@@ -644,7 +730,8 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
         undated=logs_report.undated if logs_report else [],
         sources=logs_report.sources if logs_report else [],
         summary=summary,
-        data={name: part.data for name, part in parts.items()},
+        data={**{name: part.data for name, part in parts.items()},
+              **({"report": _report_data(runtime, judged)} if runtime else {})},
         warnings=unread + [w for part in parts.values() for w in part.warnings],
     )
 

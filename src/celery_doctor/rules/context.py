@@ -6,7 +6,7 @@ modules in rules/logs/.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery_doctor.model import Event, Evidence, Finding, Incident, Kind, Side
 from celery_doctor.timeline import Timeline
@@ -23,12 +23,15 @@ class LogContext:
     pool: str | None
     transport: str | None  # "amqp", "redis", ... from the banner or the events
     heartbeat_s: float | None  # negotiated timeout the broker reported, if any
+    # package -> (version, the line that names it) from a `celery report` given beside the logs
+    reported: dict[str, tuple[str, Evidence]] = field(default_factory=dict)
 
 
 Rule = Callable[[LogContext], Iterable[Finding]]
 
 
-def context_for(timeline: Timeline, incidents: list[Incident]) -> LogContext:
+def context_for(timeline: Timeline, incidents: list[Incident],
+                reported: dict[str, tuple[str, Evidence]] | None = None) -> LogContext:
     meta: dict[str, object] = {}
     for source in timeline.sources:
         for key, value in source.meta.items():
@@ -49,6 +52,7 @@ def context_for(timeline: Timeline, incidents: list[Incident]) -> LogContext:
         pool=str(meta["pool"]).lower() if meta.get("pool") else None,
         transport=transport.split(":")[0].lower() or None,
         heartbeat_s=float(hb[0]) if hb else None,
+        reported=dict(reported or {}),
     )
 
 

@@ -4,6 +4,7 @@ and values that are risky for long-lived broker connections."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from celery_doctor.middleboxes import Middlebox
@@ -496,7 +497,23 @@ def config_data(analysis: an.Analysis, source: str | None) -> dict[str, Any]:
 def _same(intended: Any, effective: Any) -> bool:
     if isinstance(intended, (tuple, list)) and isinstance(effective, list):
         return [_plain(v) for v in intended] == effective
-    return _plain(intended) == effective
+    return _plain(intended) == effective or _censored_same(_plain(intended), effective)
+
+
+_STARS = re.compile(r"\*{2,}")
+
+
+def _censored_same(intended: Any, effective: Any) -> bool:
+    """Equal once the secrets are hidden: `celery report` and `inspect conf` print passwords as
+    ``**`` / ``********`` (kombu's as_uri, Celery's censored table), so the file's real password
+    must not read as another value."""
+    if isinstance(effective, str) and isinstance(intended, str) and "**" in effective:
+        from celery_doctor.redact import redact
+
+        return _STARS.sub("*", redact(intended)) == _STARS.sub("*", effective) or set(effective) == {"*"}
+    if isinstance(effective, dict) and isinstance(intended, dict) and set(map(str, intended)) == set(effective):
+        return all(_same(intended[k], effective[str(k)]) for k in intended)
+    return False
 
 
 def _plain(value: Any) -> Any:

@@ -36,6 +36,10 @@ MAX_BYTES = 8 * 1024 * 1024  # a pasted report is kilobytes; anything much bigge
 
 _SOFTWARE = re.compile(r"^software -> (?P<first>.*)$", re.M)
 _SETTING_LINE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*): ?(?P<value>.*)$")
+# setting names are lower or upper snake case (old names, Django's CELERY_ prefix); an exception
+# line (`KeyError: 'async'`) is neither, so it ends a report pasted above a traceback
+_SETTING_NAME = re.compile(r"^_?[a-z][a-z0-9_]*$|^[A-Z][A-Z0-9_]*$")
+_EMBEDDED = re.compile(r"^software -> celery:\d", re.M)
 _INSPECT_NODE = re.compile(r"^->\s+(?P<node>\S+?):\s+OK\s*$", re.M)
 
 
@@ -53,10 +57,21 @@ class RuntimeReport:
     texts: dict[str, str] = field(default_factory=dict)  # name -> the input's own line
     workers: list[str] = field(default_factory=list)  # inspect conf: the nodes that answered
     notes: list[str] = field(default_factory=list)
+    first_line: int = 0  # celery report: the lines of the input the report spans (1-based)
+    last_line: int = 0
+    software_text: str = ""  # the `software -> ...` line, the versions' evidence
 
     @property
     def celery(self) -> str | None:
         return self.versions.get("celery")
+
+    def named(self) -> dict[str, tuple[str, int, str]]:
+        """package (and ``python``, ``transport``) -> (version, line, the line's text): the evidence
+        the rules use. The versions stand on the software line, the transport on the settings line."""
+        out = {name: (version, self.first_line, self.software_text) for name, version in self.versions.items()}
+        if self.transport and self.kind == "celery report":
+            out["transport"] = (self.transport, self.first_line, self.software_text)
+        return out
 
 
 def sniff(text: str) -> str | None:
@@ -82,12 +97,31 @@ def _value(text: str) -> Any:
         return text
 
 
-def _read_report(text: str, source: str) -> RuntimeReport:
+def _read_report(text: str, source: str, start: int | None = None) -> RuntimeReport:
+    """The `celery report` block that starts at line index ``start`` (the first one when None).
+
+    Celery prints (celery/app/utils.py ``BUGREPORT_INFO``, then ``conf.humanize(censored=True)``)::
+
+        software -> celery:{celery_v} kombu:{kombu_v} py:{py_v}
+                    billiard:{billiard_v} {driver_v}
+        platform -> system:{system} arch:{arch}
+                    kernel version:{kernel_version} imp:{py_i}
+        loader   -> {loader}
+        settings -> transport:{transport} results:{results}
+
+        key: pretty(value)
+
+    The block ends at the first line that is neither a setting, its continuation nor blank, so a
+    report pasted above a log (or inside one) is read without the log's lines.
+    """
     out = RuntimeReport(kind="celery report", source=source)
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("software -> ")), None)
+    if start is None:
+        start = next((i for i, line in enumerate(lines) if line.startswith("software -> ")), None)
     if start is None:
         raise SettingsError(f"{source}: no 'software ->' line: not `celery report` output")
+    out.first_line = out.last_line = start + 1
+    out.software_text = lines[start].strip()
     software = [lines[start][len("software -> "):]]
     for line in lines[start + 1:]:
         if not line.startswith(" " * 4):
@@ -97,14 +131,18 @@ def _read_report(text: str, source: str) -> RuntimeReport:
         key = PACKAGE_NAMES.get(name.lower())
         if key:
             out.versions[key] = version
-    for number, line in enumerate(lines, 1):
+    settings_at = None
+    for number in range(start + 1, min(len(lines), start + 12) + 1):  # the header is 6-8 lines
+        line = lines[number - 1]
         if line.startswith("settings -> "):
             for name, value in re.findall(r"(transport|results):(\S+)", line):
                 setattr(out, name, value)
-            start = number
+            settings_at = number
             break
-    else:
-        start = len(lines)
+    if settings_at is None:
+        out.notes.append(f"{source}: the report has no 'settings ->' line; only its versions were read")
+        return out
+    out.last_line = settings_at
     # `key: value` lines; a dict or list value continues on lines that start with a space
     current: tuple[str, int] | None = None
     parts: list[str] = []
@@ -120,20 +158,48 @@ def _read_report(text: str, source: str) -> RuntimeReport:
         out.lines[key] = line_no
         out.texts[key] = lines[line_no - 1]
 
-    for number in range(start + 1, len(lines) + 1):
+    blank = 0
+    for number in range(settings_at + 1, len(lines) + 1):
         line = lines[number - 1]
         match = _SETTING_LINE.match(line)
-        if match and not line.startswith(" "):
+        if match and _SETTING_NAME.match(match["key"]):
             flush()
             current, parts = (match["key"], number), [match["value"]]
-        elif current is not None and line.startswith(" "):
+        elif current is not None and line.startswith(" ") and line.strip():
             parts.append(line)
         elif not line.strip():
+            blank += 1
+            if blank > 2 and current is not None:
+                break  # the report ended; what follows is something else
             continue
+        else:
+            break  # a log line, a prompt, a closing fence: the report ended
+        blank = 0
+        out.last_line = number
     flush()
     if "celery" not in out.versions:
         out.notes.append(f"{source}: the software line names no celery version")
     return out
+
+
+def find_report(text: str, source: str) -> RuntimeReport | None:
+    """A `celery report` pasted anywhere in ``text`` (a log paste, an issue's text), or None."""
+    match = _EMBEDDED.search(text)
+    if match is None:
+        return None
+    start = text.count("\n", 0, match.start())
+    return _read_report(text, source, start)
+
+
+def find_report_in_file(path: str) -> RuntimeReport | None:
+    """The `celery report` inside a pasted file given as a log, if any (pastes are small: larger
+    files are looked at in their first megabytes only)."""
+    try:
+        with Path(path).open("r", encoding="utf-8", errors="replace") as handle:
+            text = handle.read(MAX_BYTES)
+    except OSError:
+        return None
+    return find_report(text, path)
 
 
 def _read_inspect(text: str, source: str) -> RuntimeReport:

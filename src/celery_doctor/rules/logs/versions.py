@@ -111,14 +111,22 @@ def _narrow(seen: Seen, spec: str, evidence: Evidence, how: str) -> None:
     seen.how.append(how)
 
 
-def fingerprint(events: list[Event], meta_versions: dict[str, str] | None = None) -> dict[str, Seen]:
-    """Versions per package, from every event's text (banner versions from the sources' meta)."""
+def fingerprint(events: list[Event], meta_versions: dict[str, str] | None = None,
+                reported: dict[str, tuple[str, Evidence]] | None = None) -> dict[str, Seen]:
+    """Versions per package, from every event's text (banner versions from the sources' meta;
+    ``reported``: what a `celery report` pasted beside the logs names, with its software line)."""
     out: dict[str, Seen] = {}
 
     def get(package: str) -> Seen:
         return out.setdefault(package, Seen(package))
 
+    for package, (version, evidence) in (reported or {}).items():
+        get(package).exact = version
+        get(package).how.append("celery report")
+        get(package).evidence.append(evidence)
     for package, version in (meta_versions or {}).items():
+        if get(package).exact:
+            continue  # the report names the release already
         get(package).exact = version
         get(package).how.append("worker banner")
     for e in events:
