@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -162,6 +163,7 @@ def main(out: Path) -> int:
             conn.channel().queue_delete(queue)
             conn.close()
         conn.collect()
+        shutil.rmtree(tmp, ignore_errors=True)
     time.sleep(0.5)
     lines = []
     for line in RABBITMQ_LOG.read_text(errors="replace").splitlines(keepends=True):

@@ -4,6 +4,7 @@ answer, with its deciding lines, and other clients' failures must be said as the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,20 @@ def test_consumer_timeout_cites_its_own_lines_not_a_neighbours_close() -> None:
     assert any("timed out waiting for delivery acknowledgement" in t for t in texts)
     assert any("PreconditionFailed" in t for t in texts)
     assert not any("client unexpectedly closed TCP connection" in t for t in texts)
+
+
+def test_a_cut_is_not_joined_to_another_connections_earlier_close() -> None:
+    # Celery 3.1 through the fault proxy (ground truth: proxy.jsonl): every cut the proxy made is one
+    # incident holding the worker's loss and the broker's closes of the worker's own connections, said
+    # to be the network's, even where another client's missed-heartbeat close came 1.9 s before
+    folder = SHARED / "celery31-idle-cut"
+    report = _diagnose("celery31-idle-cut")
+    cuts = sorted({json.loads(line)["ts"][:19] for line in (folder / "proxy.jsonl").read_text().splitlines()
+                   if json.loads(line)["kind"] == "proxy_cut"})
+    worker = [i for i in report.incidents if any(Path(e.source).name == "worker.log" for e in i.events)]
+    assert len(worker) == len(cuts) == 4
+    for incident in worker:
+        assert incident.closed_by.value == "network" and incident.verdict_id == "V09"
+        assert not any("missed heartbeats" in e.text for e in incident.events)
+    top = report.findings[0]
+    assert top.rule_id == "CD-L01"

@@ -128,7 +128,9 @@ def _group(timeline: Timeline) -> list[_Draft]:
     open_outage: dict[str, _Draft] = {}  # client source -> incident not yet reconnected
     reconnected: dict[str, datetime] = {}  # client source -> its last "Connected to"
     gap = timedelta(seconds=GAP_S)
-    for e in timeline.events:
+    events = timeline.events
+    accepted = {key: e.at for e in events if e.kind == Kind.CONNECTION_ACCEPTED and (key := connection_key(e))}
+    for index, e in enumerate(events):
         if e.kind == Kind.CONNECTED and e.side == Side.CLIENT:
             reconnected[e.source] = e.at
             draft = open_outage.pop(e.source, None)
@@ -142,6 +144,8 @@ def _group(timeline: Timeline) -> list[_Draft]:
         target = None
         if e.side == Side.CLIENT and e.kind == Kind.CANNOT_CONNECT and e.source in open_outage:
             target = open_outage[e.source]
+        elif drafts and _closes_of_its_own(drafts[-1], events, index, accepted):
+            pass  # a failure of its own: a new incident
         elif drafts and e.at - drafts[-1].last <= gap and _same_failure(drafts[-1], e, reconnected):
             target = drafts[-1]
         elif e.side == Side.CLIENT:
@@ -154,6 +158,28 @@ def _group(timeline: Timeline) -> list[_Draft]:
             open_outage[e.source] = target
     _attach_context(drafts, timeline)
     return drafts
+
+
+def _closes_of_its_own(draft: _Draft, events: list[Event], index: int, accepted: dict[str, datetime]) -> bool:
+    """Whether the client failure at ``events[index]`` has broker-side closes of its own at the same
+    moment, on connections ``draft`` does not hold and that were open before it began: then the
+    draft (begun seconds earlier by another connection's close, on a broker that many clients
+    share) is another failure, and the client's loss starts its own incident with the closes that
+    came with it. A connection accepted after the draft began is the client's reconnect, dropped
+    as it reacts to the failure: a consequence, not a failure of its own."""
+    e = events[index]
+    if e.side != Side.CLIENT or draft.has(Side.CLIENT) or not draft.has(Side.BROKER):
+        return False
+    if (e.at - draft.first).total_seconds() <= SAME_MOMENT_S:
+        return False
+    held = {connection_key(d) for d in draft.events}
+    moment = timedelta(seconds=SAME_MOMENT_S)
+    for other in (*events[max(0, index - 50):index], *events[index + 1:index + 50]):
+        if (other.side == Side.BROKER and other.kind in ANCHORS[Side.BROKER]
+                and abs(other.at - e.at) <= moment and (key := connection_key(other)) not in held | {None}
+                and not (key in accepted and accepted[key] > draft.first)):
+            return True
+    return False
 
 
 def connection_key(event: Event) -> str | None:

@@ -583,13 +583,14 @@ def _other_clients(ctx: LogContext, findings: list[Finding]) -> None:
     alone = [i for i in ctx.incidents if all(e.side == Side.BROKER for e in i.events)]
     broker_only = {(e.source, e.line) for i in alone for e in i.events}
     while_up = {(e.source, e.line) for i in alone if up(i.ts) for e in i.events}
-    if not while_up:
-        return
     for f in findings:
         lines = {(e.source, e.line) for e in f.evidence}
-        # some of it while the given clients were connected, none of it in their own logs (the
-        # same other client's attempts before a worker's log begins count with the rest)
-        if f.category not in NOTICED_AT_ONCE or not lines or not lines <= broker_only or not lines & while_up:
+        if not lines or f.category in (Category.BENIGN_CLIENT_DISCONNECT, Category.NO_INCIDENT, Category.UNKNOWN):
+            continue
+        # a failure a client notices at once, some of it while the given clients were connected, none
+        # of it in their own logs (the same other client's attempts before a worker's log begins
+        # count with the rest)
+        if f.category not in NOTICED_AT_ONCE or not lines <= broker_only or not lines & while_up:
             continue
         f.facts["other_client"] = True
         f.severity = Severity.LOW
