@@ -242,3 +242,29 @@ def test_cut_traceback_of_a_forced_close_is_cited_first_with_its_reason(tmp_path
     assert top.category == Category.BROKER_RESTART_OR_FAILOVER and top.rule_id == "CD-L04"
     assert "CONNECTION_FORCED" in top.evidence[0].text and "'shutdown'" in top.explanation
     assert top.confidence == 0.75
+
+
+@pytest.mark.parametrize("folder", ["refused-throughout-amqp", "refused-throughout-gcp-redis"])
+def test_refused_at_every_attempt_is_a_broker_not_listening_said_as_an_even_bet(folder: str) -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
+    top = next(f for f in report.findings if f.role == Role.CAUSE)
+    assert top.category == Category.BROKER_RESTART_OR_FAILOVER and top.rule_id == "CD-L04"
+    assert top.confidence == pytest.approx(0.45) and top.facts["refused_only"]
+    assert report.incidents and report.incidents[0].ts is not None  # the collector's prefix did not hide the times
+
+
+@pytest.mark.parametrize("text", [
+    # one refusal only: no retries seen
+    "[2024-03-11 08:00:02,411: ERROR/MainProcess] consumer: Cannot connect to amqp://app:**@rabbitmq:5672//: "
+    "[Errno 111] Connection refused.\nTrying again in 2.00 seconds... (1/100)\n",
+    # Celery's default URL: the setting not in effect (CD-L22), not a broker that is down
+    "[2024-03-11 08:00:02,411: ERROR/MainProcess] consumer: Cannot connect to amqp://guest:**@127.0.0.1:5672//: "
+    "[Errno 111] Connection refused.\nTrying again in 2.00 seconds... (1/100)\n\n"
+    "[2024-03-11 08:00:04,430: ERROR/MainProcess] consumer: Cannot connect to amqp://guest:**@127.0.0.1:5672//: "
+    "[Errno 111] Connection refused.\nTrying again in 4.00 seconds... (2/100)\n",
+])
+def test_single_or_default_url_refusals_are_not_called_a_broker_down(tmp_path: Path, text: str) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text(text)
+    report = diagnose(DiagnoseOptions(logs=[str(log)]))
+    assert not any(f.facts.get("refused_only") for f in report.findings)

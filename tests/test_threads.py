@@ -25,12 +25,15 @@ RULE_OF = {"101": "CD-L08", "102": "CD-L08", "103": "CD-L08", "111": "CD-L20", "
            # the second blind batch (recorded after the first batch's fixes, before its own)
            "204": "CD-K01", "205": "CD-K01", "206": "CD-K01", "209": "CD-L05", "210": "CD-L05", "211": "CD-L20",
            # the third (kombu's VersionMismatch in every wrapper the threads used)
-           "213": "CD-K01", "214": "CD-K01", "215": "CD-K01", "216": "CD-K01", "217": "CD-K01"}
+           "213": "CD-K01", "214": "CD-K01", "215": "CD-K01", "216": "CD-K01", "217": "CD-K01",
+           "220": "CD-L04"}
 # blind threads whose answer is said below 0.7 on purpose: (rule, lowest confidence, highest)
 BELOW = {"181": ("CD-L04", 0.6, 0.7),  # refusals after a loss, without the broker's log
          "190": ("CD-L22", 0.45, 0.5),  # the default URL without the config: a local broker may be down
          "191": ("CD-L10", 0.45, 0.5),  # the benign verdict from connection lifetimes alone
-         "199": ("CD-L26", 0.5, 0.7)}  # hung up at connect: who, not why
+         "199": ("CD-L26", 0.5, 0.7),  # hung up at connect: who, not why
+         # refused at every attempt, no success seen: down, restarting or not started, or a wrong port
+         "219": ("CD-L04", 0.4, 0.5), "221": ("CD-L04", 0.4, 0.5)}
 
 
 def _case(name: str) -> tuple[dict, list[str]]:

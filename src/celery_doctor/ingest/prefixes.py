@@ -93,6 +93,12 @@ PREFIXES: tuple[Prefix, ...] = (
     Prefix("cf", re.compile(r"^\s*(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)) "
                             r"\[(?P<svc>[A-Z]+(?:/[\w.\-]+)*)\] (?:OUT|ERR) ?"),
            "2020-07-21T10:40:12.93-0400 [APP/PROC/WEB/4] ERR [2020-07-21 14:40:12,930: ERROR/MainProcess] ..."),
+    # Google Cloud Logging lines copied from the Logs Explorer: severity, the entry's time, the summary
+    # fields in brackets (getsentry/sentry#91329: "[resource.labels.containerName: sentry-worker]")
+    Prefix("gcp-logging", re.compile(r"^(?:DEFAULT|DEBUG|INFO|NOTICE|WARNING|ERROR|CRITICAL|ALERT|EMERGENCY) "
+                                     r"(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) "
+                                     r"\[resource\.labels\.\w+: (?P<svc>[^\]]+)\] "),
+           "INFO 2025-05-05T06:58:31.342089926Z [resource.labels.containerName: sentry-worker] 06:58:31 [ERROR] ..."),
     Prefix("docker-compose", re.compile(r"^(?P<svc>[A-Za-z0-9][\w.\-]*)\s*\| ?"),
            "celery-worker-1  | [2026-11-23 21:20:59,470: WARNING/MainProcess] ...", services=True),
     Prefix("heroku", re.compile(r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)) "

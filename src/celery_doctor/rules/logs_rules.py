@@ -37,6 +37,7 @@ from celery_doctor.rules.context import (
     fmt_s,
 )
 from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, redis_keepalive, snippet, worst_silence_s
+from celery_doctor.rules.logs.default_url import DEFAULT as DEFAULT_URL
 from celery_doctor.rules.logs.vhost_down import DOWN as VHOST_DOWN
 from celery_doctor.rules.registry import RuleInfo, register, rule
 
@@ -259,7 +260,26 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
     undated = [e for e in ctx.timeline.undated if e.kind == Kind.BROKER_FORCED_CLOSE
                or (error_family(e) == "forced" and FORCED_SHUTDOWN.search(f"{e.error or ''} {e.text}"))]
     if not hits and not undated:
-        return []
+        # every connect attempt refused, retried with growing waits, and the paste ends before any got
+        # through: nothing listens at that address (the broker is down, restarting or not started yet, or
+        # the port is wrong); an even bet without the broker's log or the earlier working connection
+        closed = [i for i in ctx.incidents if _refused_throughout(i)]
+        if not closed:
+            return []
+        return [Finding(
+            category=Category.BROKER_RESTART_OR_FAILOVER, severity=Severity.MEDIUM,
+            title="The broker was not accepting connections",
+            explanation=("Every connect attempt was refused (nothing listening at that address) and retried with "
+                         "growing waits, with no successful connect in these lines: the broker was down, restarting "
+                         "or not started yet, unless the host or port in the URL is the wrong one. Its own log for "
+                         "that window (or `celery-doctor broker URL`) tells which."),
+            evidence=_evidence(_events(closed)),
+            fix=Fix(text="Check the broker is running and listening on that host and port (its log, `celery-doctor "
+                         "broker URL`); in docker compose start the worker after the broker is healthy.",
+                    verify="celery-doctor broker URL"),
+            confidence=0.45,
+            facts={"source": "logs", "refused_only": True},
+        )]
     outages = [i.outage_s for i in hits if i.outage_s]
     if not hits:
         said = sorted({SHUTDOWN.sub(r"\1", next(g for g in m.groups() if g).strip())
@@ -310,6 +330,16 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
 
 BARE_REASON = re.compile(r"CONNECTION_FORCED - (.+?)\s*$", re.M)  # py-amqp's exception line, pasted alone
 FORCED_SHUTDOWN = re.compile(r"reason '?shutdown|connection_forced|broker forced connection closure", re.I)
+
+
+def _refused_throughout(incident: Incident) -> bool:
+    """Only connect attempts (two or more), at least one refused, none failing for a reason that says something
+    answered (a login, TLS, a reset at connect) or that the name is wrong; Celery's default URL is CD-L22's."""
+    client = [e for e in incident.events if e.side == Side.CLIENT]
+    tries = [e for e in client if e.kind == Kind.CANNOT_CONNECT]
+    families = {error_family(e) for e in tries}
+    return (len(tries) >= 2 and len(tries) == len(client) and "refused" in families
+            and families <= {"refused", "timeout", None} and not any(DEFAULT_URL.search(e.text) for e in tries))
 
 
 def _refused_after(incident: Incident) -> bool:
