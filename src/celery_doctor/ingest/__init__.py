@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import zlib
@@ -31,6 +32,7 @@ from celery_doctor.model import Event, Kind, Side, SourceInfo
 # what shows a person that a paste is about Celery and its clients, even with no event in it
 CLIENT_TEXT = re.compile(rb"Traceback \(most recent call last\)|site-packages/(?:celery|kombu|amqp|redis|billiard)/|"
                          rb"celery@\S+ v\d|MainProcess\]")
+SAMPLE_HALF = 32 * 1024  # the matcher chooses its search strings on this much of the head and the middle
 PASTE_MAX = 512 * 1024  # inputs up to this size are read record by record (records.py): pastes are small
 
 # The one registry of the stage: log families (one module each in families/) and collector
@@ -136,7 +138,12 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
                 progress(info.name, len(whole), max(size, len(whole)))
             return state if state.events or family is not None else None
         info.format = (family or "paste") + (f" ({prefix})" if prefix else "")
+        state.sample = whole[:SAMPLE_HALF]
         if path != "-" and not isinstance(stream, GzipStream | gzip.GzipFile):
+            if size > 4 * SAMPLE_HALF:  # and from its middle: a broker's head is its boot, not its churn
+                with contextlib.suppress(OSError, ValueError):
+                    stream.seek(size // 2)
+                    state.sample += stream.read(SAMPLE_HALF)
             files.append((path, state, size))  # read again by range, in the pool
         else:
             streams.append((chunks(stream, whole, info.warnings), state, size))

@@ -23,41 +23,140 @@ _hs: Any = None  # the module, when it imports
 with contextlib.suppress(Exception):  # ImportError, or a wheel built for another CPU: the stdlib then
     _hs = importlib.import_module("hyperscan")
 
-Buffer = Any  # bytes, mmap or memoryview: whatever supports the buffer protocol
+Buffer = Any  # bytes or bytearray (what has find/rfind and the buffer protocol)
 
 
 Expression = tuple[bytes, bytes | None]  # (literal, a line-local pattern that narrows it, or None)
+SAMPLE_BYTES = 256 * 1024  # how much of an input the choice of search strings looks at
 
 
 class Matcher(Protocol):
     expressions: tuple[Expression, ...]
 
-    def hits(self, data: Buffer) -> list[tuple[int, int]]:
-        """(an offset inside the line that matched, index of the expression), in offset order."""
+    def hits(self, data: Buffer, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+        """(an offset inside the line that matched, index of the expression), in offset order,
+        for the bytes ``data[start:end]`` (offsets counted from ``start``)."""
 
 
 def _escape(literal: bytes) -> bytes:
     return b"".join(b"\\" + bytes([c]) if not chr(c).isalnum() else bytes([c]) for c in literal)
 
 
+def _line_hits(data: Buffer, start: int, end: int, at: int, pattern: re.Pattern[bytes]) -> list[int]:
+    """Where ``pattern`` matches (each match's last byte, from ``start``) on the line holding ``at``."""
+    line_start = max(start, data.rfind(b"\n", start, at) + 1)
+    line_end = data.find(b"\n", at, end)
+    return [m.end() - 1 - start for m in pattern.finditer(data, line_start, end if line_end < 0 else line_end)]
+
+
+# -- search strings: what the matcher looks for instead of a frequent literal or a pattern --------
+LITERAL, DIRECT, LINE = 0, 1, 2  # how a search string's hit becomes a hit of its expression
+
+
+@lru_cache(maxsize=4096)
+def _frequency(sample: bytes, text: bytes) -> int:
+    return sample.count(text) if sample else 0
+
+
+def pattern_cover(pattern: bytes, sample: bytes) -> list[bytes] | None:
+    """Literals of which every match of ``pattern`` holds at least one (the rarest such set in
+    the sample), or None when the pattern cannot be read that way (flags, classes only)."""
+    from re import _constants as sre, _parser as parser  # type: ignore[attr-defined]
+
+    try:
+        tree = parser.parse(pattern.decode("latin-1"))
+    except Exception:  # noqa: BLE001 - not ours to parse: the matcher takes it as it is
+        return None
+    if tree.state.flags & ~(sre.SRE_FLAG_UNICODE):
+        return None
+
+    def covers(items: list[Any]) -> list[list[bytes]]:
+        found: list[list[bytes]] = []
+        run: list[int] = []
+
+        def close() -> None:
+            if len(run) >= 3:
+                found.append([bytes(run)])
+            run.clear()
+
+        for op, av in items:
+            if op is sre.LITERAL and av < 256:
+                run.append(av)
+                continue
+            close()
+            if op is sre.SUBPATTERN and not av[1]:  # a group without flags of its own
+                found.extend(covers(list(av[-1])))
+            elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and av[0] >= 1:
+                found.extend(covers(list(av[2])))
+            elif op is sre.BRANCH:
+                alternatives = [best(covers(list(branch))) for branch in av[1]]
+                if all(alternatives):
+                    found.append(sorted({lit for alt in alternatives for lit in alt or []}))
+        close()
+        return found
+
+    def best(options: list[list[bytes]]) -> list[bytes] | None:
+        if not options:
+            return None
+        return min(options, key=lambda lits: (sum(_frequency(sample, lit) for lit in lits), -min(map(len, lits))))
+
+    return best(covers(list(tree)))
+
+
 class HyperscanMatcher:
-    def __init__(self, expressions: tuple[Expression, ...]) -> None:
+    """One Hyperscan pass over the bytes for every expression: its literal, or for a pattern the
+    literals every match holds that are rarest in a sample of the input (the pattern then runs
+    on the lines where they are). Hyperscan runs a pattern by confirming it wherever its longest
+    literal is: ``access to vhost \\S+ refused`` on every line where a busy broker granted access
+    to a vhost; `` refused`` is on almost none. The hits are the same whatever the sample, only
+    the speed differs."""
+
+    def __init__(self, expressions: tuple[Expression, ...], sample: bytes = b"") -> None:
         assert _hs is not None
         self.expressions = expressions
-        patterns = [pattern if pattern is not None else _escape(lit) for lit, pattern in expressions]
-        self._db = _compiled(patterns)
-        # a literal's start is known; a pattern's match is reported at its end (inside the line)
-        self._back = [len(lit) if pattern is None else 1 for lit, pattern in expressions]
+        self._how: list[tuple[int, int, Any, int]] = []  # per search string: (expression, how, pattern, back)
+        strings: list[bytes] = []
+        for ident, (lit, pattern) in enumerate(expressions):
+            if pattern is None:
+                strings.append(_escape(lit))
+                self._how.append((ident, LITERAL, None, len(lit)))
+                continue
+            cover = pattern_cover(pattern, sample) if sample else None
+            if cover is None:
+                strings.append(pattern)
+                self._how.append((ident, DIRECT, None, 1))
+            else:
+                compiled = re.compile(pattern)
+                for piece in cover:
+                    strings.append(_escape(piece))
+                    self._how.append((ident, LINE, compiled, 0))
+        # literals alone compile in a millisecond; patterns take ~0.1 s, so those are kept on disk
+        self._db = _compiled(strings, keep=any(how == DIRECT for _, how, _, _ in self._how))
 
-    def hits(self, data: Buffer) -> list[tuple[int, int]]:
+    def hits(self, data: Buffer, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+        end = len(data) if end is None else end
+        raw: list[tuple[int, int]] = []
+
+        def on_match(sid: int, _start: int, stop: int, _flags: int, _ctx: object) -> None:
+            raw.append((stop, sid))
+
+        if end > start:
+            with memoryview(data) as view:
+                self._db.scan(view[start:end], match_event_handler=on_match)
         found: list[tuple[int, int]] = []
-        back = self._back
-
-        def on_match(ident: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
-            found.append((end - back[ident], ident))
-
-        if len(data):
-            self._db.scan(data, match_event_handler=on_match)
+        lines: set[tuple[int, int]] = set()
+        how = self._how
+        for stop, sid in raw:
+            ident, kind, check, back = how[sid]
+            if kind == LITERAL:
+                found.append((stop - back, ident))
+            elif kind == DIRECT:
+                found.append((stop - 1, ident))
+            else:
+                key = (data.rfind(b"\n", start, start + stop), ident)
+                if key not in lines:  # each line's matches once, whichever search string led there
+                    lines.add(key)
+                    found.extend((at, ident) for at in _line_hits(data, start, end, start + stop - 1, check))
         found.sort()
         return found
 
@@ -68,44 +167,48 @@ class FindMatcher:
     NUL byte (no log holds one) has no literal: its pattern is searched, reported where each match
     ends (as Hyperscan reports a pattern)."""
 
-    def __init__(self, expressions: tuple[Expression, ...]) -> None:
+    def __init__(self, expressions: tuple[Expression, ...], sample: bytes = b"") -> None:
         self.expressions = expressions
         self._patterns = [re.compile(p) if p is not None else None for _, p in expressions]
 
-    def hits(self, data: Buffer) -> list[tuple[int, int]]:
-        view = data if isinstance(data, bytes) else bytes(data)
+    def hits(self, data: Buffer, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+        end = len(data) if end is None else end
         found: list[tuple[int, int]] = []
         for ident, (lit, _) in enumerate(self.expressions):
             pattern = self._patterns[ident]
             if pattern is not None and lit[:1] == b"\0":
-                found.extend((m.end() - 1, ident) for m in pattern.finditer(view))
+                found.extend((m.end() - 1 - start, ident) for m in pattern.finditer(data, start, end))
                 continue
-            at = view.find(lit)
+            at = data.find(lit, start, end)
+            seen_line = -2
             while at >= 0:
                 if pattern is None:
-                    found.append((at, ident))
+                    found.append((at - start, ident))
                 else:
-                    line_start = view.rfind(b"\n", 0, at) + 1
-                    line_end = view.find(b"\n", at)
-                    if pattern.search(view, line_start, len(view) if line_end < 0 else line_end):
-                        found.append((at, ident))
-                at = view.find(lit, at + 1)
-        found.sort()
+                    line_start = data.rfind(b"\n", start, at)
+                    if line_start != seen_line:  # a line's matches once, however often the literal is on it
+                        seen_line = line_start
+                        found.extend((hit, ident) for hit in _line_hits(data, start, end, at, pattern))
+                at = data.find(lit, at + 1, end)
+        found = sorted(set(found))
         return found
 
 
-def _compiled(patterns: list[bytes]) -> Any:
+def _compiled(patterns: list[bytes], keep: bool = True) -> Any:
     """The Hyperscan database for ``patterns``: compiling literals and patterns together takes
     ~0.1 s, so the result is kept in the user's cache folder, keyed by the patterns and the engine's
     version (a database that does not load is compiled again)."""
     key = hashlib.sha256(b"\0".join([str(getattr(_hs, "__version__", "")).encode(), *patterns])).hexdigest()[:24]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "celery-doctor" / f"hs-{key}.db"
-    with contextlib.suppress(Exception):
-        loaded = _hs.loadb(cache.read_bytes(), _hs.HS_MODE_BLOCK)
-        loaded.scratch = _hs.Scratch(loaded)  # a loaded database comes without one
-        return loaded
+    if keep:
+        with contextlib.suppress(Exception):
+            loaded = _hs.loadb(cache.read_bytes(), _hs.HS_MODE_BLOCK)
+            loaded.scratch = _hs.Scratch(loaded)  # a loaded database comes without one
+            return loaded
     db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
     db.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns), flags=[0] * len(patterns))
+    if not keep:
+        return db
     with contextlib.suppress(OSError):  # a read-only home only costs the compile next time
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
@@ -118,7 +221,7 @@ def _engine() -> str:
     if _hs is None:
         return "stdlib bytes.find"
     try:
-        HyperscanMatcher(((b"probe", None), (b"x", rb"x\S+y"))).hits(b"a probe")
+        HyperscanMatcher(((b"probe", None), (b"x", rb"x\S+y"))).hits(b"a probe xay")
     except Exception:  # e.g. a CPU without the instructions the wheel needs
         return "stdlib bytes.find"
     return f"hyperscan {getattr(_hs, '__version__', '')}".strip()
@@ -128,9 +231,9 @@ ENGINE = _engine()
 
 
 @lru_cache(maxsize=32)
-def build(expressions: tuple[Expression, ...]) -> Matcher:
-    """One compiled matcher per set of expressions (cached: sources of one family share it)."""
+def build(expressions: tuple[Expression, ...], sample: bytes = b"") -> Matcher:
+    """One compiled matcher per set of expressions and sample (cached: the ranges of a file share it)."""
     unique = tuple(dict.fromkeys(expressions))
     if ENGINE.startswith("hyperscan") and unique:
-        return HyperscanMatcher(unique)
+        return HyperscanMatcher(unique, sample[:SAMPLE_BYTES])
     return FindMatcher(unique)

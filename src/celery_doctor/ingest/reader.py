@@ -71,6 +71,7 @@ class SourceState:
     last_ts: datetime | None = None
     out_of_order: int = 0
     services: dict[str, str] = field(default_factory=dict)  # docker-compose service -> family
+    sample: bytes = b""  # a little of the input (head and middle): the matcher's search strings are chosen on it
 
     def services_family(self, source: str) -> str:
         service = source.rsplit(":", 1)[-1]
@@ -121,10 +122,10 @@ class Scanner:
         # fall (matcher.MARKS: a second database, run only where tracebacks are), never by decoding
         self.marks = matcher.build(((CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern),)) \
             if self.client_like else None
-        self.matcher = matcher.build(tuple(rare))
+        self.matcher = matcher.build(tuple(rare), state.sample)
         self.mark_id = -1
         self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
-        self.full = matcher.build(tuple(every))  # with the lifecycle lines: the file's head, near incidents
+        self.full = matcher.build(tuple(every), state.sample)  # with the lifecycle lines: the file's head, near incidents
         self.lifecycle = frozenset(i for i, e in enumerate(self.full.expressions) if e not in rare)
         self._traceback_id = next((i for i, e in enumerate(self.matcher.expressions) if e[0] == signatures.TRACEBACK),
                                   -2)
@@ -468,8 +469,7 @@ class Scanner:
         What lies before ``start`` is look-back (a record may begin there), what lies after ``end``
         look-ahead (a record may end there); ``start`` need not be at a line start."""
         end = len(buf) if end is None else end
-        view = memoryview(buf)
-        found = self.matcher.hits(view[start:end])
+        found = self.matcher.hits(buf, start, end)
         hits = [(start + at, ident, False) for at, ident in found]
         # the connection-error words: over the whole window when tracebacks are many (an app that
         # logs exceptions), else only after each traceback (the same first word either way)
@@ -478,10 +478,10 @@ class Scanner:
             traceback_id = self._traceback_id
             tracebacks = sum(1 for _, ident in found if ident == traceback_id)
             if tracebacks > WINDOW_MARKS:
-                self.errors = [start + at for at, _ in self.marks.hits(view[start:end])]
+                self.errors = [start + at for at, _ in self.marks.hits(buf, start, end)]
         if self.first_chunk:  # the head of a file: the whole catalogue (readiness, the first accepts)
             stop = min(end, start + HEAD_SCAN)
-            extra = [(start + at, ident, True) for at, ident in self.full.hits(view[start:stop])
+            extra = [(start + at, ident, True) for at, ident in self.full.hits(buf, start, stop)
                      if ident in self.lifecycle][:HEAD_LIFECYCLE]
             hits = sorted(hits + extra)
         self.first_chunk = False
@@ -515,7 +515,7 @@ class Scanner:
             return
         self.seen.add(record.start)
         if record.start < start and any(ident != self.mark_id for _, ident in
-                                        self.matcher.hits(memoryview(buf)[record.start:start])):
+                                        self.matcher.hits(buf, record.start, start)):
             return  # it began in the bytes before this window, whose scan saw it
         event = self._event(record, self._line_no(buf, record.start), buf)
         if event is None:
@@ -534,7 +534,7 @@ class Scanner:
         if self.near_left <= 0:
             return
         stop = min(len(buf), pos + NEAR_BYTES)
-        for at, ident in self.full.hits(memoryview(buf)[pos:stop]):
+        for at, ident in self.full.hits(buf, pos, stop):
             if self.near_left <= 0:
                 break
             if ident in self.lifecycle:
@@ -550,7 +550,7 @@ class Scanner:
                 k = bisect.bisect_left(self.errors, hit)
                 error = self.errors[k] if k < len(self.errors) else stop
             elif self.marks is not None:
-                first = self.marks.hits(memoryview(buf)[hit:stop])
+                first = self.marks.hits(buf, hit, stop)
                 error = hit + first[0][0] if first else stop
             else:
                 error = stop
