@@ -61,11 +61,12 @@ def _frequency(sample: bytes, text: bytes) -> int:
 def pattern_cover(pattern: bytes, sample: bytes) -> list[bytes] | None:
     """Literals of which every match of ``pattern`` holds at least one (the rarest such set in
     the sample), or None when the pattern cannot be read that way (flags, classes only)."""
-    from re import _constants as sre, _parser as parser  # type: ignore[attr-defined]
+    from re import _constants as sre  # type: ignore[attr-defined]
+    from re import _parser as parser  # type: ignore[attr-defined]
 
     try:
         tree = parser.parse(pattern.decode("latin-1"))
-    except Exception:  # noqa: BLE001 - not ours to parse: the matcher takes it as it is
+    except Exception:  # not ours to parse: the matcher takes it as it is
         return None
     if tree.state.flags & ~(sre.SRE_FLAG_UNICODE):
         return None

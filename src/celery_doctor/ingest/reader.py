@@ -125,7 +125,8 @@ class Scanner:
         self.matcher = matcher.build(tuple(rare), state.sample)
         self.mark_id = -1
         self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
-        self.full = matcher.build(tuple(every), state.sample)  # with the lifecycle lines: the file's head, near incidents
+        # with the lifecycle lines: the file's head, near incidents
+        self.full = matcher.build(tuple(every), state.sample)
         self.lifecycle = frozenset(i for i, e in enumerate(self.full.expressions) if e not in rare)
         self._traceback_id = next((i for i, e in enumerate(self.matcher.expressions) if e[0] == signatures.TRACEBACK),
                                   -2)
