@@ -79,3 +79,16 @@ def test_a_cut_is_not_joined_to_another_connections_earlier_close() -> None:
         assert not any("missed heartbeats" in e.text for e in incident.events)
     top = report.findings[0]
     assert top.rule_id == "CD-L01"
+
+
+@pytest.mark.parametrize("with_broker_log", [False, True])
+def test_worker_that_stopped_hearing_the_broker_is_a_path_loss(with_broker_log: bool) -> None:
+    # Celery 4.4.7 through a 20 s blackhole (proxy.jsonl): the client's own "Too many heartbeats missed"
+    # while idle is the broker's frames not arriving, not heartbeats the worker failed to send
+    folder = SHARED / "celery44-blackhole"
+    logs = [str(folder / "worker.log")] + ([str(folder / "broker.log")] if with_broker_log else [])
+    report = diagnose(DiagnoseOptions(logs=logs))
+    top = report.findings[0]
+    assert top.category == Category.NETWORK_PATH_LOSS and top.rule_id == "CD-L02"
+    assert not any(f.category == Category.HEARTBEAT_MISCONFIG and f.role == Role.CAUSE
+                   and any("worker.log" in e.source for e in f.evidence) for f in report.findings)

@@ -131,7 +131,29 @@ def path_loss(ctx: LogContext) -> Iterable[Finding]:
         or error_family(e) == "timeout" for e in i.events)]
     busy_resets = [i for i in ctx.incidents if i not in silent and i.closed_by == ClosedBy.NETWORK
                    and i.phase == Phase.LOAD]
+    # the worker stopped hearing the broker's heartbeats with no task holding its loop: the broker's
+    # frames stopped arriving; reconnects that then time out (not refused) say the path drops packets
+    deaf = [i for i in _client_missed_heartbeats(ctx) if not _running_task(i) and not _timer_check(i)]
     findings = []
+    if deaf:
+        stalled = [i for i in deaf if any(e.kind == Kind.CANNOT_CONNECT and error_family(e) == "timeout"
+                                          for e in i.events)]
+        findings.append(Finding(
+            category=Category.NETWORK_PATH_LOSS, severity=Severity.HIGH,
+            title="The worker stopped hearing the broker",
+            explanation=(
+                f"In {len(deaf)} incident(s) the worker gave up because the broker's heartbeats stopped "
+                "arriving while no task was running"
+                + ("; its reconnects then timed out instead of being refused: packets to the broker were "
+                   "dropped (a blackhole, a firewall or security group, a failing link or VPN)" if stalled else
+                   ": the path dropped packets, or the broker stalled (check its log for the same moment)")
+                + ". Heartbeats detected it; without them the worker would wait on a dead socket."),
+            evidence=_evidence(_events(deaf)),
+            fix=Fix(text="Look at the network between worker and broker at that time (packet loss, a route "
+                         "or firewall change, an idle flow dropped without a reset); keep heartbeats on.",
+                    verify="celery-doctor repro --fault blackhole:5:20 --scenario idle"),
+            confidence=0.75 if stalled else 0.6,
+        ))
     if silent:
         both = any({e.side for e in i.events} >= {Side.CLIENT, Side.BROKER} for i in silent)
         findings.append(Finding(
@@ -176,13 +198,16 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
     """The broker closed because the client sent no heartbeat: busy main thread or idle bug."""
     hits = [i for i in ctx.incidents if i.closed_by == ClosedBy.BROKER
             and any(e.kind == Kind.HEARTBEAT_MISSED_CLIENT for e in i.events)]
-    # the client alone gave up on the broker while idle (broker-side heartbeats not seen)
-    client_only = [i for i in ctx.incidents if i.closed_by == ClosedBy.CLIENT
-                   and any(e.kind == Kind.HEARTBEAT_MISSED_BROKER or error_family(e) == "heartbeat"
-                           for e in i.events)]
+    # the client alone gave up on the broker while a task held its loop: py-amqp counts only what it
+    # read, and a blocked loop reads nothing (idle, it means the broker's heartbeats never came: CD-L02)
+    client_busy = [i for i in _client_missed_heartbeats(ctx) if _running_task(i)]
+    # Celery 3.0/3.1 ran the client's heartbeat check on the worker's timer ("Error in timer:
+    # ConnectionForced(... 'Too many heartbeats missed' ...)"), and it fired on healthy idle
+    # connections (celery#1194, py-amqp#6): the client's own checker, not the path
+    own_checker = [i for i in _client_missed_heartbeats(ctx) if i not in client_busy and _timer_check(i)]
     findings = []
-    busy = [i for i in hits if i.phase == Phase.LOAD and _running_task(i)]
-    idle = [i for i in hits if i not in busy] + client_only
+    busy = [i for i in hits if i.phase == Phase.LOAD and _running_task(i)] + client_busy
+    idle = [i for i in hits if i not in busy] + own_checker
     hb = f"{ctx.heartbeat_s:.0f} s" if ctx.heartbeat_s else "the heartbeat interval"
     if busy:
         longest = max((_running_task(i) or 0.0) for i in busy)
@@ -215,16 +240,32 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
                 f"{len(idle)} connection(s) were closed for missed heartbeats (timeout {hb}) while "
                 "no task was running: the connection negotiated heartbeats, but the code holding it "
                 "does not send them when idle (a green-thread pool's pidbox, a result consumer "
-                "blocked in .get(), a publisher connection with no event loop)."),
+                "blocked in .get(), a publisher connection with no event loop)."
+                + (" Celery 3.0/3.1 checked the broker's heartbeats on the worker's timer ('Error in timer'), "
+                   "and that checker declared healthy idle connections dead: the client tore them down "
+                   "itself." if own_checker else "")),
             evidence=_evidence(_events(idle)),
             fix=Fix(text="Either make the process send heartbeats (an event-loop pool) or disable them "
                          "for connections that cannot send them.",
                     snippet=snippet({"broker_heartbeat": "0"}, ctx.celery_version,
                                     "connections that cannot send heartbeats should not negotiate them"),
                     verify="celery-doctor repro --scenario idle"),
-            confidence=0.7 if hits else 0.55,
+            confidence=0.7,
         ))
     return findings
+
+
+def _timer_check(incident: Incident) -> bool:
+    return any("Error in timer" in e.text for e in incident.events)
+
+
+def _client_missed_heartbeats(ctx: LogContext) -> list[Incident]:
+    """Incidents where only the client gave up, on the broker's heartbeats (py-amqp's "Too many
+    heartbeats missed"), with no close of the broker's own."""
+    return [i for i in ctx.incidents if i.closed_by == ClosedBy.CLIENT
+            and any(e.kind == Kind.HEARTBEAT_MISSED_BROKER or error_family(e) == "heartbeat" for e in i.events)
+            and not any(e.side == Side.BROKER and e.kind in (Kind.HEARTBEAT_MISSED_CLIENT, Kind.BROKER_FORCED_CLOSE)
+                        for e in i.events)]
 
 
 def _running_task(incident: Incident) -> float | None:
