@@ -712,6 +712,8 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
     logs_report = parts.get("logs")
     ranked = combine.rank(findings, _missing(options, parts), parse_idle_timeout(options.idle_timeout),
                           _settings(parts.get("config"), judged), _observed(logs_report))
+    if _writes_old_names(parts.get("config")):
+        _fixes_in_old_names(ranked)
     summary: dict[str, object] = {"inputs": sorted([*parts, *(["report"] if runtime else [])])}
     answer = next((f for f in ranked if f.role in (Role.CAUSE, Role.RISK)), None)
     if ranked and ranked[0].role == Role.CONTEXT and ranked[0].category == Category.NO_INCIDENT:
@@ -734,6 +736,26 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
               **({"report": _report_data(runtime, judged)} if runtime else {})},
         warnings=unread + [w for part in parts.values() for w in part.warnings],
     )
+
+
+def _writes_old_names(config: Report | None) -> bool:
+    """Whether the config file the user gave is written in Celery 3.x's upper-case names."""
+    rows = (config.data.get("config", {}).get("settings") or []) if config is not None else []
+    written = [r for r in rows if r.get("source") and r.get("written")]
+    return bool(written) and all(r["written"] != r.get("setting") and r["written"].isupper() for r in written)
+
+
+def _fixes_in_old_names(findings: list[Finding]) -> None:
+    """The fixes for what the logs or the broker showed, in the names the user's file uses (the
+    config's own findings propose the new names on purpose)."""
+    from celery_doctor.rules.fixes import in_old_names
+
+    for f in findings:
+        if f.fix and f.fix.snippet and f.role != Role.CONFIG and f.facts.get("source") != "config":
+            renamed = in_old_names(f.fix.snippet)
+            if renamed != f.fix.snippet:
+                f.fix = dataclasses.replace(f.fix, snippet=renamed + "\n# in the upper-case names your config uses: "
+                                            "Celery refuses a file that mixes both styles")
 
 
 def check_pins(requirement: str | None, python: str | None, to: str | None, constraints_dir: str | None,

@@ -30,6 +30,9 @@ def _record(text: str) -> list[str]:
     return lines
 
 
+ROLE_HEADINGS = {"cause": "Causes", "risk": "Risks", "context": "Notes", "config": "Also found in the config"}
+
+
 class MarkdownRenderer(Renderer):
     def render(self, report: Report, *, color: bool = False, width: int = 110) -> str:
         out = [f"# celery-doctor {report.command}", ""]
@@ -45,7 +48,11 @@ class MarkdownRenderer(Renderer):
         out += ["## Findings, most important first" if len(report.findings) > 1 else "## Findings", ""]
         if not report.findings:
             out += ["No findings.", ""]
+        role = None
         for f in report.findings:
+            if (f.role != role) if role is not None else f.role.value != "cause":
+                out += [f"## {ROLE_HEADINGS[f.role.value]}", ""]
+            role = f.role
             rule = f" `{f.rule_id}`" if f.rule_id else ""
             out += [f"### {f.severity.value.upper()} {f.category.value}: {f.title}{rule}", "",
                     f"Confidence {f.confidence:.0%}.", "", f.explanation.strip(), ""]

@@ -301,10 +301,12 @@ class TextRenderer(Renderer):
             self._sections(console, sections, width, titled=False)
         if report.summary:
             console.print(summary_text(report))
-        # the answer first: the top causes in full, the rest one line each
-        for finding in report.findings[:3]:
+        # in full: the answer, and up to two more causes (or risks); what the config also shows and
+        # the notes are one line each, so hygiene never looks like a cause
+        full = [f for f in report.findings[:3] if f.role.value in ("cause", "risk")] or report.findings[:1]
+        for finding in full:
             console.print(finding_panel(finding, width))
-        for group in _alike(report.findings[3:]):
+        for group in _alike([f for f in report.findings if not any(f is g for g in full)]):
             finding = group[0]
             lead = "also found in the config" if finding.role.value == "config" else "also"
             rule = f" [{finding.rule_id}]" if finding.rule_id else ""

@@ -7,6 +7,7 @@ through :func:`setting`, which reads the names from the generated settings data.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 from packaging.version import InvalidVersion, Version
@@ -35,6 +36,13 @@ def uses_old_names(celery_version: str | None) -> bool:
 def setting(name: str, celery_version: str | None) -> str:
     """The name to write for ``name`` (a 4.0+ name) in the user's version."""
     return _old_names().get(name, name.upper()) if uses_old_names(celery_version) else name
+
+
+def in_old_names(text: str) -> str:
+    """A snippet rewritten in the upper-case names of Celery 3.x, for a config file written in them:
+    Celery 4+ refuses a file that mixes both styles (ImproperlyConfigured, celery/app/utils.py)."""
+    old = _old_names()
+    return re.sub(r"^([a-z_]+)(\s*=)", lambda m: old.get(m.group(1), m.group(1)) + m.group(2), text, flags=re.M)
 
 
 def snippet(values: dict[str, str], celery_version: str | None, comment: str | None = None) -> str:
