@@ -268,3 +268,19 @@ def test_single_or_default_url_refusals_are_not_called_a_broker_down(tmp_path: P
     log.write_text(text)
     report = diagnose(DiagnoseOptions(logs=[str(log)]))
     assert not any(f.facts.get("refused_only") for f in report.findings)
+
+
+def _timeout_crash(ts: str) -> str:
+    return (f"[{ts}: ERROR/MainProcess] Unrecoverable error: TimeoutError('Timeout reading from socket',)\n"
+            "Traceback (most recent call last):\n"
+            '  File "lib/python2.7/site-packages/kombu/connection.py", line 275, in drain_events\n'
+            "    return self.transport.drain_events(self.connection, **kwargs)\n"
+            "TimeoutError: Timeout reading from socket\n")
+
+
+def test_one_client_side_read_timeout_is_no_confident_path_loss(tmp_path: Path) -> None:
+    # celery#3046: a stalled server (busy, swapping, forking for a snapshot) looks the same from the client
+    log = tmp_path / "worker.log"
+    log.write_text(_timeout_crash("2016-02-08 19:12:36,069"))
+    report = diagnose(DiagnoseOptions(logs=[str(log)]))
+    assert all(f.confidence <= 0.5 for f in report.findings if f.category == Category.NETWORK_PATH_LOSS)

@@ -174,7 +174,9 @@ def path_loss(ctx: LogContext) -> Iterable[Finding]:
                          "network between the hosts (packet loss, silent idle drops, MTU).",
                     snippet=snippet({"broker_heartbeat": "30"}, ctx.celery_version),
                     verify="celery-doctor repro --fault blackhole:5:20 --scenario idle"),
-            confidence=0.8 if both else 0.55,
+            # one timeout seen by the client alone is also a server that stopped answering (busy, swapping,
+            # a fork for a snapshot): an even bet until it recurs or the other side confirms it
+            confidence=0.8 if both else (0.55 if len(silent) >= 2 else 0.45),
         ))
     if busy_resets:
         findings.append(Finding(
