@@ -147,6 +147,11 @@ def plan(sizes: list[int], pool: int) -> list[tuple[int, int, int]]:
         parts = max(1, round(size / target))
         cuts = [size * k // parts for k in range(parts + 1)]
         ranges.extend((index, a, b) for a, b in itertools.pairwise(cuts) if b > a)
+    # the last ranges handed out are cut in four: a worker that finishes first then waits a
+    # quarter of a range for the other, not a whole one
+    if len(ranges) > 2 * pool and target >= 4 * RANGE_MIN:
+        tail = [(i, a + (b - a) * k // 4, a + (b - a) * (k + 1) // 4) for i, a, b in ranges[-pool:] for k in range(4)]
+        ranges = ranges[:-pool] + tail
     return ranges
 
 
