@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from celery_doctor.ingest import counting, parallel, read_logs
+from celery_doctor.ingest import counting, parallel, read_logs, reader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import shapes  # the bench's generators: the same shapes the bench measures
@@ -41,18 +41,22 @@ TASK_TRACEBACK = (
 )
 
 
-def write_tracebacks(path: Path, blocks: int) -> int:
-    """Worker traffic with, after every block, an application traceback on the broker connection
-    and a task's own failure with the same error; returns how many of the first kind."""
+def write_tracebacks(path: Path, blocks: int, each: int = 5) -> int:
+    """Worker traffic with, in every block, ``each`` application tracebacks on the broker
+    connection and as many tasks' own failures with the same error; returns how many of the
+    first kind."""
     clock = shapes.Clock()
     with path.open("w") as out:
         for k in range(blocks):
-            out.write("".join(shapes.worker_traffic(clock, k * 1000)))
-            clock.tick(30)
-            out.write(APP_TRACEBACK.format(ts=clock.celery()))
-            clock.tick(1)
-            out.write(TASK_TRACEBACK.format(ts=clock.celery()))
-    return blocks
+            lines = list(shapes.worker_traffic(clock, k * 1000))
+            step = len(lines) // each
+            for part in range(each):
+                out.write("".join(lines[part * step : (part + 1) * step]))
+                clock.tick(30)
+                out.write(APP_TRACEBACK.format(ts=clock.celery()))
+                clock.tick(1)
+                out.write(TASK_TRACEBACK.format(ts=clock.celery()))
+    return blocks * each
 
 
 def generated(tmp_path: Path, shape: str) -> Path:
@@ -87,6 +91,9 @@ def test_cited_lines_match_a_naive_count_across_windows_and_ranges(
     ):
         monkeypatch.setattr(parallel, name, value)
     monkeypatch.setattr(counting, "SMALL", 4096)
+    # connection-error words marked over whole windows (in the main pass after a window with
+    # many tracebacks) past 2 tracebacks a window, not only after each traceback
+    monkeypatch.setattr(reader, "WINDOW_MARKS", 2)
     assert len(parallel.plan([path.stat().st_size], 2)) >= 5  # really split
     split = events_of(path)
     assert split == whole

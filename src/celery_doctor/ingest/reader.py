@@ -119,12 +119,15 @@ class Scanner:
             every = rare
         self.client_like = "celery" in names and state.family != "json"
         # a traceback in a client log is judged by where the words that name a connection error
-        # fall (matcher.MARKS: a second database, run only where tracebacks are), never by decoding
-        self.marks = matcher.build(((CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern),)) \
-            if self.client_like else None
+        # fall, never by decoding: those words are searched after each traceback (a second
+        # database), or over the whole window in the same pass where tracebacks are many
+        mark = (CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern)
+        self.marks = matcher.build((mark,)) if self.client_like else None
         self.matcher = matcher.build(tuple(rare), state.sample)
-        self.mark_id = -1
+        self.with_marks = matcher.build((*self.matcher.expressions, mark), state.sample) if self.client_like else None
+        self.mark_id = len(self.matcher.expressions)  # in with_marks (the others keep their index)
         self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
+        self.dense = False  # the last window had many tracebacks: this one is likely to
         # with the lifecycle lines: the file's head, near incidents
         self.full = matcher.build(tuple(every), state.sample)
         self.lifecycle = frozenset(i for i, e in enumerate(self.full.expressions) if e not in rare)
@@ -470,16 +473,22 @@ class Scanner:
         What lies before ``start`` is look-back (a record may begin there), what lies after ``end``
         look-ahead (a record may end there); ``start`` need not be at a line start."""
         end = len(buf) if end is None else end
-        found = self.matcher.hits(buf, start, end)
-        hits = [(start + at, ident, False) for at, ident in found]
         # the connection-error words: over the whole window when tracebacks are many (an app that
         # logs exceptions), else only after each traceback (the same first word either way)
         self.errors = None
+        if self.dense and self.with_marks is not None:  # one pass for both
+            found = self.with_marks.hits(buf, start, end)
+            self.errors = [start + at for at, ident in found if ident == self.mark_id]
+            found = [(at, ident) for at, ident in found if ident != self.mark_id]
+        else:
+            found = self.matcher.hits(buf, start, end)
+        hits = [(start + at, ident, False) for at, ident in found]
         if self.marks is not None and self.state.family != "json":
             traceback_id = self._traceback_id
             tracebacks = sum(1 for _, ident in found if ident == traceback_id)
-            if tracebacks > WINDOW_MARKS:
+            if tracebacks > WINDOW_MARKS and self.errors is None:
                 self.errors = [start + at for at, _ in self.marks.hits(buf, start, end)]
+            self.dense = tracebacks > WINDOW_MARKS
         if self.first_chunk:  # the head of a file: the whole catalogue (readiness, the first accepts)
             stop = min(end, start + HEAD_SCAN)
             extra = [(start + at, ident, True) for at, ident in self.full.hits(buf, start, stop)
@@ -515,8 +524,7 @@ class Scanner:
         if record is None or record.start in self.seen:
             return
         self.seen.add(record.start)
-        if record.start < start and any(ident != self.mark_id for _, ident in
-                                        self.matcher.hits(buf, record.start, start)):
+        if record.start < start and self.matcher.hits(buf, record.start, start):
             return  # it began in the bytes before this window, whose scan saw it
         event = self._event(record, self._line_no(buf, record.start), buf)
         if event is None:
