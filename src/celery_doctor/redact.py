@@ -231,8 +231,14 @@ def redact_data(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
 _SECRET_NAME = re.compile(r"(?i)password|passwd|secret|token|api[_\-]?key|credential|authorization")
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_secret_key(key: str) -> bool:
     return _SECRET_NAME.search(key) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _init_fields(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(kind) if f.init)
 
 
 def redact_object(value: Any) -> Any:
@@ -243,7 +249,7 @@ def redact_object(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: redact_object(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        changes = {name: redact_object(getattr(value, name)) for name in _init_fields(type(value))}
         return dataclasses.replace(value, **changes)
     if isinstance(value, dict):
         return redact_data(value)

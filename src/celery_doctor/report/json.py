@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from datetime import datetime
@@ -17,13 +18,23 @@ from celery_doctor.report.interface import Renderer
 SCHEMA_VERSION = "1.0"
 
 
+@functools.lru_cache(maxsize=256)
+def _fields(kind: Any) -> tuple[str, ...] | None:
+    """The field names of a dataclass type (None for any other type): looked up once per type."""
+    return tuple(f.name for f in dataclasses.fields(kind)) if dataclasses.is_dataclass(kind) else None
+
+
 def to_jsonable(value: Any) -> Any:
+    kind: Any = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # most values: nothing to convert
+        return value
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime):
         return value.isoformat()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    names = _fields(kind)
+    if names is not None:
+        return {name: to_jsonable(getattr(value, name)) for name in names}
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
