@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -129,12 +127,16 @@ def output_width(to_terminal: bool) -> int:
     columns = os.environ.get("COLUMNS", "").strip()
     if columns.isdigit() and int(columns) > 0:
         return max(60, int(columns))
+    import shutil  # here: `--help` starts faster without it
+
     return max(60, shutil.get_terminal_size((110, 24)).columns) if to_terminal else 110
 
 
 def write_out(text: str, output: str | None) -> None:
     """The rendered text to --output or stdout."""
     if output:
+        from pathlib import Path  # here: `--help` starts faster without it
+
         try:
             Path(output).write_text(text, encoding="utf-8")
         except OSError as exc:
@@ -333,6 +335,8 @@ def repro(scenario: str, fault_spec: str | None, broker_url: str | None, config_
     the broker injects the fault; the ledger proves what happened to every task; the run's own
     logs are diagnosed by the same engine as `logs`.
     """
+    from pathlib import Path
+
     from celery_doctor.pipeline import reproduce_runs
     from celery_doctor.repro.harness import RunOptions
     from celery_doctor.repro.proxy import parse_fault
@@ -392,6 +396,7 @@ def proxy(listen: str, upstream: str, fault_spec: str | None, hook: str | None, 
           duration: float | None) -> None:
     """Run the fault proxy alone, printing its decisions as they happen (Ctrl-C stops it)."""
     import asyncio
+    from pathlib import Path
 
     from celery_doctor.report.proxy_text import proxy_banner, proxy_event_line
     from celery_doctor.repro.proxy import FaultProxy, parse_fault
