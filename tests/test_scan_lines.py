@@ -94,6 +94,7 @@ def test_cited_lines_match_a_naive_count_across_windows_and_ranges(
     # connection-error words marked over whole windows (in the main pass after a window with
     # many tracebacks) past 2 tracebacks a window, not only after each traceback
     monkeypatch.setattr(reader, "WINDOW_MARKS", 2)
+    monkeypatch.setattr(reader, "NEAR_FIRST", 100)  # the lines after a broker's incident: searched in pieces
     assert len(parallel.plan([path.stat().st_size], 2)) >= 5  # really split
     split = events_of(path)
     assert split == whole

@@ -30,6 +30,7 @@ Buffer = bytes | bytearray  # a window: bytes, or the pool's reused read buffer
 CHUNK = 16 * 1024 * 1024  # one window of a file (mapped or read) at a time
 NEAR_BYTES = 64 * 1024  # after a broker-side incident, its lifecycle lines this far on are events
 NEAR_EVENTS = 6
+NEAR_FIRST = 4096  # the first piece of those bytes searched
 NEAR_BUDGET = 120  # in all, per window: a churning broker's abrupt closes do not bring back every accept
 HEAD_LIFECYCLE = 40  # the first accepts of a broker log pair with the workers' first connects
 # a frame of the broker client libraries as Python prints it (absolute, or relative as error trackers show it)
@@ -543,11 +544,17 @@ class Scanner:
         if self.near_left <= 0:
             return
         stop = min(len(buf), pos + NEAR_BYTES)
-        for at, ident in self.full.hits(buf, pos, stop):
-            if self.near_left <= 0:
-                break
-            if ident in self.lifecycle:
-                self._emit(buf, pos + at, start, near=True)
+        # a few lines usually hold them: search 4 KB, then 4x more each time, cut at line ends
+        # (no expression spans lines, so the hits are those of one search over it all)
+        step, low = NEAR_FIRST, pos
+        while low < stop and self.near_left > 0:
+            high = stop if low + step >= stop else (buf.find(b"\n", low + step, stop) + 1 or stop)
+            for at, ident in self.full.hits(buf, low, high):
+                if self.near_left <= 0:
+                    break
+                if ident in self.lifecycle:
+                    self._emit(buf, low + at, start, near=True)
+            low, step = high, step * 4
 
     def _dull_traceback(self, buf: Buffer, hit: int) -> bool:
         """Whether a traceback cannot be a connection failure, judged on raw bytes: a task's own
