@@ -323,3 +323,12 @@ def test_real_redis_restart_under_a_worker_is_a_restart_not_the_stall(tmp_path: 
     report = diagnose(DiagnoseOptions(logs=[str(tmp_path / "worker.log")], reports=[str(tmp_path / "report.txt")]))
     assert report.findings[0].category == Category.BROKER_RESTART_OR_FAILOVER
     assert not any(f.rule_id == "CD-K02" and f.role == Role.CAUSE for f in report.findings)
+
+
+def test_every_format_shows_what_the_report_says_is_running() -> None:
+    report = diagnose(DiagnoseOptions(reports=[str(REPORTS / "celery3707_report.txt")]))
+    line = "Running (celery report, celery3707_report.txt): celery:4.0.2 kombu:4.0.2"
+    for fmt in ("text", "markdown", "html"):
+        assert line in render(report, fmt, width=200), fmt
+    assert "it lists no settings" in render(report, "markdown")
+    assert json.loads(render(report, "json"))["data"]["report"]["reports"][0]["lines"] == [3, 7]

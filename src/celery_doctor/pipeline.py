@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -632,6 +633,19 @@ def _reports(options: DiagnoseOptions, log_paths: list[str]) -> tuple[list[Runti
     return given, inside
 
 
+_LOG_LIKE = re.compile(r"\d{1,2}:\d{2}:\d{2}|Traceback|Error|WARNING|CRITICAL|ERROR")
+
+
+def _only_report(path: str, report: RuntimeReport) -> bool:
+    """True when nothing outside the report's lines looks like a log line (a prompt, a fence, notes)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    outside = lines[:max(0, report.first_line - 1)] + lines[report.last_line:]
+    return not any(_LOG_LIKE.search(line) for line in outside)
+
+
 def _reported(reports: list[RuntimeReport]) -> dict[str, tuple[str, Evidence]]:
     """package -> (version, the report's line): the first report that names a package wins."""
     out: dict[str, tuple[str, Evidence]] = {}
@@ -660,6 +674,8 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
     given, inside = _reports(options, paths)
     runtime = [*given, *inside.values()]
     reported = _reported(runtime)
+    # a file that holds only a report is not a log: reading it as one would count it as unreadable
+    paths = [p for p in paths if p not in inside or not _only_report(p, inside[p])]
     if paths:
         try:
             parts["logs"] = analyse_logs(paths, progress=progress, reported=reported)

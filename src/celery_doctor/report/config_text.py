@@ -88,3 +88,16 @@ def config_sections(report: Report) -> list[RenderableType]:
     if "config" in report.data:
         out.extend(_static(report.data["config"]))
     return out
+
+
+def report_sections(report: Report) -> list[RenderableType]:
+    """diagnose's `celery report` inputs: what each one says is running, and where it was read."""
+    out: list[RenderableType] = []
+    for entry in report.data.get("reports", []):
+        where = f" lines {entry['lines'][0]}-{entry['lines'][1]}" if entry.get("lines") else ""
+        judged = ("; its settings are judged in the Config section" if entry.get("settings_judged") else
+                  "; it lists no settings" if not entry.get("settings") else "")
+        line = _runtime(entry)
+        line.append(f" ({entry['source']}{where}{judged})")
+        out.append(line)
+    return out

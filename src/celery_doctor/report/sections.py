@@ -15,7 +15,8 @@ from rich.text import Text
 
 from celery_doctor.model import Report
 
-TITLES = {"config": "Config", "broker": "Broker probe", "pins": "Package pins", "repro": "Reproduction"}
+TITLES = {"config": "Config", "broker": "Broker probe", "pins": "Package pins", "repro": "Reproduction",
+          "report": "Celery report"}
 
 
 @dataclass

@@ -347,11 +347,12 @@ class TextRenderer(Renderer):
 def _register() -> None:
     """Commands with a payload of their own add a section builder (imported late: they use this module)."""
     from celery_doctor.report.broker_text import broker_sections
-    from celery_doctor.report.config_text import config_sections
+    from celery_doctor.report.config_text import config_sections, report_sections
     from celery_doctor.report.pins_text import pins_sections
     from celery_doctor.report.repro_text import sections as repro_sections
 
-    SECTIONS.update(broker=broker_sections, config=config_sections, pins=pins_sections, repro=repro_sections)
+    SECTIONS.update(broker=broker_sections, config=config_sections, pins=pins_sections, repro=repro_sections,
+                    report=report_sections)
 
 
 _register()

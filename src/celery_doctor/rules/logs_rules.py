@@ -605,9 +605,7 @@ for _id, _name, _cat, _why in (
         ("CD-L11", "unexplained", Category.UNKNOWN,
          "Connection failures no rule explains: said as unknown, with their lines, never guessed."),
         ("CD-L12", "undated_errors", Category.UNKNOWN,
-         "Connection errors in a paste without timestamps: shown, but not matched or phased."),
-        ("CD-L13", "no_incident", Category.NO_INCIDENT,
-         "No lost connection, failed connect, missed heartbeat or broker-side close in the logs.")):
+         "Connection errors in a paste without timestamps: shown, but not matched or phased.")):
     register(RuleInfo(_id, _name, "logs", (_cat,), _why, __name__))
 
 RULES: tuple[Rule, ...] = (idle_cut, path_loss, heartbeat_silence, broker_restart, auth,
@@ -703,12 +701,8 @@ def evaluate(ctx: LogContext) -> list[Finding]:
             confidence=0.3, rule_id="CD-L12",
         ))
     elif not ctx.incidents:
-        findings.append(Finding(
-            category=Category.NO_INCIDENT, severity=Severity.INFO,
-            title="No connection failure in these logs",
-            explanation="No lost connection, failed connect, missed heartbeat or broker-side close "
-                        "was found in the given logs.",
-            confidence=0.8 if ctx.timeline.events else 0.4, rule_id="CD-L13",
-        ))
+        from celery_doctor.rules.logs.no_incident import no_incident
+
+        findings += no_incident(ctx)  # as strong as the logs allow (rules/logs/no_incident.py)
     findings.sort(key=lambda f: (f.severity.rank >= Severity.MEDIUM.rank, f.confidence), reverse=True)
     return findings

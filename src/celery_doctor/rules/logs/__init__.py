@@ -9,6 +9,7 @@ from celery_doctor.rules.logs.default_url import default_broker_url
 from celery_doctor.rules.logs.failover import failover
 from celery_doctor.rules.logs.known_bugs import known_bug, reported_known_bad
 from celery_doctor.rules.logs.long_task_client import long_task_client_side
+from celery_doctor.rules.logs.no_incident import no_incident
 from celery_doctor.rules.logs.read_only_replica import read_only_replica
 from celery_doctor.rules.logs.redis_limits import redis_limits
 from celery_doctor.rules.logs.silent_idle import silent_idle_drops
@@ -18,3 +19,5 @@ from celery_doctor.rules.logs.vhost_down import vhost_down
 RULES: tuple[Rule, ...] = (known_bug, reported_known_bad, redis_limits, long_task_client_side, default_broker_url,
                            failover, vhost_down, silent_idle_drops, connect_time_close, stale_pooled_producer,
                            read_only_replica)
+
+__all__ = ["RULES", "no_incident"]  # no_incident: run by logs_rules.evaluate when no incident was found

@@ -164,6 +164,18 @@ def failover(ctx: LogContext) -> Iterable[Finding]:
                     snippet="broker_transport_options = {'master_name': "
                             + (repr(sorted(monitored)[0]) if wrong else "'<the name SENTINEL masters shows>'") + "}"),
             confidence=0.9 if wrong else 0.8, facts=facts)]
+    if path.switched and len(tried) == 1 and path.gave_up is None:
+        facts["failover"] = "switching"  # one node failed, the logs end before the next attempt
+        return [Finding(
+            category=Category.BROKER_RESTART_OR_FAILOVER, severity=Severity.MEDIUM,
+            title=f"Broker node {tried[0]} was unreachable; the worker moved to the next node of its failover list",
+            explanation=(f"The worker could not reach {tried[0]} ({path.failed[tried[0]]}) and kombu switched to the "
+                         "next URL of broker_url; the logs end before the next attempt, so whether another node "
+                         "answered is not shown. The cause is on the broker side: look at that node's log."),
+            evidence=evidence_of([*path.failed_events, *path.server]),
+            fix=Fix(text="Bring the node back (or take it out of broker_url); keep every node listed and "
+                         "broker_connection_retry on."),
+            confidence=0.75, facts=facts)]
     if path.failed_events and (path.switched or len(tried) > 1):
         facts["failover"] = "all_failed"
         errors = sorted(set(path.failed.values()))
