@@ -332,3 +332,25 @@ def test_every_format_shows_what_the_report_says_is_running() -> None:
         assert line in render(report, fmt, width=200), fmt
     assert "it lists no settings" in render(report, "markdown")
     assert json.loads(render(report, "json"))["data"]["report"]["reports"][0]["lines"] == [3, 7]
+
+
+def test_a_report_from_another_environment_than_the_logs_is_said() -> None:
+    """The worker banner (Celery 5.7.0, recorded here) beside a report of Celery 5.3.4: said, and the
+    banner's version is the one the logs are judged with."""
+    report = diagnose(
+        DiagnoseOptions(
+            logs=[str(RULES / "never-ready-console" / "worker.log")],
+            reports=[str(REPORTS / "celery534_redis_report.txt")],
+        )
+    )
+    assert any("the worker banner says Celery 5.7.0, the report 5.3.4" in w for w in report.warnings)
+    assert report.data["logs"]["versions"]["celery"]["version"] == "celery 5.7.0"
+
+
+def test_the_logs_command_reads_a_report_pasted_in_a_log() -> None:
+    from celery_doctor.pipeline import analyse_logs
+
+    logs = analyse_logs([str(RULES / "report-in-paste" / "issue-paste.md")])
+    assert logs.data["versions"]["redis"]["how"] == ["celery report"]
+    assert logs.findings[0].rule_id == "CD-K01" and logs.findings[0].confidence == pytest.approx(0.95)
+    assert any("a `celery report` (lines 4-12): its versions are used" in w for w in logs.warnings)

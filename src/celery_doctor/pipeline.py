@@ -56,14 +56,27 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
                  progress: Callable[[str, int, int], None] | None = None,
                  reported: dict[str, tuple[str, Evidence]] | None = None) -> Report:
     """The `logs` command: read, merge onto one clock, find incidents, name first causes.
-    ``reported``: the versions a `celery report` given beside the logs names (diagnose)."""
+    ``reported``: the versions a `celery report` given beside the logs names (diagnose reads the
+    reports itself; the `logs` command looks for one pasted inside the files)."""
     from celery_doctor.ingest import read_logs  # the heavy reader only when logs are given
 
+    notes: list[str] = []
+    if reported is None:
+        inside = {p: r for p in paths if p != "-" and not p.endswith(".gz") and Path(p).is_file()
+                  and (r := _report_in(p)) is not None}
+        reported = _reported(list(inside.values()))
+        notes = [f"{p}: a `celery report` (lines {r.first_line}-{r.last_line}): its versions are used"
+                 for p, r in inside.items()]
     result = read_logs(paths, format_hint=format_hint, progress=progress)
     timeline = timeline_stage.build(result)
+    banner = next((str(s.meta["celery_version"]) for s in timeline.sources if s.meta.get("celery_version")), None)
+    if banner and "celery" in reported and reported["celery"][0] != banner:
+        notes.append(f"the worker banner says Celery {banner}, the report {reported['celery'][0]}: the report may "
+                     "come from another host or environment; the banner's version is used for these logs")
+        reported = {k: v for k, v in reported.items() if k != "celery"}
     found = incident_stage.detect(timeline)
     findings = logs_rules.evaluate(context_for(timeline, found.incidents, reported))
-    warnings = [f"{s.name}: {w}" for s in result.sources for w in s.warnings]
+    warnings = notes + [f"{s.name}: {w}" for s in result.sources for w in s.warnings]
     shown, left_out = timeline_stage.for_report(timeline.events, found.incidents)
     data: dict[str, Any] = {"activity": {name: [[a.isoformat(), b.isoformat(), n] for a, b, n in curve]
                                          for name, curve in timeline.activity.items()},
@@ -644,6 +657,12 @@ def _only_report(path: str, report: RuntimeReport) -> bool:
         return False
     outside = lines[:max(0, report.first_line - 1)] + lines[report.last_line:]
     return not any(_LOG_LIKE.search(line) for line in outside)
+
+
+def _report_in(path: str) -> RuntimeReport | None:
+    from celery_doctor.settings import runtime_report
+
+    return runtime_report.find_report_in_file(path)
 
 
 def _reported(reports: list[RuntimeReport]) -> dict[str, tuple[str, Evidence]]:
