@@ -354,3 +354,26 @@ def test_the_logs_command_reads_a_report_pasted_in_a_log() -> None:
     assert logs.data["versions"]["redis"]["how"] == ["celery report"]
     assert logs.findings[0].rule_id == "CD-K01" and logs.findings[0].confidence == pytest.approx(0.95)
     assert any("a `celery report` (lines 4-12): its versions are used" in w for w in logs.warnings)
+
+
+def test_a_report_piped_into_logs_stdin() -> None:
+    paste = (RULES / "report-in-paste" / "issue-paste.md").read_text()
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("celery-doctor")), "diagnose", "--logs", "-", "--format", "json"],
+        input=paste,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stderr
+    doc = json.loads(out.stdout)
+    assert "report" in doc["summary"]["inputs"] and doc["findings"][0]["rule_id"] == "CD-K01"
+    assert any(e["source"] == "stdin" and "kombu:4.2.1" in e["text"] for e in doc["findings"][0]["evidence"])
+    alone = subprocess.run(
+        [str(Path(sys.executable).with_name("celery-doctor")), "diagnose", "--logs", "-", "--format", "json"],
+        input=(REPORTS / "celery534_redis_report.txt").read_text(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert alone.returncode == 1 and any(f["rule_id"] == "CD-K02" for f in json.loads(alone.stdout)["findings"])

@@ -10,6 +10,7 @@ when ``CELERY_DOCTOR_DEBUG=1``.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -464,7 +465,8 @@ def diagnose(more_logs: tuple[str, ...], logs_: tuple[str, ...], config_path: st
         raise InputError("nothing to diagnose: give --logs, --config, --app, --report, --broker or --repro")
     options = DiagnoseOptions(logs=list(logs_), config=config_path, app=app, python=python, broker=broker_url,
                               repro=repro_fault, from_version=from_version, to_version=to_version,
-                              idle_timeout=idle_timeout, timeout=timeout, reports=list(reports))
+                              idle_timeout=idle_timeout, timeout=timeout, reports=list(reports),
+                              stdin_head=_peek_stdin() if "-" in logs_ else None)
     if logs_:
         with progress_bar("reading logs") as progress:
             report = run_diagnose(options, progress=progress)
@@ -474,6 +476,36 @@ def diagnose(more_logs: tuple[str, ...], logs_: tuple[str, ...], config_path: st
                 ("reproduction", repro_fault)) if given)):
             report = run_diagnose(options)
     emit(report, fmt, output, fail_on)
+
+
+STDIN_PEEK = 1024 * 1024  # a pasted `celery report` sits near the top of what is piped in
+
+
+class _Replay(io.RawIOBase):
+    """Stdin with its first bytes read already: they come again first, then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self._head, self._rest = memoryview(head), rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _peek_stdin() -> str:
+    """The start of piped-in text (for a `celery report` inside it); the reader still sees all of it."""
+    head = sys.stdin.buffer.read(STDIN_PEEK)
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(_Replay(head, sys.stdin.buffer)))
+    return head.decode("utf-8", errors="replace")
 
 
 class _ConfigGroup(click.Group):

@@ -312,6 +312,7 @@ class DiagnoseOptions:
     idle_timeout: str | None = None  # seconds or a middlebox profile name
     timeout: float = 5.0
     reports: list[str] = field(default_factory=list)  # `celery report` / `inspect conf` outputs (--report)
+    stdin_head: str | None = None  # the start of `--logs -` (read by cli.py), for a report pasted into it
 
 
 def reproduce_fault(options: DiagnoseOptions) -> Report:
@@ -637,6 +638,10 @@ def _reports(options: DiagnoseOptions, log_paths: list[str]) -> tuple[list[Runti
 
     given = [runtime_report.read_runtime(p) for p in options.reports]
     inside: dict[str, RuntimeReport] = {}
+    if "-" in log_paths and options.stdin_head:
+        piped = runtime_report.find_report(options.stdin_head, "stdin")
+        if piped is not None:
+            inside["-"] = piped
     for path in log_paths:
         if path == "-" or path.endswith(".gz") or not Path(path).is_file():
             continue
@@ -651,6 +656,8 @@ _LOG_LIKE = re.compile(r"\d{1,2}:\d{2}:\d{2}|Traceback|Error|WARNING|CRITICAL|ER
 
 def _only_report(path: str, report: RuntimeReport) -> bool:
     """True when nothing outside the report's lines looks like a log line (a prompt, a fence, notes)."""
+    if path == "-":
+        return False  # stdin is read once, by the log reader; a report alone there is said by its warning
     try:
         lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
@@ -707,8 +714,8 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
                 unread.append(f"logs not used: {exc}")
     if "logs" in parts:
         _reports_in_logs(parts["logs"], inside)
-    unread += [f"{path}: a `celery report` (lines {r.first_line}-{r.last_line}): read for the versions and "
-               "settings the running app reports" for path, r in inside.items()]
+    unread += [f"{'stdin' if path == '-' else path}: a `celery report` (lines {r.first_line}-{r.last_line}): read "
+               "for the versions and settings the running app reports" for path, r in inside.items()]
     judged = next((r for r in runtime if _has_settings(r)), None)
     if options.config or options.app:
         paths = [options.config] if options.config else []
