@@ -10,14 +10,16 @@ the static reader). Cases without logs are skipped: the logs are what diagnose j
 
 Prints one row per case, then top-1 and top-3 accuracy, the confident wrong answers (a top
 cause at >= 0.7 that is not the label; for an ``unknown`` label, any cause claimed above 0.5),
-and a calibration table: for every cause diagnose named, its confidence bucket against the
-fraction that named the confirmed cause.
+a calibration table: for every cause diagnose named, its confidence bucket against the
+fraction that named the confirmed cause, and how many right answers cite one of the case's
+deciding lines (``evidence_lines``) among their evidence.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,7 @@ class Scored:
     confidence: float
     causes: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
+    cites_deciding: bool | None = None  # the answer's evidence holds a deciding line (None: no lines listed)
 
     @property
     def right(self) -> bool:
@@ -86,7 +89,26 @@ def score(case: Path) -> Scored | None:
         causes = [(f.category.value, f.confidence) for f in report.findings
                   if f.category.value in VERDICTS][:1]
     top, conf = causes[0] if causes else ("-", 0.0)
-    return Scored(case.name, label, top, conf, causes)
+    deciding = [_squash(line) for line in truth.get("evidence_lines") or [] if line.strip()]
+    answer = next((f for f in report.findings if f.category.value == top), None)
+    cited = None
+    if deciding and answer is not None and label != "unknown":
+        texts = [_squash(e.text) for e in answer.evidence]
+        cited = any(_holds(t, d) for d in deciding for t in texts if t)
+    return Scored(case.name, label, top, conf, causes, cites_deciding=cited)
+
+
+def _holds(evidence: str, deciding: str) -> bool:
+    """Whether a cited record holds a deciding line: its words (a collector's prefix, quotes and
+    punctuation aside), as the thread's excerpt may carry a prefix or a repr the record does not."""
+    words = [w for w in re.findall(r"[A-Za-z0-9_.]{3,}", deciding.rsplit("| ", 1)[-1])]
+    have = set(re.findall(r"[A-Za-z0-9_.]{3,}", evidence))
+    return bool(words) and sum(w in have for w in words) >= 0.8 * len(words)
+
+
+def _squash(text: str) -> str:
+    """Whitespace-insensitive, as pastes rewrap lines."""
+    return " ".join(text.split()).strip("`'\" ")
 
 
 def _is_cause(finding: Finding) -> bool:
@@ -120,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     top3 = sum(r.in_top3 for r in rows)
     wrong = [r for r in rows if r.confident_wrong]
     table = calibration(rows)
+    checked = [r for r in rows if r.right and r.cites_deciding is not None]
+    cited = sum(1 for r in checked if r.cites_deciding)
     if args.json:
         print(json.dumps({"cases": len(rows), "top1": top1, "top3": top3,
                           "confident_wrong": [r.name for r in wrong],
+                          "cites_deciding_line": {"right_answers_checked": len(checked), "cited": cited},
                           "calibration": [{"bucket": b, "named": n, "right": k} for b, n, k in table]}, indent=1))
         return 0
     for r in rows:
@@ -134,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"top-1: {top1}/{n} ({top1 / n:.0%})   top-3: {top3}/{n} ({top3 / n:.0%})")
     print(f"confident wrong (>= {CONFIDENT}, or a cause > {UNKNOWN_LIMIT} on an unsettled thread): "
           f"{len(wrong)}" + (f"  {', '.join(r.name for r in wrong)}" if wrong else ""))
+    print(f"right answers whose evidence cites a deciding line of case.json: {cited}/{len(checked)}"
+          + (f"  (not: {', '.join(r.name for r in checked if not r.cites_deciding)})" if cited < len(checked) else ""))
     print("\ncalibration (every cause named)\n bucket    named  right  fraction")
     for bucket, named, right in table:
         print(f" {bucket:9} {named:5}  {right:5}  " + (f"{right / named:.2f}" if named else "-"))
