@@ -28,6 +28,7 @@ from conftest import FIXTURES
 REPORTS = FIXTURES / "configs" / "reports"
 RULES = FIXTURES / "rules"
 CELERY = str(Path(sys.executable).with_name("celery"))
+ROOT_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _by_rule(findings: list, rule_id: str) -> list:
@@ -377,3 +378,13 @@ def test_a_report_piped_into_logs_stdin() -> None:
         timeout=120,
     )
     assert alone.returncode == 1 and any(f["rule_id"] == "CD-K02" for f in json.loads(alone.stdout)["findings"])
+
+
+@pytest.mark.parametrize("name", ["inspect_conf_heartbeat0.txt", "inspect_conf_heartbeat0.json"])
+def test_inspect_conf_as_report_explains_the_idle_cut(name: str) -> None:
+    """`celery inspect conf` (text and --json) of a live worker recorded here with broker_heartbeat = 0."""
+    report = diagnose(DiagnoseOptions(logs=[str(ROOT_EXAMPLES / "idle-cut")], reports=[str(REPORTS / name)]))
+    top = report.findings[0]
+    assert top.category == Category.NETWORK_IDLE_TIMEOUT and "disables heartbeats" in top.explanation
+    assert any(e.source.endswith(name) and "broker_heartbeat" in e.text for e in top.evidence)
+    assert report.data["report"]["reports"][0]["workers"] == ["cdconf@localhost"]
