@@ -210,3 +210,17 @@ def test_live_sentinel_without_that_master(tmp_path: Path) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(log), str(tmp_path / "sentinel.log")], config=str(config)))
     top = report.findings[0]
     assert top.rule_id == "CD-L23" and top.title == "The Sentinels monitor cdlive, not cd-live: master_name is wrong"
+
+
+def test_a_report_beside_a_failover_list_keeps_the_files_nodes(tmp_path: Path) -> None:
+    """`celery report` prints only the first node; the file's list (list form here) is what failover is judged by."""
+    report_txt = (FIXTURES / "configs" / "reports" / "celery57_amqp_failover_report.txt").read_text()
+    report_txt = report_txt.replace("127.0.0.1:5672//'", "127.0.0.1:5679//'", 1)
+    (tmp_path / "report.txt").write_text(report_txt)
+    folder = RULES / "failover-amqp-worked"
+    found = diagnose(
+        DiagnoseOptions(
+            logs=[str(folder / "logs")], config=str(folder / "celeryconfig.py"), reports=[str(tmp_path / "report.txt")]
+        )
+    ).findings[0]
+    assert found.rule_id == "CD-L23" and "The config agrees: broker_url lists 2 node" in found.explanation

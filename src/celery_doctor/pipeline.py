@@ -583,12 +583,14 @@ def _settings(config: Report | None, judged: RuntimeReport | None = None) -> dic
             out["broker_url.written"] = combine.Setting(str(row.get("value")),
                                                         Evidence(row["source"], row["line"], text))
     if judged is not None:
+        from celery_doctor.rules.logs.failover import configured_nodes
+
         names = settings_catalogue.any_to_new()
         for key, value in judged.settings.items():
             setting = names.get(key, key)
             if key == "deprecated_settings" or key.startswith("_") or not judged.lines.get(key):
                 continue
-            if setting == "broker_url" and "broker_url" in out and ";" in out["broker_url"].value:
+            if setting == "broker_url" and "broker_url" in out and len(configured_nodes(out["broker_url"].value)) > 1:
                 continue  # `celery report` prints only the first URL of a failover list: the file's list stands
             out[setting] = combine.Setting(repr(value) if isinstance(value, str) else str(value),
                                            Evidence(judged.source, judged.lines[key], judged.texts.get(key, key)))
