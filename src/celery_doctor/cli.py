@@ -191,9 +191,10 @@ def _version(ctx: click.Context, value: bool) -> None:
     """--version names the log scanner's matcher engine (Hyperscan or the stdlib fallback)."""
     if not value or ctx.resilient_parsing:
         return
+    from celery_doctor.ingest import counting
     from celery_doctor.ingest.matcher import ENGINE
 
-    click.echo(f"celery-doctor, version {__version__} (log matcher: {ENGINE})")
+    click.echo(f"celery-doctor, version {__version__} (log matcher: {ENGINE}; line count: {counting.engine()})")
     ctx.exit()
 
 
