@@ -24,6 +24,7 @@ RULES = FIXTURES / "rules"
     ("stale-producer-pidbox", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L27"),
     ("stale-producer-web", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L27"),
     ("oom-publisher", Category.BROKER_RESOURCE_ALARM, "CD-L20"),
+    ("maxclients-recorded", Category.BROKER_RESOURCE_ALARM, "CD-L20"),
     ("replica-recorded", Category.BROKER_RESTART_OR_FAILOVER, "CD-L40"),
     ("replica-paste", Category.BROKER_RESTART_OR_FAILOVER, "CD-L40"),
     ("replica-attack", Category.BROKER_RESTART_OR_FAILOVER, "CD-L40"),

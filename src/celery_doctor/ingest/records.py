@@ -32,6 +32,8 @@ from celery_doctor.ingest.interface import Family, Start
 from celery_doctor.model import Side
 
 MAX_RECORD_LINES = 60
+KEEP_HEAD = 20  # a record past MAX_RECORD_LINES keeps its first lines and its last ones
+ELIDED = "  ..."
 MAX_TEXT = 16 * 1024
 
 # Markup a paste picks up on its way into an issue or forum post.
@@ -184,7 +186,8 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
         # docker compose: another service's line never continues a record (an unprefixed one may)
         joins = current is not None and (current.service == ln.service or None in (current.service, ln.service)
                                          or prefix != "docker-compose")
-        if joins and current is not None and len(current.lines) < MAX_RECORD_LINES and (
+        if joins and current is not None and (len(current.lines) < MAX_RECORD_LINES or in_traceback or chain
+                                              or (starts_traceback and after_chain)) and (
                 chain or (starts_traceback and after_chain) or (in_traceback and not starts_traceback)
                 or (starts_traceback and not blank_before and not finished_traceback and current.family is not None)
                 or (not starts_traceback and not is_exception and (current.family is not None or _goes_on(
@@ -194,6 +197,8 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
                 or (is_exception and not blank_before and current.family is None and not finished_traceback
                     and current.lines[-1][:1] in (" ", "\t"))):
             current.lines.append(text)
+            if len(current.lines) > MAX_RECORD_LINES:
+                _elide_a_frame(current.lines)
         else:
             if current is not None:
                 yield current
@@ -208,6 +213,17 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
         blank_before = False
     if current is not None:
         yield current
+
+
+def _elide_a_frame(lines: list[str]) -> None:
+    """Keep a long (chained) traceback one record with bounded memory: its head, every exception
+    and chain line, and its last frames stay; the oldest frame line past the head goes."""
+    if lines[KEEP_HEAD] != ELIDED:
+        lines.insert(KEEP_HEAD, ELIDED)
+    for i in range(KEEP_HEAD + 1, len(lines) - 8):
+        if lines[i][:1] in (" ", "\t"):
+            del lines[i]
+            return
 
 
 def _start(text: str, candidates: tuple[Family, ...], year: int) -> tuple[Family, Start] | None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import statistics
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from celery_doctor.incidents import error_family, running_task_age
+from celery_doctor.incidents import ANCHORS, SAME_MOMENT_S, error_family, running_task_age
 from celery_doctor.model import (
     Category,
     ClosedBy,
@@ -275,10 +275,17 @@ def _running_task(incident: Incident) -> float | None:
     return running_task_age(incident.events, incident.ts)
 
 
+ANCHOR_KINDS = frozenset().union(*ANCHORS.values())
+
 # RabbitMQ's words: `connection_forced: "REASON"`, `because <<"REASON">>`, py-amqp's
 # `ConnectionForced(320, 'CONNECTION_FORCED - REASON', ...)`
 FORCED_REASON = re.compile(r"""connection_forced: "([^"]+)"|because <<"([^"]+)">>|CONNECTION_FORCED - ([^"]+?)'?[,)]""")
 SHUTDOWN = re.compile(r"^broker forced connection closure with reason '(\w+)'$")  # a node stopping
+
+
+def _first_failure(incident: Incident) -> datetime:
+    """When the failure itself began (the incident's events include the context around it)."""
+    return min((e.at for e in incident.events if e.kind in ANCHOR_KINDS), default=incident.ts)
 
 
 @rule("CD-L04", "logs", Category.BROKER_RESTART_OR_FAILOVER)
@@ -287,7 +294,12 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
     def closed_by_broker(e: Event) -> bool:
         return e.kind in (Kind.BROKER_FORCED_CLOSE, Kind.BROKER_STOP, Kind.FAILOVER) or error_family(e) == "forced"
 
-    hits = [i for i in ctx.incidents if any(closed_by_broker(e) for e in i.events)]
+    def came_first(i: Incident, e: Event) -> bool:
+        # a node stop logged after the failure is what followed it (an operator cleaning up after a
+        # crashed worker), not its cause; the incident's own verdict reads it the same way
+        return e.kind != Kind.BROKER_STOP or e.at <= _first_failure(i) + timedelta(seconds=SAME_MOMENT_S)
+
+    hits = [i for i in ctx.incidents if any(closed_by_broker(e) and came_first(i, e) for e in i.events)]
     # no broker log: the broker stopped answering (refused, unresolvable) and came back
     redis_restarts = [i for i in ctx.incidents if i not in hits and i.outage_s and i.phase != Phase.STARTUP
                       and i.closed_by == ClosedBy.BROKER
