@@ -22,7 +22,7 @@ from celery_doctor import __version__
 from celery_doctor.model import DoctorError, Report, Severity
 from celery_doctor.redact import redact
 from celery_doctor.report import FORMATS, ReportError, render
-from celery_doctor.status import ExitStatus
+from celery_doctor.status import ExitStatus, terminate_as_interrupt
 
 PROG = "celery-doctor"
 
@@ -104,6 +104,7 @@ def raw_main(args: Sequence[str] | None = None) -> ExitStatus:
 
 def run() -> NoReturn:
     """The console script."""
+    terminate_as_interrupt()
     sys.exit(raw_main())
 
 

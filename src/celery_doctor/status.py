@@ -5,7 +5,9 @@ Scripts and CI jobs branch on these, so each has one meaning and the numbers nev
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
+from typing import Any
 
 
 class ExitStatus(IntEnum):
@@ -14,3 +16,17 @@ class ExitStatus(IntEnum):
     BAD_INPUT = 2  # bad usage, unreadable input, unreachable broker: one line on stderr
     INTERNAL = 70  # a bug in celery-doctor (sysexits EX_SOFTWARE): one line, traceback with CELERY_DOCTOR_DEBUG=1
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+
+
+def terminate_as_interrupt() -> None:
+    """SIGTERM and SIGHUP (a supervisor stopping us, the terminal closing) end a run the way Ctrl-C
+    does: the same cleanup, one line, INTERRUPTED. A second signal during the cleanup is ignored
+    so that it can finish. Main thread only (where the console script starts)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)

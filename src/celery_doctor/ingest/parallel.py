@@ -11,9 +11,13 @@ streams them meanwhile, decompressing in a thread beside the scan.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import itertools
 import os
 import queue
+import signal
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -31,6 +35,7 @@ RANGE_MIN = 16 * 1024 * 1024
 RANGE_MAX = 64 * 1024 * 1024  # many ranges: a worker slowed by other work on the machine leaves less behind
 NUMPY_MIN = 256 * 1024 * 1024  # from this much in all, numpy's faster newline count pays for its import
 LOOKAHEAD = 256 * 1024  # a record that starts in a window may end this far past it
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 MAX_WORKERS = 4  # each forked worker counts the parent's pages in its RSS: keep the tree small
 
 BACKWARDS = "timestamps go backwards"
@@ -168,7 +173,9 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
     if pool_size > 1 and sum(sizes) >= SPLIT_MIN and len(ranges) > 1:
         for _, state, _ in files:  # build the matchers here, once: the forked workers share them
             Scanner(_fresh(state))
-        with ProcessPoolExecutor(max_workers=min(pool_size, len(ranges)), mp_context=get_context("fork")) as ex:
+        ex = ProcessPoolExecutor(max_workers=min(pool_size, len(ranges)), mp_context=get_context("fork"),
+                                 initializer=_worker_start)
+        try:
             futures: list[Future[Part]] = [ex.submit(scan_range, files[i][0], files[i][1], i, a, b)
                                            for i, a, b in ranges]
             for blocks, state, size in streams:  # meanwhile, here
@@ -179,6 +186,10 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
                 if progress is not None:
                     name = files[part.index][1].info.name
                     progress(name, min(sizes[part.index], part.start + RANGE_MIN), sizes[part.index])
+        except BaseException:
+            _stop_now(ex)  # interrupted or failed: no waiting for the ranges still being scanned
+            raise
+        ex.shutdown()
     else:
         for blocks, state, size in streams:
             scan_stream(blocks, state, progress, size)
@@ -187,6 +198,29 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
             if progress is not None:
                 progress(files[i][1].info.name, b, sizes[i])
     join(files, parts)
+
+
+def _worker_start() -> None:
+    """In each forked worker: Ctrl-C is the parent's to handle (it stops the pool), SIGTERM kills,
+    and on Linux the worker dies with the parent even if the parent is killed outright."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the line above took effect
+            os._exit(1)
+
+
+def _stop_now(ex: ProcessPoolExecutor) -> None:
+    procs = list((getattr(ex, "_processes", None) or {}).values())  # no public way to stop a running task
+    ex.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    for proc in procs:
+        proc.join(5)
 
 
 def join(files: list[tuple[str, SourceState, int]], parts: list[Part]) -> None:
