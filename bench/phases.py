@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
     mark("interpreter started")
-    from celery_doctor import pipeline  # what `logs` imports: the stages, rules, reports
+    import celery_doctor.ingest  # noqa: F401 - what `logs` imports: the reader,
+    from celery_doctor import pipeline  # the stages, rules, reports
     from celery_doctor import timeline as timeline_stage
     from celery_doctor.ingest import parallel
     from celery_doctor.report import render
@@ -70,6 +71,15 @@ def main(argv: list[str]) -> int:
         mark("logs read")
         return build(*args)  # type: ignore[arg-type]
 
+    import celery_doctor.ingest as ingest
+
+    scan_files = ingest.scan_files
+
+    def timed_scan(*args: Any, **kwargs: Any) -> None:
+        mark("inputs opened and sniffed (the pool starts: numpy import, fork)")
+        scan_files(*args, **kwargs)
+
+    ingest.scan_files = timed_scan  # type: ignore[assignment]
     parallel.scan_range = timed_range  # type: ignore[assignment]
     parallel.join = timed_join  # type: ignore[assignment]
     pipeline.timeline_stage.build = timed_build  # type: ignore[assignment]
