@@ -86,3 +86,20 @@ def test_parent_killed_outright_takes_its_workers(big_log: Path, tmp_path: Path)
     while time.monotonic() < deadline and any(_alive(w) for w in workers):
         time.sleep(0.05)
     assert not [w for w in workers if _alive(w)]
+
+
+def test_config_app_interrupted_stops_the_import_probe() -> None:
+    # the app probe runs in its own session (an app's children are killed with it): a SIGTERM to
+    # celery-doctor must stop it as well, not leave a hanging import behind
+    configs = Path(__file__).parent / "fixtures" / "configs"
+    proc = subprocess.Popen([console_script(), "config", "--app", "hang_app"], cwd=configs,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not _children(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    probes = _children(proc.pid)
+    assert probes, "the import probe never started"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and err.decode().strip() == "celery-doctor: interrupted"
+    assert not [p for p in probes if _alive(p)]

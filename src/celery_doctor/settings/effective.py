@@ -3,6 +3,7 @@ interpreter (a subprocess with a timeout: an app that hangs on import is killed,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,6 +43,11 @@ def read_effective(app: str, python: str | None = None, timeout: float = 30.0,
             proc.communicate()
             raise SettingsError(f"--app {app}: importing it did not finish within {timeout:g}s "
                                 "(does the module connect to something at import time?)") from None
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the probe is in its own session, stop it too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
     lines = [line for line in out.splitlines() if line.startswith(MARK)]
     if not lines:
         last = (err.strip().splitlines() or ["no output"])[-1]
