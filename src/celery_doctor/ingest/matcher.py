@@ -99,7 +99,12 @@ def pattern_cover(pattern: bytes, sample: bytes) -> list[bytes] | None:
     def best(options: list[list[bytes]]) -> list[bytes] | None:
         if not options:
             return None
-        return min(options, key=lambda lits: (sum(_frequency(sample, lit) for lit in lits), -min(map(len, lits))))
+        # rarest first; then the one whose last bytes are rarest (where a multi-literal matcher
+        # confirms a candidate: 'Closing connection ' ends in what every line of a broker holds,
+        # ' because' does not); then the longest
+        return min(options, key=lambda lits: (sum(_frequency(sample, lit) for lit in lits),
+                                              sum(_frequency(sample, lit[-4:]) for lit in lits),
+                                              -min(map(len, lits))))
 
     return best(covers(list(tree)))
 
