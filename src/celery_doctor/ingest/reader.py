@@ -134,6 +134,8 @@ class Scanner:
         self.lifecycle = frozenset(i for i, e in enumerate(self.full.expressions) if e not in rare)
         self._traceback_id = next((i for i, e in enumerate(self.matcher.expressions) if e[0] == signatures.TRACEBACK),
                                   -2)
+        self._full_traceback_id = next(
+            (i for i, e in enumerate(self.full.expressions) if e[0] == signatures.TRACEBACK), -2)
         self.first_chunk = True
         # 3.1 logs "Received task: x[id]", 4.0+ "Task x[id] received"
         layout = "celery-3.1" if state.info.meta.get("layout") == "celery-3.1" else "celery"
@@ -499,13 +501,22 @@ class Scanner:
         self._end = end
         self.near_budget = NEAR_BUDGET
         self._pos, self._no = start, self.line_base + 1  # the line number of the line holding byte _pos
+        is_json = self.state.family == "json"
+        traceback_ids = (self._traceback_id, self._full_traceback_id)  # the literal's index in each matcher
+        errors = self.errors
         for hit, ident, full in hits:
-            if self.state.family == "json":
+            if is_json:
                 self._json_line(buf, hit)
                 continue
-            lit = (self.full if full else self.matcher).expressions[ident][0]
-            if lit == signatures.TRACEBACK and self._dull_traceback(buf, hit):
-                continue  # an application's traceback: rejected before decoding
+            if ident == traceback_ids[full]:  # an application's traceback is rejected before decoding
+                if errors is not None and hit + TRACEBACK_WINDOW <= end:
+                    # the common case inline (3.1 apps log ~150,000 a GB): no connection error
+                    # within its reach, as _dull_traceback would first find
+                    k = bisect.bisect_left(errors, hit)
+                    if k == len(errors) or errors[k] >= hit + TRACEBACK_WINDOW:
+                        continue
+                if self._dull_traceback(buf, hit):
+                    continue
             self._emit(buf, hit, start)
         self._activity(buf, start, end)
         self.seen.clear()
