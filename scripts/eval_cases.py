@@ -2,7 +2,7 @@
 
     python scripts/eval_cases.py [DIR ...] [--json] [--verbose]
 
-DIR defaults to ../shared/cases (the development set) and tests/fixtures/threads (the
+DIR (a folder of case folders, or a case folder) defaults to ../shared/cases (the development set) and tests/fixtures/threads (the
 public-thread corpus). Each case folder holds ``case.json`` (``root_cause_category``: the
 confirmed cause in the vocabulary of ARCHITECTURE.md, or ``unknown`` when the thread never
 settled it), ``logs/`` and optionally ``config.py`` (a config the thread showed, readable by
@@ -67,7 +67,9 @@ class Scored:
 def cases(dirs: list[Path]) -> list[Path]:
     found = []
     for d in dirs:
-        if d.is_dir():
+        if (d / "case.json").exists():  # a case folder itself (a shell glob over case folders)
+            found.append(d)
+        elif d.is_dir():
             found += sorted(p for p in d.iterdir() if (p / "case.json").exists())
     return found
 
