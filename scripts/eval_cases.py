@@ -2,11 +2,12 @@
 
     python scripts/eval_cases.py [DIR ...] [--json] [--verbose]
 
-DIR (a folder of case folders, or a case folder) defaults to ../shared/cases (the development set) and tests/fixtures/threads (the
-public-thread corpus). Each case folder holds ``case.json`` (``root_cause_category``: the
-confirmed cause in the vocabulary of ARCHITECTURE.md, or ``unknown`` when the thread never
-settled it), ``logs/`` and optionally ``config.py`` (a config the thread showed, readable by
-the static reader). Cases without logs are skipped: the logs are what diagnose judges.
+DIR (a folder of case folders, or a case folder itself) defaults to ../shared/cases (the
+development set) and tests/fixtures/threads (the public-thread corpus). Each case folder
+holds ``case.json`` (``root_cause_category``: the confirmed cause in the vocabulary of
+ARCHITECTURE.md, or ``unknown`` when the thread never settled it), ``logs/`` and optionally
+``config.py`` (a config the thread showed, readable by the static reader). Cases without
+logs are skipped: the logs are what diagnose judges.
 
 Prints one row per case, then top-1 and top-3 accuracy, the confident wrong answers (a top
 cause at >= 0.7 that is not the label; for an ``unknown`` label, any cause claimed above 0.5),
