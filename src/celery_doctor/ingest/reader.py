@@ -21,9 +21,12 @@ from typing import Any
 from celery_doctor.ingest import counting, families, matcher, prefixes, signatures
 from celery_doctor.ingest.families import celery as celery_family
 from celery_doctor.ingest.families import json as json_family
+from celery_doctor.ingest.families.celery import CHAIN, EXCEPTION
 from celery_doctor.ingest.families.celery import FAMILY as CELERY
 from celery_doctor.ingest.families.rabbitmq import PEER
 from celery_doctor.ingest.interface import Start
+from celery_doctor.ingest.records import TRACEBACK as TRACEBACK_TEXT
+from celery_doctor.ingest.records import elide_a_frame
 from celery_doctor.model import Event, Kind, Side, SourceInfo
 
 Buffer = bytes | bytearray  # a window: bytes, or the pool's reused read buffer
@@ -39,6 +42,7 @@ TRACEBACK_WINDOW = 8 * 1024  # a traceback's exception line is this close to its
 WINDOW_MARKS = 64  # past this many tracebacks in a window, its connection-error words are marked in one pass
 SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
 MAX_RECORD_LINES = 60
+MAX_SCAN_LINES = 2000  # a record is followed this far (a deep traceback), keeping MAX_RECORD_LINES of it
 MAX_TEXT = 16 * 1024
 HEAD_SCAN = 256 * 1024  # the start of a file is searched for the whole catalogue (banner, readiness)
 LOOKBACK_TASKS = 50
@@ -104,6 +108,10 @@ def family_of(line: str, year: int) -> str | None:
     """For multi-service files: which family a (prefix-stripped) line belongs to."""
     found = families.family_of(line, year)
     return found.name if found else None
+
+
+def _in_traceback(line: str) -> bool:
+    return line[:1] in (" ", "\t") or line.startswith((TRACEBACK_TEXT, *CHAIN)) or bool(EXCEPTION.match(line))
 
 
 class Scanner:
@@ -202,7 +210,8 @@ class Scanner:
             return None
         lines = [line]
         cursor = buf.find(b"\n", start)
-        while 0 <= cursor < len(buf) - 1 and len(lines) < MAX_RECORD_LINES:
+        taken = 1
+        while 0 <= cursor < len(buf) - 1 and taken < MAX_SCAN_LINES:
             nxt_end = buf.find(b"\n", cursor + 1)
             nxt_end = len(buf) if nxt_end < 0 else nxt_end
             raw, nservice, _ = self._split(self._decode(buf[cursor + 1:nxt_end]))
@@ -213,7 +222,12 @@ class Scanner:
                 break
             if family == "rabbitmq" and nhead is not None:
                 raw = raw[families.REGISTRY[family].message_start(raw):]  # 3.9+: drop the repeated prefix
+            if taken >= MAX_RECORD_LINES and not _in_traceback(raw):
+                break  # past the usual length only a traceback goes on (its frames, chain lines, exceptions)
             lines.append(raw)
+            taken += 1
+            if len(lines) > MAX_RECORD_LINES:  # a long traceback: its head and its exceptions are what count
+                elide_a_frame(lines)
             cursor = nxt_end
         return Record(start=start, lines=lines, service=service, prefix_ts=pts, family=family, head=head,
                       end=max(cursor, end))

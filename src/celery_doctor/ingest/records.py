@@ -198,7 +198,7 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
                     and current.lines[-1][:1] in (" ", "\t"))):
             current.lines.append(text)
             if len(current.lines) > MAX_RECORD_LINES:
-                _elide_a_frame(current.lines)
+                elide_a_frame(current.lines)
         else:
             if current is not None:
                 yield current
@@ -215,7 +215,7 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
         yield current
 
 
-def _elide_a_frame(lines: list[str]) -> None:
+def elide_a_frame(lines: list[str]) -> None:
     """Keep a long (chained) traceback one record with bounded memory: its head, every exception
     and chain line, and its last frames stay; the oldest frame line past the head goes."""
     if lines[KEEP_HEAD] != ELIDED:
