@@ -253,6 +253,9 @@ def delete_rabbit_queue(queue: str) -> None:
         conn.connect()
         channel = conn.channel()
         channel.queue_delete(queue)
+        # and the exchange Celery declared for the queue (named after it)
+        with contextlib.suppress(Exception):
+            conn.channel().exchange_delete(queue)
         conn.close()
     finally:
         conn.collect()

@@ -241,29 +241,57 @@ def _facts(rows: list[dict], **kw: object):
                     kept=False, logs=[], wall_s=1.0, **kw)  # type: ignore[arg-type]
 
 
-def test_late_acks_advice_is_taken_back_when_the_ledger_shows_they_cannot_help() -> None:
+def test_a_second_copy_and_a_redelivery_are_named_apart_in_the_finding() -> None:
     from celery_doctor.model import Finding, Fix, Severity
     from celery_doctor.rules import repro_rules
 
-    def finding() -> Finding:
-        return Finding(category=Category.NETWORK_PATH_LOSS, severity=Severity.HIGH, title="Busy connections reset",
-                       explanation="", fix=Fix(text="Look at the middlebox; use late acks so reset deliveries "
-                                                    "are redelivered."))
-
-    # a: published twice (two copies, neither redelivered); b: confirmed, never reached the worker
+    # a: published twice (two copies, neither redelivered); b: redelivered after a lost ack
     rows = _rows(("planned", "a", {}), ("published", "a", {"ok": True}), ("received", "a", {}), ("started", "a", {}),
                  ("succeeded", "a", {}), ("received", "a", {}), ("started", "a", {"redelivered": False}),
-                 ("succeeded", "a", {}), ("planned", "b", {}), ("published", "b", {"ok": True}))
+                 ("succeeded", "a", {}), ("planned", "b", {}), ("published", "b", {"ok": True}),
+                 ("started", "b", {}), ("started", "b", {"redelivered": True}), ("succeeded", "b", {}))
     facts = _facts(rows)
     summary = ledger.summarise(facts.tasks, facts.leftovers)
-    found = [finding()]
-    repro_rules.amend_advice(facts, summary, found)
-    text = found[0].fix.text  # type: ignore[union-attr]
-    assert "use late acks" not in text and "Late acks would not help" in text
-    assert "1 confirmed task(s) never reached the worker" in text and "sent them twice" in text
-    # a task the worker had received when it was lost is what late acks do save: advice kept
-    rows += _rows(("planned", "c", {}), ("published", "c", {"ok": True}), ("received", "c", {}))
-    facts = _facts(rows)
-    kept = [finding()]
-    repro_rules.amend_advice(facts, ledger.summarise(facts.tasks, facts.leftovers), kept)
-    assert "use late acks" in kept[0].fix.text  # type: ignore[union-attr]
+    found = [Finding(category=Category.NETWORK_PATH_LOSS, severity=Severity.HIGH, title="Busy connections reset",
+                     explanation="", fix=Fix(text="Look at the middlebox."))]
+    repro_rules.duplicate_note(summary, found)
+    text = found[0].explanation
+    assert "1 task(s) ran twice because the publisher sent them twice" in text
+    assert "1 ran again because the broker redelivered them" in text
+    assert found[0].facts["duplicated_by_publish"] == 1 and found[0].facts["duplicated_by_redelivery"] == 1
+    assert "late acks" not in (found[0].fix.text if found[0].fix else "")
+
+
+def test_only_proven_fixes_carry_a_rerun() -> None:
+    """Redis through the userspace proxy: the keepalive fix is proposed but cannot be proven
+    there (no rerun options, the reason instead); on the kernel NAT it carries its options;
+    health checks are never proposed. A long task on RabbitMQ in the solo pool gets both of its
+    fixes as reruns; on Redis none."""
+    import dataclasses
+
+    from celery_doctor.model import Finding, Severity
+    from celery_doctor.repro.brokers import BrokerTarget
+    from celery_doctor.rules import repro_rules
+
+    redis = BrokerTarget(url="redis://127.0.0.1:6379/0", kind="redis", host="127.0.0.1", port=6379,
+                         chosen_because="test")
+    facts = dataclasses.replace(_facts([]), target=redis, fault=parse_fault("idle-cut:5:silent"), scenario="idle")
+    fix, options = repro_rules.fix_for(facts, 5.0)
+    assert options is None and "socket_keepalive" in (fix.snippet or "") and "health_check" not in (fix.snippet or "")
+    assert "--middlebox kernel" in (fix.verify or "")
+    fix, options = repro_rules.fix_for(dataclasses.replace(facts, middlebox="kernel"), 5.0)
+    assert options is not None and options["transport_options"]["socket_keepalive"] is True  # type: ignore[index]
+
+    def long_task() -> list[Finding]:
+        return [Finding(category=Category.LONG_TASK_BLOCKS_HEARTBEAT, severity=Severity.HIGH, title="t",
+                        explanation="")]
+
+    solo = dataclasses.replace(_facts([]), scenario="long-task", fault=None,
+                               plan=scenarios.plan("long-task", None, heartbeat=2))
+    found = long_task()
+    repro_rules.long_task_fix(solo, found)
+    assert found[0].facts["repro_fix"] == {"pool": "prefork"} and found[0].facts["repro_fix_also"] == [
+        {"heartbeat": 0.0}]
+    found = long_task()
+    repro_rules.long_task_fix(dataclasses.replace(solo, target=redis), found)
+    assert "repro_fix" not in found[0].facts

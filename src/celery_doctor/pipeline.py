@@ -382,8 +382,9 @@ def _judge(facts: RunFacts) -> _Judged:
     own = repro_rules.evaluate(facts, summary)
     from_logs = list(engine.findings) if engine is not None else []
     repro_rules.cut_fix(facts, from_logs)
-    repro_rules.amend_advice(facts, summary, from_logs)
-    _ground_truth_counts(facts, from_logs)
+    repro_rules.long_task_fix(facts, from_logs)
+    repro_rules.duplicate_note(summary, from_logs)
+    cuts = _ground_truth_counts(facts, engine, from_logs)
     # the run's ground truth is an observed failure too: a repro rule's finding is a cause, not a risk
     failures = len(engine.incidents) if engine is not None else 0
     failures += sum(1 for f in own if f.category in combine.CAUSES)
@@ -405,6 +406,7 @@ def _judge(facts: RunFacts) -> _Judged:
         check["message"] = (f"self-check failed: the top finding is {top.value if top else 'missing'}, but the "
                             f"run should show {' or '.join(names)} ({why})")
     data = _run_data(facts, summary, engine, check, warnings)
+    data["cuts"] = cuts
     data["findings"] = [{"category": f.category.value, "severity": f.severity.value, "title": f.title,
                          "confidence": round(f.confidence, 2), "rule": f.facts.get("rule")} for f in findings]
     data["categories"] = [f.category.value for f in findings]
@@ -412,20 +414,34 @@ def _judge(facts: RunFacts) -> _Judged:
     return _Judged(facts=facts, findings=findings, engine=engine, data=data)
 
 
-def _ground_truth_counts(facts: RunFacts, findings: list[Finding]) -> None:
-    """The logs engine counts the cuts it can see in the logs; the proxy knows them all. Say
-    both, so the finding and the run's table never disagree silently."""
+def _ground_truth_counts(facts: RunFacts, engine: Report | None, findings: list[Finding]) -> dict[str, Any]:
+    """One count of the cuts for the whole report. The middlebox knows every cut; the logs
+    engine sees those that broke a connection the worker had (each an incident). A cut that
+    hit a connection still in its handshake is retried without a 'lost' line: it is counted
+    apart, so the finding, the table and the engine never disagree silently."""
     connections = sum(1 for e in facts.worker_events if e.kind.value == "connected")
-    cuts = sum(1 for e in facts.worker_events if e.kind.value == "proxy_cut")
+    cut_events = [e for e in facts.worker_events if e.kind.value == "proxy_cut"]
     pub_cuts = sum(1 for e in facts.publisher_events if e.kind.value == "proxy_cut")
-    if not cuts and not pub_cuts:
-        return
-    line = (f"The proxy's own record for this run: {cuts} of the worker's {connections} connection(s) cut"
-            + (f", and the publisher's cut {pub_cuts} time(s)" if pub_cuts else "") + ".")
+    incidents = list(engine.incidents) if engine is not None else []
+    in_incidents = {(e.source, e.line) for i in incidents for e in i.events if e.kind.value == "proxy_cut"}
+    seen = sum(1 for e in cut_events if any(src.endswith("proxy-events.jsonl") and line == e.line
+                                            for src, line in in_incidents))
+    counts = {"worker_cuts": len(cut_events), "worker_connections": connections,
+              "cuts_in_incidents": seen, "cuts_not_seen_by_worker": len(cut_events) - seen,
+              "incidents": len(incidents), "publisher_cuts": pub_cuts}
+    if not cut_events and not pub_cuts:
+        return counts
+    line = (f"The middlebox's own record for this run: {len(cut_events)} of the worker's {connections} "
+            f"connection(s) cut; {seen} of those cuts are in the {len(incidents)} incident(s) above")
+    if len(cut_events) - seen:
+        line += (f", {len(cut_events) - seen} hit a connection the worker had not finished opening "
+                 "(it retried without logging a lost connection)")
+    line += (f"; the publisher's connections were cut {pub_cuts} time(s)" if pub_cuts else "") + "."
     for finding in findings:
         if finding.category in (Category.NETWORK_IDLE_TIMEOUT, Category.NETWORK_PATH_LOSS, Category.TLS_OR_PROXY):
             finding.explanation += "\n" + line
-            finding.facts["proxy_cuts"] = cuts
+            finding.facts["proxy_cuts"] = len(cut_events)
+    return counts
 
 
 def _harm(judged: _Judged) -> str | None:
@@ -446,43 +462,66 @@ def _harm(judged: _Judged) -> str | None:
 
 
 def _verify(judged: _Judged, options: ReproRunOptions, say: ReproProgress) -> list[_Judged]:
-    """Rerun the same scenario and fault with the proposed fix; record whether it made the
-    fault harmless, and take back the fix when it did not."""
+    """Rerun the same scenario and fault with each fix the verdict proposes; record whether it
+    made the fault harmless, and take back a fix when it did not."""
     from celery_doctor.repro import harness
 
     proposed = next((f for f in judged.findings if f.fix is not None and f.facts.get("repro_fix")), None)
     if proposed is None:
-        judged.data["verify_fix"] = {"proven": None, "why": "the verdict proposes no fix a rerun can apply"}
+        unproven = next((f for f in judged.findings if f.fix is not None and f.facts.get("repro_fix_unproven")),
+                        None)
+        judged.data["verify_fix"] = {
+            "proven": None, "why": (f"the fix proposed is {unproven.facts['repro_fix_unproven']}" if unproven else
+                                    "the verdict proposes no fix a rerun can apply")}
         return []
-    applied: dict[str, Any] = dict(proposed.facts["repro_fix"])
-    fixed = dataclasses.replace(options, label="fixed", heartbeat=applied.get("heartbeat", options.heartbeat),
-                                transport_options={**options.transport_options,
-                                                   **applied.get("transport_options", {})})
-    def step(what: str, done: float) -> None:
-        say("[verify-fix] " + what, done)
+    fixes: list[dict[str, Any]] = [dict(proposed.facts["repro_fix"]),
+                                   *(dict(x) for x in proposed.facts.get("repro_fix_also", []))]
+    before = _harm(judged)
+    reruns: list[_Judged] = []
+    verdicts: list[dict[str, Any]] = []
+    for applied in fixes:
+        fixed = dataclasses.replace(options, label="fixed", heartbeat=applied.get("heartbeat", options.heartbeat),
+                                    pool=applied.get("pool", options.pool),
+                                    transport_options={**options.transport_options,
+                                                       **applied.get("transport_options", {})})
 
-    facts = harness.run(fixed, progress=step)
-    rerun = _judge(facts)
-    before, after = _harm(judged), _harm(rerun)
-    proven = after is None
-    cuts = sum(1 for e in facts.worker_events if e.kind.value == "proxy_cut")
-    why = (f"without the fix {before or 'the fault did no visible harm'}; with it every planned task ran "
-           f"exactly once, the worker kept consuming and never lost its connection "
-           f"(the middlebox still cut {cuts} idle pooled connection(s))" if proven and cuts else
-           f"without the fix {before or 'the fault did no visible harm'}; with it every planned task ran exactly "
-           "once, the worker kept consuming and never lost its connection" if proven else
-           f"with the fix {after}")
-    verdict = {"proven": proven, "why": why, "fix": applied, "category": proposed.category.value,
-               "fixed_wall_s": facts.wall_s}
-    judged.data["verify_fix"] = verdict
-    rerun.data["verify_fix"] = verdict
+        def step(what: str, done: float) -> None:
+            say("[verify-fix] " + what, done)
+
+        facts = harness.run(fixed, progress=step)
+        rerun = _judge(facts)
+        after = _harm(rerun)
+        proven = after is None
+        cuts = sum(1 for e in facts.worker_events if e.kind.value == "proxy_cut")
+        why = (f"without the fix {before or 'the fault did no visible harm'}; with it every planned task ran "
+               f"exactly once, the worker kept consuming and never lost its connection"
+               + (f" (the middlebox still cut {cuts} idle pooled connection(s))" if cuts else "")
+               if proven else f"with the fix {after}")
+        verdict = {"proven": proven, "why": why, "fix": applied, "category": proposed.category.value,
+                   "fixed_wall_s": facts.wall_s}
+        rerun.data["verify_fix"] = verdict
+        reruns.append(rerun)
+        verdicts.append(verdict)
+    proven = all(v["proven"] for v in verdicts)
+    summary = dict(verdicts[0], proven=proven)
+    if len(verdicts) > 1:
+        summary["each"] = verdicts
+        summary["why"] = "; ".join(f"{_fix_words(v['fix'])}: {'proven' if v['proven'] else 'NOT proven'} "
+                                   f"({v['why']})" for v in verdicts)
+    judged.data["verify_fix"] = summary
     if proposed.fix is not None:
+        why = summary["why"]
         proposed.fix = dataclasses.replace(
             proposed.fix, verify=("verified: the same fault with this fix did no harm (" + why + ")" if proven else
                                   None),
             text=proposed.fix.text if proven else
             "NOT PROVEN, do not rely on it: the rerun with this fix still failed (" + why + "). " + proposed.fix.text)
-    return [rerun]
+    return reruns
+
+
+def _fix_words(applied: dict[str, Any]) -> str:
+    """A rerun's fix as the options it set (for the verdict line)."""
+    return ", ".join(f"{k}={v}" for k, v in applied.items())
 
 
 def _events_summary(events: list[Any]) -> dict[str, Any]:

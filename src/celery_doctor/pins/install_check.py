@@ -144,8 +144,13 @@ def _worker(result: InstallCheck, py: str, workdir: str, broker_url: str, env: d
         finally:
             _stop(worker)
             result.log_tail = result.log_tail or _tail(log_path.read_text(errors="replace"), 6)
+            # the queue and the exchange Celery declared for it (named after it): nothing stays
             _run([py, "-c", "from cd_check_app import app\nwith app.connection() as c:\n"
-                  f"    c.default_channel.queue_delete({queue!r})"], 30, env=env, cwd=workdir)
+                  "    for op in ('queue_delete', 'exchange_delete'):\n"
+                  "        try:\n"
+                  f"            getattr(c.channel(), op)({queue!r})\n"
+                  "        except Exception:\n"
+                  "            pass\n"], 30, env=env, cwd=workdir)
 
 
 def _wait_for(path: Path, needles: tuple[str, ...], proc: subprocess.Popen[bytes], timeout: float) -> bool:

@@ -104,6 +104,65 @@ def _task_id(headers: Any, body: Any) -> str | None:
     return None
 
 
+def witness_queue(queue: str) -> str:
+    """The run's witness: a second queue bound to the run's exchange with the same routing key,
+    so the broker itself keeps one copy of every message published to the run (a publisher
+    retry that sent a task twice leaves two copies). Never consumed; read at the end."""
+    return f"{queue}.witness"
+
+
+def bind_witness(target: BrokerTarget, queue: str, *, declare_exchange: bool) -> str | None:
+    """Bind the witness (directly, not through the middlebox). Returns None, or why the run
+    has no witness (then duplicates are told apart from the worker's side only)."""
+    try:
+        if target.kind == "rabbitmq":
+            import amqp
+
+            conn = _amqp_connection(target)
+            try:
+                channel = conn.channel()
+                try:
+                    channel.exchange_declare(queue, "direct", passive=True)
+                except amqp.exceptions.NotFound:
+                    if not declare_exchange:
+                        return "the run's exchange did not exist yet and its type is the config's"
+                    channel = conn.channel()
+                    # what Celery declares for task_default_exchange: direct, durable
+                    channel.exchange_declare(queue, "direct", durable=True, auto_delete=False)
+                channel.queue_declare(witness_queue(queue), durable=False, auto_delete=False)
+                channel.queue_bind(witness_queue(queue), exchange=queue, routing_key=queue)
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            return None
+        import redis
+
+        client = redis.Redis.from_url(target.url, socket_timeout=ADMIN_TIMEOUT_S,
+                                      socket_connect_timeout=ADMIN_TIMEOUT_S)
+        try:
+            # kombu's routing table for the exchange: "routing_key SEP pattern SEP queue"
+            client.sadd(f"_kombu.binding.{queue}", f"{queue}\x06\x16\x06\x16{witness_queue(queue)}")
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
+        return None
+    except Exception as exc:  # the run goes on without a witness, and says so
+        return f"no witness queue: {type(exc).__name__}: {exc}"
+
+
+def _amqp_connection(target: BrokerTarget) -> Any:
+    import amqp
+
+    parts = urlsplit(target.url)
+    vhost = unquote(parts.path[1:]) if parts.path not in ("", "/") else "/"
+    conn = amqp.Connection(host=f"{target.host}:{target.port}", userid=unquote(parts.username or "guest"),
+                           password=unquote(parts.password or "guest"), virtual_host=vhost,
+                           connect_timeout=ADMIN_TIMEOUT_S, read_timeout=ADMIN_TIMEOUT_S,
+                           write_timeout=ADMIN_TIMEOUT_S)
+    conn.connect()
+    return conn
+
+
 def inspect_and_delete(target: BrokerTarget, queue: str, worker_name: str) -> BrokerLeftovers:
     """Which of the run's messages are still in the broker; then delete the run's queue,
     exchange and bindings. Never raises: a failure becomes the leftovers' note."""
@@ -123,20 +182,18 @@ def pidbox_queue(worker_name: str) -> str:
 def _rabbitmq_leftovers(target: BrokerTarget, queue: str, worker_name: str) -> BrokerLeftovers:
     import amqp
 
-    parts = urlsplit(target.url)
-    vhost = unquote(parts.path[1:]) if parts.path not in ("", "/") else "/"
-    conn = amqp.Connection(host=f"{target.host}:{target.port}", userid=unquote(parts.username or "guest"),
-                           password=unquote(parts.password or "guest"), virtual_host=vhost,
-                           connect_timeout=ADMIN_TIMEOUT_S, read_timeout=ADMIN_TIMEOUT_S,
-                           write_timeout=ADMIN_TIMEOUT_S)
-    conn.connect()
+    conn = _amqp_connection(target)
     left = BrokerLeftovers(checked=True)
     try:
+        left.copies = _rabbitmq_witness(conn, queue)
+        left.witnessed = left.copies is not None
         channel = conn.channel()
         try:
             channel.queue_declare(queue, passive=True)
         except amqp.exceptions.NotFound:
             left.note = "the run's queue no longer existed at the end"
+            with contextlib.suppress(Exception):
+                conn.channel().exchange_delete(queue)
             return left
         while True:
             message = channel.basic_get(queue, no_ack=True)
@@ -161,6 +218,42 @@ def _rabbitmq_leftovers(target: BrokerTarget, queue: str, worker_name: str) -> B
     return left
 
 
+def _messages(conn: Any, name: str) -> list[tuple[Any, Any]] | None:
+    """Every message of queue ``name`` (headers, decoded body), the queue deleted; None when
+    it does not exist."""
+    import amqp
+
+    channel = conn.channel()
+    try:
+        channel.queue_declare(name, passive=True)
+    except amqp.exceptions.NotFound:
+        return None
+    out = []
+    while True:
+        message = channel.basic_get(name, no_ack=True)
+        if message is None:
+            break
+        body: Any = None
+        with contextlib.suppress(ValueError, TypeError):
+            body = json.loads(message.body)
+        out.append((message.headers, body))
+    channel.queue_delete(name)
+    return out
+
+
+def _rabbitmq_witness(conn: Any, queue: str) -> dict[str, int] | None:
+    """Copies of each task the broker routed to the run (from the witness queue, then deleted)."""
+    found = _messages(conn, witness_queue(queue))
+    if found is None:
+        return None
+    copies: dict[str, int] = {}
+    for headers, body in found:
+        task_id = _task_id(headers, body)
+        if task_id:
+            copies[task_id] = copies.get(task_id, 0) + 1
+    return copies
+
+
 def _redis_leftovers(target: BrokerTarget, queue: str, worker_name: str) -> BrokerLeftovers:
     import redis
 
@@ -168,6 +261,17 @@ def _redis_leftovers(target: BrokerTarget, queue: str, worker_name: str) -> Brok
                                   socket_connect_timeout=ADMIN_TIMEOUT_S)
     left = BrokerLeftovers(checked=True)
     try:
+        witness = witness_queue(queue).encode()
+        if client.exists(witness) or client.sismember(f"_kombu.binding.{queue}",
+                                                      f"{queue}\x06\x16\x06\x16{witness_queue(queue)}"):
+            left.witnessed, left.copies = True, {}
+            for raw in client.lrange(witness, 0, -1):
+                # kombu restores an unacked message through the exchange's table, so the witness
+                # gets that copy too, flagged redelivered: a redelivery, not a second publish
+                task_id = None if _redis_restored(raw) else _redis_message_id(raw)
+                if task_id:
+                    left.copies[task_id] = left.copies.get(task_id, 0) + 1
+            client.delete(witness)
         # kombu keeps priority sub-queues as "<queue>\x06\x16<n>" next to the plain list
         keys = [queue.encode()] + [k for k in client.scan_iter(match=f"{queue}\x06\x16*", count=500)]
         for key in keys:
@@ -206,7 +310,19 @@ def _redis_leftovers(target: BrokerTarget, queue: str, worker_name: str) -> Brok
 
 def run_keys(queue: str) -> list[str]:
     """Every Redis key named after the run's queue/exchange that kombu may create."""
-    return [f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
+    return [f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}", witness_queue(queue)]
+
+
+def _redis_restored(raw: bytes | str) -> bool:
+    try:
+        message = json.loads(raw)
+    except (ValueError, TypeError):
+        return False
+    if not isinstance(message, dict):
+        return False
+    headers = message.get("headers") or {}
+    info = (message.get("properties") or {}).get("delivery_info") or {}
+    return bool(headers.get("redelivered") or info.get("redelivered"))
 
 
 def _redis_message_id(raw: bytes | str) -> str | None:

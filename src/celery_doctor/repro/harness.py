@@ -418,6 +418,11 @@ class _Run:
                 pub_address = self.pub_proxy.start()
             self._write_configs(address, pub_address)
             shutil.copy(APP_FILE, self.path("harness_app.py"))
+            # the witness before the first publish: on RabbitMQ once the worker declared the
+            # exchange (its type is the config's), except at startup, where tasks go out first
+            early_witness = self.target.kind == "redis" or o.scenario == "startup"
+            if early_witness:
+                self._bind_witness()
             if o.scenario == "startup":
                 self._set_fault(o.fault)
             self.progress("starting the worker", 0.05)
@@ -427,6 +432,8 @@ class _Run:
             if o.scenario != "startup":
                 self._wait_ready(READY_TIMEOUT_S)
                 worker.ready_s = round(time.monotonic() - t0, 2)
+                if not early_witness:
+                    self._bind_witness()
                 self._set_fault(o.fault)
             budget = max(plan.budget_s, 1.0)
             spent = 0.0
@@ -586,6 +593,12 @@ class _Run:
         errors = _error_lines(log)
         raise HarnessError(f"the worker was not ready after {timeout:g} s"
                            + (": " + " | ".join(errors[:3]) if errors else ""))
+
+    def _bind_witness(self) -> None:
+        why_not = brokers.bind_witness(self.target, self.queue, declare_exchange=self.o.config is None)
+        if why_not:
+            self.notes.append(why_not + " (a task run twice is told a second publish from a redelivery "
+                                        "by the worker's redelivered flag only)")
 
     def _set_fault(self, fault: Fault | None) -> None:
         if self.kernel is not None:

@@ -158,7 +158,10 @@ _wrap_ack()
 # -- publisher ------------------------------------------------------------------------------
 
 def _publish_options():
-    options = {"queue": SETTINGS["queue"]}
+    # through the run's exchange, not the default one Celery would pick for a direct queue:
+    # the harness's witness queue is bound to it and keeps a copy of every message the broker
+    # routes, so a task the publisher sent twice is seen twice by the broker itself
+    options = {"queue": SETTINGS["queue"], "exchange": SETTINGS["queue"], "routing_key": SETTINGS["queue"]}
     try:
         import inspect
 

@@ -70,6 +70,10 @@ class BrokerLeftovers:
     unacked: list[str] = field(default_factory=list)  # held as unacked (Redis 'unacked' hash)
     checked: bool = False
     note: str | None = None
+    # copies of each task the broker routed to the run (the witness queue, brokers.py): the
+    # publisher's end of a duplicate, as the broker saw it
+    copies: dict[str, int] | None = None
+    witnessed: bool = False
 
 
 def task_id(prefix: str, seq: int) -> str:
@@ -189,7 +193,15 @@ def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
     states: dict[str, list[str]] = {name: [] for name in STATES}
     for r in recs:
         states[state(r, in_broker, leftovers.checked)].append(r.id)
-    by_publish = [r.id for r in recs if r.fresh_repeats]
+    copies = leftovers.copies if leftovers.witnessed and leftovers.copies is not None else None
+    if copies is not None:
+        # the broker's own count: two copies of a task are a second publish, whatever the
+        # redelivered flags of its executions say; runs beyond the copies are redeliveries
+        by_publish = [r.id for r in recs if copies.get(r.id, 0) >= 2 and r.executions >= 2]
+        by_redelivery = [r.id for r in recs if r.executions > max(1, copies.get(r.id, 0))]
+    else:
+        by_publish = [r.id for r in recs if r.fresh_repeats]
+        by_redelivery = [r.id for r in recs if r.executions > 1 and not r.fresh_repeats]
     no_publish_record = [r.id for r in recs if r.executions and r.published is None]
     summary: dict[str, Any] = {
         "planned": sum(1 for r in recs if r.planned) or len(recs),
@@ -197,8 +209,11 @@ def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
         "states": {name: len(ids) for name, ids in states.items()},
         "not_sent": len(states["not_sent"]),
         "publish_interrupted": len(states["publish_interrupted"]),
-        "duplicated_by_redelivery": sum(1 for r in recs if r.executions > 1 and not r.fresh_repeats),
+        "duplicated_by_redelivery": len(by_redelivery),
         "duplicated_by_publish": len(by_publish),
+        "witnessed": copies is not None,
+        "copies_in_broker": sum(copies.get(r.id, 0) for r in recs) if copies is not None else None,
+        "published_twice": sum(1 for r in recs if copies.get(r.id, 0) >= 2) if copies is not None else None,
         "executed_without_publish_record": len(no_publish_record),
         "published": sum(1 for r in recs if r.published is not None),
         "confirmed": len(confirmed),
@@ -222,6 +237,7 @@ def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
         "names": {
             **{f"state_{name}": _names(ids) for name, ids in states.items() if name != "executed"},
             "duplicated_by_publish": _names(by_publish),
+            "duplicated_by_redelivery": _names(by_redelivery),
             "executed_without_publish_record": _names(no_publish_record),
             "lost": _names(lost),
             "stranded": _names(stranded),

@@ -118,7 +118,7 @@ def idle_cut(ctx: LogContext) -> Iterable[Finding]:
         explanation=explanation, evidence=_evidence(_events(members)), fix=fix,
         confidence=min(confidence, 0.95),
         facts={"idle_timeout_s": estimate, "cuts": len(members), "regular": regular, "source": "logs",
-               "heartbeat_s": hb if ctx.transport != "redis" else None},
+               "heartbeat_s": hb if ctx.transport != "redis" else None, "incidents": [i.id for i in members]},
     )]
 
 
@@ -170,13 +170,25 @@ def path_loss(ctx: LogContext) -> Iterable[Finding]:
                    if ctx.transport == "redis" else
                    "Heartbeats detected it; without them the sockets would hang.")),
             evidence=_evidence(_events(silent)),
-            fix=Fix(text="Keep heartbeats on so both sides detect a dead path quickly, and look at the "
-                         "network between the hosts (packet loss, silent idle drops, MTU).",
-                    snippet=snippet({"broker_heartbeat": "30"}, ctx.celery_version),
-                    verify="celery-doctor repro --fault blackhole:5:20 --scenario idle"),
+            # RabbitMQ: heartbeats notice a flow the path dropped for good and reconnect (proven by
+            # repro --verify-fix on a conntrack NAT's silent drop); Redis has no heartbeat, and no
+            # transport option is proven against a blackhole: only the network is named there
+            fix=(Fix(text="Keep heartbeats on so both sides detect a dead path within two intervals and "
+                          "reconnect, and look at the network between the hosts (packet loss, silent idle "
+                          "drops, MTU).",
+                     snippet=snippet({"broker_heartbeat": "30"}, ctx.celery_version),
+                     verify="celery-doctor repro --fault idle-cut:5:silent --middlebox kernel --verify-fix "
+                            "(a flow the path dropped for good)")
+                 if ctx.transport != "redis" else
+                 Fix(text="Look at the network between the hosts (packet loss, silent idle drops, MTU). Redis "
+                          "has no heartbeat; if the drops are idle flows a NAT forgot, TCP keepalive inside "
+                          "its idle timeout keeps them (the idle-cut fix).",
+                     verify="celery-doctor repro --broker redis:// --fault idle-cut:5:silent --middlebox kernel "
+                            "--verify-fix")),
             # one timeout seen by the client alone is also a server that stopped answering (busy, swapping,
             # a fork for a snapshot): an even bet until it recurs or the other side confirms it
             confidence=0.8 if both else (0.55 if len(silent) >= 2 else 0.45),
+            facts={"incidents": [i.id for i in silent]},
         ))
     if busy_resets:
         findings.append(Finding(
@@ -187,10 +199,14 @@ def path_loss(ctx: LogContext) -> Iterable[Finding]:
                 "side closing first: something on the path (a load balancer, NAT or firewall under "
                 "load, a flapping link) resets active flows."),
             evidence=_evidence(_events(busy_resets)),
+            # no Celery setting makes these resets harmless (late acks were advised once; the
+            # repro's ledger showed they save nothing here: docs/repro.md), so none is proposed
             fix=Fix(text="Look at the middlebox between worker and broker (connection tracking limits, "
-                         "rebalancing, health checks); use late acks so reset deliveries are redelivered.",
+                         "rebalancing, health checks). Keep publisher confirms and publish retries on, and "
+                         "make tasks idempotent: a retry after a reset that ate the broker's confirm sends "
+                         "a second copy.",
                     verify="celery-doctor repro --fault reset-under-load:0.02 --scenario load"),
-            confidence=0.6,
+            confidence=0.6, facts={"incidents": [i.id for i in busy_resets]},
         ))
     return findings
 
@@ -688,7 +704,10 @@ def evaluate(ctx: LogContext) -> list[Finding]:
     findings = [f for rule in (*RULES, *MODULE_RULES) for f in rule(ctx)]
     _other_clients(ctx, findings)
     explained = {(e.source, e.line) for f in findings for e in f.evidence}
-    unexplained = [i for i in ctx.incidents if not any((e.source, e.line) in explained for e in i.events)]
+    # a finding's evidence shows a few lines; the incidents it explains are all of them
+    covered = {n for f in findings for n in f.facts.get("incidents", ())}
+    unexplained = [i for i in ctx.incidents if i.id not in covered
+                   and not any((e.source, e.line) in explained for e in i.events)]
     if unexplained:
         findings.append(Finding(
             category=Category.UNKNOWN, severity=Severity.MEDIUM,

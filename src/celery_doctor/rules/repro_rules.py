@@ -39,27 +39,6 @@ def heartbeat_fix(facts: RunFacts, idle_s: float) -> Fix:
                verify=_verify_line(facts))
 
 
-def redis_options(idle_s: float) -> dict[str, float]:
-    """Transport options that keep kombu's Redis connections honest under a middlebox that
-    drops idle flows: health checks more often than the idle timeout, and a socket timeout so a
-    synchronous command on a dead socket fails (without it the event loop blocks on it and the
-    health checks never run: kombu's own documentation of ``socket_timeout``)."""
-    return {"health_check_interval": max(1, int(idle_s / 3)), "socket_timeout": max(2.0, round(idle_s / 2))}
-
-
-def redis_health_fix(facts: RunFacts, idle_s: float) -> Fix:
-    """Redis (kombu 5.7): PINGs on the pub/sub connection and a watchdog on BRPOP every
-    ``health_check_interval``; ``socket_timeout`` bounds every synchronous command."""
-    opts = redis_options(idle_s)
-    literal = ", ".join(f"'{k}': {v:g}" for k, v in opts.items())
-    return Fix(text=f"Probe the Redis connections more often than the idle timeout (~{idle_s:g} s here) and "
-                    "bound every command: health_check_interval makes kombu PING the pub/sub connection "
-                    "and replace a BRPOP connection that stopped answering; socket_timeout makes a "
-                    "command sent into a dropped flow fail instead of blocking the worker forever.",
-               snippet=snippet({"broker_transport_options": f"{{{literal}}}"}, facts.versions.get("celery")),
-               verify=_verify_line(facts))
-
-
 # Linux socket option numbers (socket.TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT): the run's config
 # module is written as literals, and kombu/redis-py take the options as {number: value}
 TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT = 4, 5, 6
@@ -89,14 +68,39 @@ def _verify_line(facts: RunFacts) -> str:
             "--verify-fix (reruns the same fault with this fix)")
 
 
-def fix_for(facts: RunFacts, idle_s: float) -> tuple[Fix, dict[str, object]]:
-    """The fix for a flow the path drops, and the run options that apply it."""
-    if facts.target.kind == "redis" and facts.middlebox == "kernel":
-        return keepalive_fix(facts, idle_s), {"transport_options": keepalive_options(idle_s)}
+KEEPALIVE_NEEDS_KERNEL = (
+    "not provable through the userspace proxy: the kernel answers TCP keepalive probes below it, so "
+    "the proxy sees an idle flow and cuts it whatever the fix; rerun as root with --middlebox kernel "
+    "(a real conntrack NAT, where keepalives count) and --verify-fix")
+
+
+def fix_for(facts: RunFacts, idle_s: float) -> tuple[Fix, dict[str, object] | None]:
+    """The fix for a flow the path drops, and the run options that apply it (None when this
+    run's middlebox cannot prove it: a keepalive fix through the userspace proxy).
+
+    Only fixes a rerun has proven are proposed (docs/repro.md, "Which fixes are proven"):
+    RabbitMQ heartbeats (proxy and kernel NAT), Redis TCP keepalive (kernel NAT). Redis health
+    checks with a socket timeout are not proposed: through the proxy a BRPOP reply swallowed by
+    the dead flow still loses a task, and on a real NAT keepalive alone does the job."""
     if facts.target.kind == "redis":
-        return redis_health_fix(facts, idle_s), {"transport_options": redis_options(idle_s)}
+        fix = keepalive_fix(facts, idle_s)
+        if facts.middlebox == "kernel":
+            return fix, {"transport_options": keepalive_options(idle_s)}
+        return Fix(text=fix.text, snippet=fix.snippet, verify=(
+            f"celery-doctor repro --scenario {facts.scenario}"
+            + (f" --fault {facts.fault.spec}" if facts.fault else "")
+            + " --broker redis:// --middlebox kernel --verify-fix (as root; the userspace proxy cannot "
+              "see keepalives)")), None
     fix = heartbeat_fix(facts, idle_s)
     return fix, {"heartbeat": max(1.0, float(int(idle_s / 3))) if idle_s >= 3 else round(idle_s / 3, 1)}
+
+
+def _attach(finding: Finding, fix: Fix, options: dict[str, object] | None) -> None:
+    finding.fix = fix
+    if options is not None:
+        finding.facts["repro_fix"] = options
+    else:
+        finding.facts["repro_fix_unproven"] = KEEPALIVE_NEEDS_KERNEL
 
 
 @rule("CD-R01", "repro", Category.BROKER_RESTART_OR_FAILOVER, Category.NETWORK_PATH_LOSS,
@@ -157,6 +161,11 @@ def not_consuming(facts: RunFacts) -> Iterable[Finding]:
              "Redis has no heartbeat and the transport's health check did not replace it"
              if facts.target.kind == "redis" else f"heartbeats ({hb} s) did not replace it")
     fix, options = fix_for(facts, cut.seconds if cut is not None and cut.seconds else 10.0)
+    facts_out: dict[str, Any] = {"rule": "repro.not_consuming", "source": "repro"}
+    if options is not None:
+        facts_out["repro_fix"] = options
+    else:
+        facts_out["repro_fix_unproven"] = KEEPALIVE_NEEDS_KERNEL
     if cuts and cut is not None:
         category = Category.NETWORK_IDLE_TIMEOUT
         title = "Idle connection dropped by the middlebox: the worker is alive but no longer consumes"
@@ -181,7 +190,7 @@ def not_consuming(facts: RunFacts) -> Iterable[Finding]:
                      "the connection was dead. In production this is a worker that stays up and "
                      "silently stops taking work until it is restarted."),
         evidence=evidence, fix=fix, confidence=0.9 if category != Category.UNKNOWN else 0.5,
-        facts={"rule": "repro.not_consuming", "source": "repro", "repro_fix": options},
+        facts=facts_out,
     )]
 
 
@@ -213,7 +222,24 @@ def cut_fix(facts: RunFacts, findings: list[Finding]) -> None:
         return
     for finding in findings:
         if finding.category == Category.NETWORK_IDLE_TIMEOUT and "repro_fix" not in finding.facts:
-            finding.fix, finding.facts["repro_fix"] = fix_for(facts, cut.seconds)
+            _attach(finding, *fix_for(facts, cut.seconds))
+
+
+# pools where a task runs in the thread that must also send the connection's heartbeats
+HEARTBEAT_THREAD_POOLS = ("solo", "threads", "eventlet", "gevent")
+
+
+def long_task_fix(facts: RunFacts, findings: list[Finding]) -> None:
+    """A long task that starved the heartbeats gets the two fixes the logs rules propose as
+    run options, so --verify-fix reruns both: the prefork pool (the main process keeps sending
+    heartbeats while a child runs the task) and heartbeats off. RabbitMQ only: Redis has no
+    heartbeat for a long task to starve, and no rule proposes either there."""
+    if facts.target.kind != "rabbitmq" or facts.plan.pool not in HEARTBEAT_THREAD_POOLS:
+        return
+    for finding in findings:
+        if finding.category == Category.LONG_TASK_BLOCKS_HEARTBEAT and "repro_fix" not in finding.facts:
+            finding.facts["repro_fix"] = {"pool": "prefork"}
+            finding.facts["repro_fix_also"] = [{"heartbeat": 0.0}]
 
 
 @rule("CD-R04", "repro", Category.NO_INCIDENT)
@@ -235,30 +261,23 @@ def fell_behind(facts: RunFacts, summary: dict[str, Any]) -> Iterable[Finding]:
     )]
 
 
-def amend_advice(facts: RunFacts, summary: dict[str, Any], findings: list[Finding]) -> None:
-    """Advice the run's own ledger contradicts is corrected: late acks save only tasks the
-    worker had received (and acked early) when its connection died; they cannot save a task
-    that never reached the worker, nor stop a publisher's retry from sending a second copy."""
-    received_then_lost = [t for t in facts.tasks.values() if t.id not in facts.canary_ids and t.received
-                          and (t.executions == 0 or not t.succeeded)]
-    never_reached = [t for t in facts.tasks.values() if t.id not in facts.canary_ids and t.published
-                     and not t.received and not t.executions]
+def duplicate_note(summary: dict[str, Any], findings: list[Finding]) -> None:
+    """A reset that made the publisher send a task twice is named in the finding: two messages,
+    neither redelivered, so neither late acks nor anything on the worker would have stopped it."""
     twice = int(summary.get("duplicated_by_publish", 0) or 0)
-    if received_then_lost or not (never_reached or twice):
+    again = int(summary.get("duplicated_by_redelivery", 0) or 0)
+    if not twice:
         return
-    why = []
-    if never_reached:
-        why.append(f"{len(never_reached)} confirmed task(s) never reached the worker")
-    if twice:
-        why.append(f"{twice} task(s) ran twice because the publisher sent them twice (a retry after a "
-                   "reset: two messages, neither redelivered)")
+    line = (f"The ledger: {twice} task(s) ran twice because the publisher sent them twice (its retry "
+            "after a reset lost the broker's confirm: two messages, neither flagged redelivered)"
+            + (f"; {again} ran again because the broker redelivered them (flagged redelivered: the "
+               "worker's connection died before its ack arrived)" if again else "")
+            + ". Only idempotent tasks make a second copy harmless.")
     for finding in findings:
-        if finding.fix is not None and "late acks" in finding.fix.text:
-            finding.fix = Fix(
-                text=finding.fix.text.replace("; use late acks so reset deliveries are redelivered", "")
-                + " Late acks would not help in this run: " + "; ".join(why) + ". Make the tasks "
-                "idempotent (a second copy is then harmless) and keep publisher confirms on.",
-                snippet=finding.fix.snippet, verify=finding.fix.verify)
+        if finding.category in (Category.NETWORK_PATH_LOSS, Category.TLS_OR_PROXY):
+            finding.explanation += "\n" + line
+            finding.facts["duplicated_by_publish"] = twice
+            finding.facts["duplicated_by_redelivery"] = again
 
 
 def evaluate(facts: RunFacts, summary: dict[str, Any]) -> list[Finding]:
