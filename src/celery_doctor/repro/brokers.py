@@ -261,17 +261,6 @@ def _redis_leftovers(target: BrokerTarget, queue: str, worker_name: str) -> Brok
                                   socket_connect_timeout=ADMIN_TIMEOUT_S)
     left = BrokerLeftovers(checked=True)
     try:
-        witness = witness_queue(queue).encode()
-        if client.exists(witness) or client.sismember(f"_kombu.binding.{queue}",
-                                                      f"{queue}\x06\x16\x06\x16{witness_queue(queue)}"):
-            left.witnessed, left.copies = True, {}
-            for raw in client.lrange(witness, 0, -1):
-                # kombu restores an unacked message through the exchange's table, so the witness
-                # gets that copy too, flagged redelivered: a redelivery, not a second publish
-                task_id = None if _redis_restored(raw) else _redis_message_id(raw)
-                if task_id:
-                    left.copies[task_id] = left.copies.get(task_id, 0) + 1
-            client.delete(witness)
         # kombu keeps priority sub-queues as "<queue>\x06\x16<n>" next to the plain list
         keys = [queue.encode()] + [k for k in client.scan_iter(match=f"{queue}\x06\x16*", count=500)]
         for key in keys:

@@ -420,8 +420,10 @@ class _Run:
             shutil.copy(APP_FILE, self.path("harness_app.py"))
             # the witness before the first publish: on RabbitMQ once the worker declared the
             # exchange (its type is the config's), except at startup, where tasks go out first
-            early_witness = self.target.kind == "redis" or o.scenario == "startup"
-            if early_witness:
+            # (RabbitMQ only: on Redis kombu routes to each bound list in its own command, so a
+            # reset between them would make the witness wrong; delivery tags count there)
+            early_witness = o.scenario == "startup"
+            if early_witness and self.target.kind == "rabbitmq":
                 self._bind_witness()
             if o.scenario == "startup":
                 self._set_fault(o.fault)
@@ -432,7 +434,7 @@ class _Run:
             if o.scenario != "startup":
                 self._wait_ready(READY_TIMEOUT_S)
                 worker.ready_s = round(time.monotonic() - t0, 2)
-                if not early_witness:
+                if not early_witness and self.target.kind == "rabbitmq":
                     self._bind_witness()
                 self._set_fault(o.fault)
             budget = max(plan.budget_s, 1.0)

@@ -111,7 +111,14 @@ if _received is not None:
     def _on_received(sender=None, request=None, **kwargs):
         task_id = getattr(request, "id", None) or getattr(request, "task_id", None)
         if task_id:
-            record("received", task_id)
+            # the message's delivery tag: on Redis (kombu's virtual transport) a uuid given at
+            # publish and kept when an unacked message is restored, so two tags for one task are
+            # two copies the publisher sent; on RabbitMQ a per-channel counter (not recorded)
+            tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+            if isinstance(tag, int):
+                record("received", task_id)
+            else:
+                record("received", task_id, tag=str(tag) if tag is not None else None)
 
     _received.connect(_on_received, weak=False)
 

@@ -60,6 +60,7 @@ class TaskRecord:
     ack_errors: list[str] = field(default_factory=list)
     first_start: float | None = None
     last_success: float | None = None
+    tags: set[str] = field(default_factory=set)  # Redis: one delivery tag per copy published
 
 
 @dataclass
@@ -132,6 +133,8 @@ def build(rows: list[dict[str, Any]]) -> dict[str, TaskRecord]:
             rec.publish_ts = rec.publish_ts or ts
         elif ev == "received":
             rec.received += 1
+            if isinstance(row.get("tag"), str) and len(row["tag"]) >= 32:
+                rec.tags.add(row["tag"])
         elif ev == "started":
             rec.executions += 1
             rec.redelivered += 1 if row.get("redelivered") else 0
@@ -193,10 +196,17 @@ def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
     states: dict[str, list[str]] = {name: [] for name in STATES}
     for r in recs:
         states[state(r, in_broker, leftovers.checked)].append(r.id)
-    copies = leftovers.copies if leftovers.witnessed and leftovers.copies is not None else None
+    copies: dict[str, int] | None = None
+    source = None
+    if leftovers.witnessed and leftovers.copies is not None:
+        copies, source = dict(leftovers.copies), "the broker's witness queue"
+    elif any(r.tags for r in recs):
+        # Redis: a copy keeps its delivery tag when restored; two tags are two publishes (a copy
+        # whose BRPOP reply died with a reset never reached the worker, and is not counted)
+        copies, source = {r.id: len(r.tags) for r in recs}, "the delivery tags the worker received"
     if copies is not None:
-        # the broker's own count: two copies of a task are a second publish, whatever the
-        # redelivered flags of its executions say; runs beyond the copies are redeliveries
+        # two copies of a task are a second publish, whatever the redelivered flags of its
+        # executions say; runs beyond the copies are redeliveries
         by_publish = [r.id for r in recs if copies.get(r.id, 0) >= 2 and r.executions >= 2]
         by_redelivery = [r.id for r in recs if r.executions > max(1, copies.get(r.id, 0))]
     else:
@@ -212,6 +222,7 @@ def summarise(tasks: dict[str, TaskRecord], leftovers: BrokerLeftovers,
         "duplicated_by_redelivery": len(by_redelivery),
         "duplicated_by_publish": len(by_publish),
         "witnessed": copies is not None,
+        "copies_source": source,
         "copies_in_broker": sum(copies.get(r.id, 0) for r in recs) if copies is not None else None,
         "published_twice": sum(1 for r in recs if copies.get(r.id, 0) >= 2) if copies is not None else None,
         "executed_without_publish_record": len(no_publish_record),
