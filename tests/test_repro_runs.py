@@ -413,7 +413,8 @@ def test_idle_cut_fix_proven_on_rabbitmq(tmp_path: Path, rabbitmq_url: str, midd
     report = reproduce([options], verify_fix=True)
     broken, fixed = report.data["runs"]
     assert broken["middlebox"]["kind"] == fixed["middlebox"]["kind"] == middlebox
-    assert broken["proxy"]["cuts"] >= 2 and fixed["proxy"]["cuts"] == 0
+    # the proxy cuts at every idle period; a NAT's forgotten flow is found by its next packet
+    assert broken["proxy"]["cuts"] >= (2 if middlebox == "proxy" else 1) and fixed["proxy"]["cuts"] == 0
     assert fixed["verify_fix"]["fix"] == {"heartbeat": 1.0}
     assert fixed["settings"]["heartbeat_s"] == 1.0
     assert broken["verify_fix"]["proven"] is True

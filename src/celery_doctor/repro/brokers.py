@@ -163,15 +163,32 @@ def _amqp_connection(target: BrokerTarget) -> Any:
     return conn
 
 
-def inspect_and_delete(target: BrokerTarget, queue: str, worker_name: str) -> BrokerLeftovers:
+def inspect_and_delete(target: BrokerTarget, queue: str, worker_name: str,
+                       witness: bool = True) -> BrokerLeftovers:
     """Which of the run's messages are still in the broker; then delete the run's queue,
     exchange and bindings. Never raises: a failure becomes the leftovers' note."""
     try:
         if target.kind == "rabbitmq":
-            return _rabbitmq_leftovers(target, queue, worker_name)
+            return _rabbitmq_leftovers(target, queue, worker_name, witness)
         return _redis_leftovers(target, queue, worker_name)
     except Exception as exc:  # the run's report says what could not be checked
+        if target.kind == "rabbitmq":
+            _rabbitmq_delete(target, queue, worker_name)  # what was declared goes, inspected or not
         return BrokerLeftovers(checked=False, note=f"could not inspect the queue: {type(exc).__name__}: {exc}")
+
+
+def _rabbitmq_delete(target: BrokerTarget, queue: str, worker_name: str) -> None:
+    """Delete the run's queues and exchange, each on its own channel, errors ignored."""
+    with contextlib.suppress(Exception):
+        conn = _amqp_connection(target)
+        try:
+            for op, name in (("queue_delete", queue), ("queue_delete", witness_queue(queue)),
+                             ("exchange_delete", queue), ("queue_delete", pidbox_queue(worker_name))):
+                with contextlib.suppress(Exception):
+                    getattr(conn.channel(), op)(name)
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 def pidbox_queue(worker_name: str) -> str:
@@ -179,14 +196,28 @@ def pidbox_queue(worker_name: str) -> str:
     return f"{worker_name}@{socket.gethostname()}.celery.pidbox"
 
 
-def _rabbitmq_leftovers(target: BrokerTarget, queue: str, worker_name: str) -> BrokerLeftovers:
+def _rabbitmq_leftovers(target: BrokerTarget, queue: str, worker_name: str, witness: bool) -> BrokerLeftovers:
     import amqp
 
     conn = _amqp_connection(target)
     left = BrokerLeftovers(checked=True)
     try:
-        left.copies = _rabbitmq_witness(conn, queue)
+        if witness:
+            # on a connection of its own: a channel error there (py-amqp reopening a channel id
+            # the broker is still closing) must not cost the run's queue its deletion
+            try:
+                side = _amqp_connection(target)
+                try:
+                    left.copies = _rabbitmq_witness(side, queue)
+                finally:
+                    with contextlib.suppress(Exception):
+                        side.close()
+            except Exception as exc:  # the witness is a detail: the queue is what must be checked
+                left.note = f"could not read the witness queue: {type(exc).__name__}: {exc}"
         left.witnessed = left.copies is not None
+        if witness and not left.witnessed:
+            with contextlib.suppress(Exception):
+                conn.channel().queue_delete(witness_queue(queue))  # idempotent on RabbitMQ
         channel = conn.channel()
         try:
             channel.queue_declare(queue, passive=True)

@@ -41,6 +41,7 @@ BROKER_LOCK = Path("/tmp/celery-doctor-broker.lock")
 READY_TIMEOUT_S = 45.0
 DEFAULT_RABBITMQ_RESTART = "rabbitmqctl -q stop_app; sleep 2; rabbitmqctl -q start_app"
 PUBLISH_TIMEOUT_S = 5  # the publisher's confirm and socket timeouts
+REDIS_PUBLISH_TIMEOUT_S = 3  # a Redis LPUSH answers in milliseconds: a dead flow is known sooner
 WATCHDOG_MARGIN_S = 20.0  # beyond a publish command's deadline: connect retries, one last confirm
 
 Progress = Callable[[str, float], None]  # (what is happening, fraction of the run done)
@@ -337,6 +338,7 @@ class _Run:
         self.pub_proxy: ProxyThread | None = None  # between the publisher and the broker
         self.guard: _Guard | None = None
         self.kernel: middlebox.KernelMiddlebox | None = None
+        self.witness_bound = False
 
     # files of the run
     def path(self, name: str) -> Path:
@@ -457,7 +459,8 @@ class _Run:
             if self.worker is not None and self.worker.poll() is not None and worker.exit_status is None:
                 worker.exit_status = self.worker.returncode
             worker.alive_at_end = self.worker is not None and self.worker.poll() is None
-            _stop_group(self.worker)
+            # a worker that no longer consumed has nothing to finish: a short warm shutdown
+            _stop_group(self.worker, warm_s=2.5 if canary.executed or not finished else 1.0)
             if self.publisher is not None:
                 self.publisher.stop()
             for handle in (getattr(self, "_worker_out", None), getattr(self, "_publisher_log", None)):
@@ -477,7 +480,8 @@ class _Run:
                                shell=True, capture_output=True, timeout=90)
             if finished:
                 time.sleep(0.5)  # let the broker requeue what the closed connections held
-            leftovers = brokers.inspect_and_delete(self.target, self.queue, self.worker_name)
+            leftovers = brokers.inspect_and_delete(self.target, self.queue, self.worker_name,
+                                                   witness=self.witness_bound)
             self.guard.release()
             if not self.keep and not finished:
                 shutil.rmtree(self.dir, ignore_errors=True)
@@ -539,7 +543,7 @@ class _Run:
         if self.target.kind == "rabbitmq":
             transport["confirm_publish"] = True
         else:
-            transport.update(socket_timeout=PUBLISH_TIMEOUT_S, socket_connect_timeout=PUBLISH_TIMEOUT_S)
+            transport.update(socket_timeout=REDIS_PUBLISH_TIMEOUT_S, socket_connect_timeout=REDIS_PUBLISH_TIMEOUT_S)
         overrides["broker_url"] = self.target.through(pub_address)
         config_module(self.path("doctor_publisher_config.py"), user_config=o.config, overrides=overrides,
                       merge_transport=transport)
@@ -597,6 +601,7 @@ class _Run:
                            + (": " + " | ".join(errors[:3]) if errors else ""))
 
     def _bind_witness(self) -> None:
+        self.witness_bound = True  # set first: an interrupt inside the bind still removes it
         why_not = brokers.bind_witness(self.target, self.queue, declare_exchange=self.o.config is None)
         if why_not:
             self.notes.append(why_not + " (a task run twice is told a second publish from a redelivery "
