@@ -170,7 +170,9 @@ def test_long_task_in_solo_pool_is_closed_by_the_broker_and_redelivered(tmp_path
     data = result.data
     assert "missed heartbeats from client" in _broker_log(result)
     assert data["ledger"]["duplicated"] == 1 and data["ledger"]["redelivered"] >= 1
-    assert data["ledger"]["ack_failed"] >= 1
+    # the worker learns of the close by its failed ack, or, when the broker's Close frame is read
+    # first, by the lost connection (then the ack is never tried): both are in its own log
+    assert data["ledger"]["ack_failed"] >= 1 or "Connection to broker lost" in _worker_log(result)
     assert data["ledger"]["lost"] == 0
     assert max(data["ledger"]["names"]["duplicated"].values()) >= 2
     _no_leftovers(result)
