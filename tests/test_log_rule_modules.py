@@ -19,8 +19,10 @@ RULES = FIXTURES / "rules"
     ("vhost-down-forced", Category.BROKER_RESTART_OR_FAILOVER, "CD-L24"),
     ("silent-idle-amqp", Category.NETWORK_IDLE_TIMEOUT, "CD-L25"),
     ("silent-idle-kombu", Category.NETWORK_IDLE_TIMEOUT, "CD-L25"),
-    ("connect-close-redis", Category.TLS_OR_PROXY, "CD-L26"),
-    ("connect-close-amqps", Category.TLS_OR_PROXY, "CD-L26"),
+    # a plain scheme on the port that speaks TLS (6380, 5671): CD-L50 names it more precisely than CD-L26
+    ("connect-close-redis", Category.TLS_OR_PROXY, "CD-L50"),
+    ("connect-close-amqps", Category.TLS_OR_PROXY, "CD-L50"),
+    ("connect-close-plain-port", Category.TLS_OR_PROXY, "CD-L26"),
     ("stale-producer-pidbox", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L27"),
     ("stale-producer-web", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L27"),
     ("oom-publisher", Category.BROKER_RESOURCE_ALARM, "CD-L20"),

@@ -254,4 +254,7 @@ def _split_traceback(current: Piece, fam: Family, head: Start, text: str) -> boo
 
 def _goes_on(previous: str, text: str) -> bool:
     """Whether a header-less line continues the header-less line above it."""
-    return previous.rstrip().endswith((":", ",", "(", "\\")) or text[:1] in (" ", "\t") or bool(CONTINUES.match(text))
+    # a paste cut above its "Traceback" line: the next frame goes on the frames (and code lines) above it
+    frames = text.startswith('File "') and (previous[:1] in (" ", "\t") or previous.startswith('File "'))
+    return previous.rstrip().endswith((":", ",", "(", "\\")) or text[:1] in (" ", "\t") or bool(
+        CONTINUES.match(text)) or frames

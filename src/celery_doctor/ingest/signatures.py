@@ -103,6 +103,30 @@ SIGNATURES: tuple[Signature, ...] = (
     # later. You have %r", 4.4+ "... 3.2.0 or later. You have {0.__version__}"), quoted with or without its class
     Signature("kombu.redis.version_mismatch", "celery", Kind.WORKER_CRASH,
               "transport requires redis-py versions", "kombu kombu/transport/redis.py (VersionMismatch)"),
+    # RabbitMQ refusing what the client asked for, quoted by py-amqp's exceptions (a bare line, a
+    # chained traceback): basic.qos global=true on a queue that cannot do it (rabbit_quorum_queue.erl,
+    # rabbit_amqqueue.erl: "queue ~ts does not support global qos", reply 540), and RabbitMQ 4.3+'s
+    # refusal of transient non-exclusive queues (rabbit_deprecated_features.erl, reply 541)
+    Signature("amqp.global_qos_refused", "celery", Kind.CONNECTION_LOST,
+              "does not support global qos", "rabbitmq-server deps/rabbit/src/rabbit_quorum_queue.erl (via py-amqp)",
+              versions="3.8+"),
+    Signature("amqp.deprecated_transient_queue", "celery", Kind.CONNECTION_LOST,
+              "transient_nonexcl_queues", "rabbitmq-server deps/rabbit/src/rabbit_deprecated_features.erl "
+              "(via py-amqp InternalError 541)", _re(r"transient_nonexcl_queues`? is deprecated|INTERNAL_ERROR"),
+              versions="4.0+"),
+    # Python 3.7+ refusing a library's direct SSLSocket(...) (Lib/ssl.py SSLSocket.__init__: TypeError
+    # "SSLSocket does not have a public constructor..."), seen as the message or as the raise's own source
+    # line when a paste stops there; py-amqp < 2.4 made its TLS socket that way (rules: the catalogue)
+    Signature("python.ssl.sslsocket_constructor", "celery", Kind.WORKER_CRASH,
+              "does not have a public", "cpython Lib/ssl.py (SSLSocket.__init__, 3.7+)",
+              _re(r"(?:SSLSocket|SSLObject|self\.__class__\.__name__\}) does not have a public")),
+    # Python's ssl module, as a client logs it alone (a bare exception line, an error tracker's title):
+    # OpenSSL's reason in brackets ([SSL: WRONG_VERSION_NUMBER], [SSL: CERTIFICATE_VERIFY_FAILED]) or
+    # the handshake timeout of ssl.py / _ssl.c; "Cannot connect to ..." lines that carry them match above
+    Signature("python.ssl.error", "celery", Kind.TLS_ERROR,
+              "SSL", "cpython Modules/_ssl.c, Lib/ssl.py (OpenSSL reason strings)",
+              _re(r"\[SSL: [A-Z0-9_]+\]|SSLCertVerificationError|SSL: CERTIFICATE_VERIFY_FAILED|"
+                  r"_ssl\.c:\d+: The handshake operation timed out")),
     Signature("celery.worker.ready", "celery", Kind.WORKER_READY,
               " ready.", "celery celery/apps/worker.py", _re(r"@\S+ ready\.\s*$")),
     Signature("celery.worker.shutdown", "celery", Kind.WORKER_SHUTDOWN,
@@ -149,6 +173,29 @@ SIGNATURES: tuple[Signature, ...] = (
               "resource limit alarm set", "rabbitmq-server deps/rabbit/src/rabbit_alarm.erl"),
     Signature("rabbitmq.alarm.cleared", "rabbitmq", Kind.ALARM_CLEARED,
               "resource limit alarm cleared", "rabbitmq-server deps/rabbit/src/rabbit_alarm.erl"),
+    # TLS on the wrong port, as the broker sees it. A plain AMQP client on the TLS listener: Erlang's
+    # ssl ("TLS server: In state hello ... generated SERVER ALERT: Fatal - Unexpected Message",
+    # "{unsupported_record_type,65}": 65 is the 'A' of "AMQP"). A TLS client on the plain listener:
+    # rabbit_reader.erl's "{bad_header,<<22,3,...>>}" (22,3: a TLS handshake record), since 4.1
+    # "{detected_unexpected_tls_header,...}" and "TLS client detected on non-TLS AMQP port"
+    Signature("rabbitmq.tls.plain_client_on_tls_port", "rabbitmq", Kind.TLS_ERROR,
+              "unsupported_record_type", "erlang/otp lib/ssl/src/tls_record.erl (via rabbit_networking)"),
+    Signature("rabbitmq.tls.server_alert", "rabbitmq", Kind.TLS_ERROR,
+              "generated SERVER ALERT", "erlang/otp lib/ssl/src/ssl_alert.erl (via rabbit_networking)"),
+    Signature("rabbitmq.tls.tls_client_on_plain_port", "rabbitmq", Kind.TLS_ERROR,
+              "bad_header,<<22,3", RABBIT_READER + " (handshake, <=4.0)"),
+    Signature("rabbitmq.tls.tls_header_detected", "rabbitmq", Kind.TLS_ERROR,
+              "detected_unexpected_tls_header", RABBIT_READER + " (4.1+)", versions="4.1+"),
+    Signature("rabbitmq.tls.tls_client_detected", "rabbitmq", Kind.TLS_ERROR,
+              "TLS client detected on non-TLS", RABBIT_READER + " (4.1+)", versions="4.1+"),
+    # RabbitMQ 4.3+ refuses to declare a transient non-exclusive queue: the record (one pid and time,
+    # several lines) goes on "By default, this feature is not permitted anymore." (or "Its use is not
+    # permitted per the configuration"); 4.0-4.2's warning says instead that it "can still be used for now"
+    Signature("rabbitmq.deprecated.transient_queue_refused", "rabbitmq", Kind.CHANNEL_ERROR,
+              "transient_nonexcl_queues", "rabbitmq-server deps/rabbit/src/rabbit_deprecated_features.erl",
+              _re(r"transient_nonexcl_queues.*(?:not permitted anymore|use is not permitted)|"
+                  r"INTERNAL_ERROR - Feature `transient_nonexcl_queues`"),
+              versions="4.0+"),
     Signature("rabbitmq.conn.accepting", "rabbitmq", Kind.CONNECTION_ACCEPTED,
               "accepting AMQP connection", RABBIT_READER),
     Signature("rabbitmq.conn.closed_clean", "rabbitmq", Kind.CONNECTION_CLOSED_CLEAN,
@@ -170,6 +217,14 @@ SIGNATURES: tuple[Signature, ...] = (
               "max query buffer", "redis src/networking.c"),
     Signature("redis.client.evicted", "redis", Kind.SERVER_CLOSED_LIMIT,
               "Evicting client", "redis src/networking.c", versions="7.0+"),
+    # a TLS listener that got plain text (or the reverse): networking.c clientAcceptHandler /
+    # acceptCommonHandler "Error accepting a client connection: %s (conn: %s)" (7.x: "(addr=%s laddr=%s)")
+    # with OpenSSL's reason ("error:1408F10B:SSL routines:ssl3_get_record:wrong version number" 1.1,
+    # "error:0A00010B:SSL routines::wrong version number" 3.x, "http request")
+    Signature("redis.tls.accept_error", "redis", Kind.TLS_ERROR,
+              "Error accepting a client connection", "redis src/networking.c (TLS: src/tls.c)",
+              _re(r"Error accepting a client connection: .*(?:SSL routines|wrong version number|http request|"
+                  r"unknown protocol|alert)"), versions="6.0+"),
     Signature("redis.client.read_error", "redis", Kind.CLIENT_CLOSED_ABRUPTLY,
               "Reading from client", "redis src/networking.c (verbose)"),
     Signature("redis.client.closed", "redis", Kind.CONNECTION_CLOSED_CLEAN,

@@ -10,14 +10,18 @@ from celery_doctor.rules.logs.failover import failover
 from celery_doctor.rules.logs.known_bugs import known_bug, reported_known_bad
 from celery_doctor.rules.logs.long_task_client import long_task_client_side
 from celery_doctor.rules.logs.no_incident import no_incident
+from celery_doctor.rules.logs.rabbitmq_refusals import global_qos_refused, transient_queue_refused
 from celery_doctor.rules.logs.read_only_replica import read_only_replica
 from celery_doctor.rules.logs.redis_limits import redis_limits
+from celery_doctor.rules.logs.service_name import service_name_unresolved
 from celery_doctor.rules.logs.silent_idle import silent_idle_drops
 from celery_doctor.rules.logs.stale_producer import stale_pooled_producer
+from celery_doctor.rules.logs.tls import tls_mismatch
 from celery_doctor.rules.logs.vhost_down import vhost_down
 
 RULES: tuple[Rule, ...] = (known_bug, reported_known_bad, redis_limits, long_task_client_side, default_broker_url,
                            failover, vhost_down, silent_idle_drops, connect_time_close, stale_pooled_producer,
-                           read_only_replica)
+                           read_only_replica, tls_mismatch, global_qos_refused, transient_queue_refused,
+                           service_name_unresolved)
 
 __all__ = ["RULES", "no_incident"]  # no_incident: run by logs_rules.evaluate when no incident was found

@@ -16,17 +16,21 @@ from celery_doctor.rules.registry import rule
 
 @rule("CD-L26", "logs", Category.TLS_OR_PROXY)
 def connect_time_close(ctx: LogContext) -> Iterable[Finding]:
-    """Repeated closes (EOF/reset) during connect, with growing retry intervals: not an idle timeout."""
+    """Closes (EOF/reset) during connect, repeated with growing retry intervals or once: not an idle
+    timeout (one attempt is weaker evidence and is said so)."""
     attempts = [e for e in ctx.timeline.events if e.side == Side.CLIENT and e.kind == Kind.CANNOT_CONNECT
                 and error_family(e) in ("eof", "reset", "broken_pipe")]
-    if len(attempts) < 2:
+    if not attempts:
         return []
+    once = len(attempts) == 1
     tls = any("rediss://" in e.text or "amqps://" in e.text or ":5671" in e.text for e in attempts)
     return [Finding(
         category=Category.TLS_OR_PROXY, severity=Severity.HIGH,
         title="The server hangs up while the worker is still connecting",
-        explanation=(f"{len(attempts)} connect attempts were closed by the other end before the connection was "
-                     "up, each retried after a longer wait. An idle timeout (Redis `timeout`, a load balancer's "
+        explanation=(("A connect attempt was closed by the other end before the connection was up (the paste "
+                      "shows one). " if once else
+                      f"{len(attempts)} connect attempts were closed by the other end before the connection was "
+                      "up, each retried after a longer wait. ") + "An idle timeout (Redis `timeout`, a load balancer's "
                      "idle cut) needs an established, idle connection, so it is not that. Something at the "
                      "address refuses this client at connect time: a TLS port spoken to in plain text (or the "
                      "reverse), a proxy or load balancer with no healthy backend, or a connection limit."
@@ -36,6 +40,6 @@ def connect_time_close(ctx: LogContext) -> Iterable[Finding]:
                      "openssl s_client -connect HOST:PORT) to see who answers; match the scheme (rediss:// / "
                      "amqps://) to the port, and check the proxy's backends and connection limits.",
                 verify="celery-doctor broker URL"),
-        confidence=0.6,
+        confidence=0.5 if once else 0.6,
         facts={"source": "logs", "attempts": len(attempts)},
     )]

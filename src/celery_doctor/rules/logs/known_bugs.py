@@ -24,37 +24,51 @@ from celery_doctor.rules.logs.traceback import KNOWN_MESSAGES, Traceback, parse
 from celery_doctor.rules.logs.versions import fingerprint
 from celery_doctor.rules.registry import rule
 
+# (exception name, its text, frame path, frame function, source line under that frame or None)
+LogSig = tuple[re.Pattern[str], re.Pattern[str], str, str, re.Pattern[str] | None]
+
 
 @functools.cache
-def _entries() -> tuple[tuple[KnownBad, tuple[tuple[re.Pattern[str], re.Pattern[str], str, str], ...]], ...]:
+def _entries() -> tuple[tuple[KnownBad, tuple[LogSig, ...]], ...]:
     out = []
     for entry in Catalogue.shipped().known_bad:
         sigs = tuple((re.compile(rf"^(?:{s['exception']})$"), re.compile(s.get("text", "")),
-                      s.get("frame", ""), s.get("function", "")) for s in entry.log)
+                      s.get("frame", ""), s.get("function", ""),
+                      re.compile(s["code"]) if s.get("code") else None) for s in entry.log)
         if sigs:
             out.append((entry, sigs))
     return tuple(out)
 
 
-def _matches(tb: Traceback, sigs: tuple[tuple[re.Pattern[str], re.Pattern[str], str, str], ...]) -> bool:
-    """Every frame named must be there; one exception of the entry's kind must carry its text."""
-    for name, text, frame, function in sigs:
+@functools.cache
+def _codes() -> tuple[re.Pattern[str], ...]:
+    return tuple(sig[4] for _, sigs in _entries() for sig in sigs if sig[4] is not None)
+
+
+def _matches(tb: Traceback, text: str, sigs: tuple[LogSig, ...]) -> bool:
+    """Every frame named must be there; one exception of the entry's kind must carry its text. An
+    entry that names the source line of the raise (``code``) also matches a traceback cut before
+    its exception line (pastes stop short): the frame and that line are the bug's fingerprint."""
+    for name, said, frame, function, code in sigs:
         if frame and not tb.has_frame(frame, function or None):
             continue
-        if any(name.match(r.name) and text.search(r.text) for r in tb.raised):
+        if any(name.match(r.name) and said.search(r.text) for r in tb.raised):
+            return True
+        if code is not None and code.search(text):
             return True
     return False
 
 
 def match(event: Event) -> KnownBad | None:
     """The catalogue entry this event's traceback shows, if any."""
+    coded = any(pattern.search(event.text) for pattern in _codes())
     if "Error" not in event.text and "error" not in event.text and "Mismatch" not in event.text and not any(
-            pattern.search(event.text) for pattern, _ in KNOWN_MESSAGES):
+            pattern.search(event.text) for pattern, _ in KNOWN_MESSAGES) and not coded:
         return None
     tb = parse(event.text)
-    if not tb.raised:
+    if not tb.raised and not coded:
         return None
-    return next((entry for entry, sigs in _entries() if _matches(tb, sigs)), None)
+    return next((entry for entry, sigs in _entries() if _matches(tb, event.text, sigs)), None)
 
 
 @rule("CD-K01", "logs", Category.VERSION_INCOMPATIBILITY)

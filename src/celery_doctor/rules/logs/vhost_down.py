@@ -17,7 +17,10 @@ DOWN = re.compile(r"vhost '?[^']*'? is down|\(541\)|INTERNAL_ERROR - access to v
 @rule("CD-L24", "logs", Category.BROKER_RESTART_OR_FAILOVER)
 def vhost_down(ctx: LogContext) -> Iterable[Finding]:
     """The vhost is down on the broker (541 INTERNAL_ERROR): a broker-side failure, not auth."""
-    hits = [e for e in all_events(ctx) if DOWN.search(f"{e.error or ''}\n{e.text}")]
+    # 541 is RabbitMQ's INTERNAL_ERROR for more than a vhost that is down: a refused deprecated feature
+    # (transient_nonexcl_queues, rules/logs/rabbitmq_refusals.py) is the client's doing, not the vhost's
+    hits = [e for e in all_events(ctx) if DOWN.search(text := f"{e.error or ''}\n{e.text}")
+            and "transient_nonexcl_queues" not in text]
     if not hits:
         return []
     return [Finding(
