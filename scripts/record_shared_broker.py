@@ -160,7 +160,9 @@ def main(out: Path) -> int:
         conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest", connect_timeout=5)
         with contextlib.suppress(Exception):
             conn.connect()
-            conn.channel().queue_delete(queue)
+            channel = conn.channel()
+            channel.queue_delete(queue)
+            channel.exchange_delete(queue)  # Celery declared an exchange named after its default queue
             conn.close()
         conn.collect()
         shutil.rmtree(tmp, ignore_errors=True)
