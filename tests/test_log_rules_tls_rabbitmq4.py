@@ -123,3 +123,47 @@ def test_py_amqp_sslsocket_on_python_37_from_frames_or_message(folder: str) -> N
 )
 def test_the_threads_these_rules_came_from(case: str, category: Category) -> None:
     assert _causes(case, THREADS)[0].category == category
+
+
+@pytest.mark.parametrize(
+    ("folder", "entry"),
+    [
+        ("known-bug-username-bare", "kombu52_redis-lt-3.4_username"),
+        ("known-bug-can-read-py2", "kombu4_redis-lt-2.10.4_can-read"),
+        ("known-bug-sentinel-push-request", "redis-5.0.0_sentinel-push-request"),
+        ("325-kombu1419-username-old-redis-py", "kombu52_redis-lt-3.4_username"),
+        ("327-kombu2419-credential-provider-redis4", "kombu561_redis-lt-5.3"),
+        ("329-flower683-can-read-timeout-old-redis-py", "kombu4_redis-lt-2.10.4_can-read"),
+        ("330-redispy2754-sentinel-read-response-disconnect-on-error", "redis-4.5.5_sentinel-disconnect-on-error"),
+    ],
+)
+def test_redis_client_keyword_mismatches_name_their_release(folder: str, entry: str) -> None:
+    base = THREADS if folder[:3].isdigit() else RULES
+    top = _causes(folder, base)[0]
+    assert (top.category, top.rule_id) == (Category.VERSION_INCOMPATIBILITY, "CD-K01")
+    assert top.facts["known_bad"] == entry
+
+
+def test_an_unrecoverable_repr_keeps_its_parentheses() -> None:
+    from celery_doctor.rules.logs.traceback import parse
+
+    raised = parse(
+        'Unrecoverable error: TypeError("Connection.__init__() got an unexpected keyword argument '
+        "'credential_provider'\")"
+    ).raised
+    assert raised[0].text == "Connection.__init__() got an unexpected keyword argument 'credential_provider'"
+    assert parse("Unrecoverable error: OperationalError('[Errno 32] Broken pipe') (worker.py:start)").raised[
+        0
+    ].text == ("[Errno 32] Broken pipe")
+
+
+def test_flower_connection_failures_are_not_library_crashes() -> None:
+    from celery_doctor.ingest import signatures
+
+    lost = "Failed to capture events: '[Errno 104] Connection reset by peer', trying again in 1 seconds."
+    bug = (
+        "Failed to capture events: 'can_read() got an unexpected keyword argument 'timeout'', "
+        "trying again in 1 seconds."
+    )
+    assert signatures.match("celery", lost) is None or signatures.match("celery", lost).kind.value != "worker_crash"
+    assert signatures.match("celery", bug).id == "flower.events.capture_failed_other"  # type: ignore[union-attr]

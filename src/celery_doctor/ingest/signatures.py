@@ -114,6 +114,13 @@ SIGNATURES: tuple[Signature, ...] = (
               "transient_nonexcl_queues", "rabbitmq-server deps/rabbit/src/rabbit_deprecated_features.erl "
               "(via py-amqp InternalError 541)", _re(r"transient_nonexcl_queues`? is deprecated|INTERNAL_ERROR"),
               versions="4.0+"),
+    # Flower's (and `celery events`') event receiver catches any exception and retries each second
+    # (flower/events.py: "Failed to capture events: '%s', trying again in %s seconds."); one that is
+    # no connection error is a library failure the known-bug catalogue reads (rules/logs/known_bugs.py)
+    Signature("flower.events.capture_failed_other", "celery", Kind.WORKER_CRASH,
+              "Failed to capture events", "flower flower/events.py (celery celery/bin/events.py)",
+              re.compile(r"Failed to capture events: ['\"](?![^\n]*(?:Errno|reset|refused|[Cc]losed|timed out|"
+                         r"onnection|ocket|Broken pipe|Timeout|unreachable|resolve|SSL|EOF))")),
     # Python 3.7+ refusing a library's direct SSLSocket(...) (Lib/ssl.py SSLSocket.__init__: TypeError
     # "SSLSocket does not have a public constructor..."), seen as the message or as the raise's own source
     # line when a paste stops there; py-amqp < 2.4 made its TLS socket that way (rules: the catalogue)

@@ -13,12 +13,17 @@ FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function
 # "ExcName: text" or a bare "ExcName" line at the end of a traceback (dotted names allowed)
 EXC_LINE = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?(?P<name>(?:[a-z_][\w]*\.)*[A-Z]\w*(?:Error|Exception|Mismatch|Failed"
                       r"|Refused|Forced|Exit|Interrupt|Warning)|KeyError|error|timeout)(?::\s?(?P<text>.*))?$")
-UNRECOVERABLE = re.compile(r"Unrecoverable error: (?P<name>\w+)\((?P<q>[ub]?['\"])(?P<text>.*?)(?P=q)?[,)]")
+# the repr's text runs to its closing quote (a message may hold "()" and ","), else to the first ")" or ","
+UNRECOVERABLE = re.compile(r"Unrecoverable error: (?P<name>\w+)\([ub]?(?:(?P<q>['\"])(?P<text>.*?)(?P=q),?\)"
+                           r"|['\"]?(?P<cut>[^,)]*))")
 COULDNT_ACK = re.compile(r"Couldn't ack \d+, reason:(?P<name>\w+)\((?P<text>.*)\)")
 # messages only one exception carries, quoted without their class (an error page, a chat paste):
 # kombu/transport/redis.py raises this text only as kombu.exceptions.VersionMismatch
 KNOWN_MESSAGES = (
     (re.compile(r"\b(?:Redis|Redis cluster) transport requires redis-py versions .*"), "VersionMismatch"),
+    # CPython's own wording for a call with a keyword the callee lacks: only ever a TypeError (Flower's
+    # "Failed to capture events: '...'" and error trackers quote it without the class)
+    (re.compile(r"[\w.]+\(\) got an unexpected keyword argument '\w+'"), "TypeError"),
 )
 FRAME_OR_HEADER = re.compile(r'^\s*(?:File "|Traceback \(most recent|During handling|The above exception)')
 
@@ -54,7 +59,8 @@ def parse(text: str) -> Traceback:
         for pattern in (UNRECOVERABLE, COULDNT_ACK):
             m = pattern.search(line)
             if m:
-                raised.append(Raised(m["name"].split(".")[-1], m["text"].strip()))
+                said = m["text"] if m["text"] is not None else m["cut"] if "cut" in m.groupdict() else ""
+                raised.append(Raised(m["name"].split(".")[-1], (said or "").strip()))
         m = EXC_LINE.match(line)
         if m and not FRAME.search(line):
             said = (m["text"] or "").strip()
