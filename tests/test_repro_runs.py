@@ -28,6 +28,7 @@ from celery_doctor.model import Category, Kind, Report, Severity
 from celery_doctor.pipeline import reproduce
 from celery_doctor.repro import harness
 from celery_doctor.repro.proxy import parse_fault
+from celery_doctor.rules.fixes import heartbeat_for_idle
 from conftest import console_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(180)]
@@ -417,8 +418,9 @@ def test_idle_cut_fix_proven_on_rabbitmq(tmp_path: Path, rabbitmq_url: str, midd
     assert broken["middlebox"]["kind"] == fixed["middlebox"]["kind"] == middlebox
     # the proxy cuts at every idle period; a NAT's forgotten flow is found by its next packet
     assert broken["proxy"]["cuts"] >= (2 if middlebox == "proxy" else 1) and fixed["proxy"]["cuts"] == 0
-    assert fixed["verify_fix"]["fix"] == {"heartbeat": 1.0}
-    assert fixed["settings"]["heartbeat_s"] == 1.0
+    # the heartbeat `logs` and `diagnose` propose for the same idle timeout: one rule everywhere
+    assert fixed["verify_fix"]["fix"] == {"heartbeat": float(heartbeat_for_idle(3))}
+    assert fixed["settings"]["heartbeat_s"] == float(heartbeat_for_idle(3))
     assert broken["verify_fix"]["proven"] is True
     assert "Connection to broker lost" not in Path(fixed["files"]["worker.log"]).read_text()
     assert broken["wall_s"] < 30 and fixed["wall_s"] < 30, (broken["wall_s"], fixed["wall_s"])

@@ -20,7 +20,7 @@ from typing import Any
 
 from celery_doctor.model import Category, Event, Evidence, Finding, Fix, Kind, Severity
 from celery_doctor.repro.facts import RunFacts
-from celery_doctor.rules.fixes import redis_keepalive, snippet
+from celery_doctor.rules.fixes import heartbeat_for_idle, redis_keepalive, snippet, worst_silence_s
 from celery_doctor.rules.registry import rule
 
 
@@ -29,13 +29,15 @@ def _evidence(events: list[Event], source: str, limit: int = 4) -> list[Evidence
 
 
 def heartbeat_fix(facts: RunFacts, idle_s: float) -> Fix:
-    """RabbitMQ: heartbeats at under half the idle timeout keep the flow busy (and detect a
-    flow that died silently within two intervals)."""
-    hb = max(1, int(idle_s / 3)) if idle_s >= 3 else round(idle_s / 3, 1)
-    return Fix(text=f"Enable AMQP heartbeats at under half the idle timeout (~{idle_s:g} s here): "
-                    "the traffic keeps the middlebox's flow alive, and a flow it dropped anyway is "
-                    "noticed within two intervals and reconnected.",
-               snippet=snippet({"broker_heartbeat": f"{hb:g}"}, facts.versions.get("celery")),
+    """RabbitMQ: the heartbeat `logs` and `diagnose` propose for the same idle timeout (one rule,
+    rules/fixes.py HEARTBEAT_RULE): py-amqp then leaves at most half of it silent, and a flow the
+    middlebox dropped anyway is noticed within two intervals and reconnected."""
+    hb = heartbeat_for_idle(idle_s)
+    return Fix(text=f"Enable AMQP heartbeats (~{idle_s:g} s idle timeout here): with broker_heartbeat = {hb} "
+                    f"the worker is never silent for more than {worst_silence_s(hb):.1f} s, so the "
+                    "middlebox keeps the flow, and a flow it dropped anyway is noticed within two "
+                    "intervals and reconnected.",
+               snippet=snippet({"broker_heartbeat": f"{hb}"}, facts.versions.get("celery")),
                verify=_verify_line(facts))
 
 
@@ -92,7 +94,7 @@ def fix_for(facts: RunFacts, idle_s: float) -> tuple[Fix, dict[str, object] | No
             + " --broker redis:// --middlebox kernel --verify-fix (as root; the userspace proxy cannot "
               "see keepalives)")), None
     fix = heartbeat_fix(facts, idle_s)
-    return fix, {"heartbeat": max(1.0, float(int(idle_s / 3))) if idle_s >= 3 else round(idle_s / 3, 1)}
+    return fix, {"heartbeat": float(heartbeat_for_idle(idle_s))}
 
 
 def _attach(finding: Finding, fix: Fix, options: dict[str, object] | None) -> None:
