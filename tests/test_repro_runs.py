@@ -472,6 +472,18 @@ def test_wrong_password_shows_the_brokers_refusal(tmp_path: Path, rabbitmq_url: 
     assert_nothing_left(_queue_of(tmp_path), "rabbitmq")  # a failed run leaves nothing either
 
 
+def test_wrong_password_at_startup_is_the_verdict_and_the_self_check_agrees(tmp_path: Path,
+                                                                           rabbitmq_url: str) -> None:
+    # a misconfigured URL is what the run shows, whatever fault was asked for: not a failed self-check
+    options = harness.RunOptions(scenario="startup", fault=None, workdir=tmp_path,
+                                 broker_url="amqp://guest:wrong-secret@127.0.0.1:5672//")
+    report = reproduce([options])
+    assert report.findings[0].category == Category.AUTH_OR_PERMISSIONS
+    check = report.data["self_check"]
+    assert check["ok"] and "refused" in check["why"], check
+    assert not any("self-check failed" in w for w in report.warnings)
+
+
 def test_config_file_heartbeat_is_reported_as_in_effect(tmp_path: Path, rabbitmq_url: str) -> None:
     config = tmp_path / "celeryconfig.py"
     config.write_text("broker_heartbeat = 2\n")

@@ -68,6 +68,11 @@ def error_family(event: Event) -> str | None:
     return _family(event.error or "", event.text)
 
 
+def text_family(text: str) -> str | None:
+    """The failure family of a line of text (a worker's error line, not a parsed event)."""
+    return _family("", text)
+
+
 @lru_cache(maxsize=4096)
 def _family(error: str, text: str) -> str | None:
     joined = f"{error}\n{text}"

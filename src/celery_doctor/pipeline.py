@@ -396,6 +396,9 @@ def _judge(facts: RunFacts) -> _Judged:
     expected, why = scenarios.expected_categories(facts.fault, facts.scenario, facts.plan, facts.worker_events,
                                                   facts.publisher_events if publisher_hurt else [],
                                                   facts.target.kind)
+    if any(incident_stage.text_family(line) in ("auth", "vhost") for line in facts.worker.errors):
+        # a wrong password or vhost in the run's URL: the broker refused the worker, whatever the fault
+        expected, why = {Category.AUTH_OR_PERMISSIONS}, "the broker refused the run's login, so no fault was tested"
     top = findings[0].category if findings else None
     engine_top = engine.findings[0].category if engine is not None and engine.findings else None
     names = sorted(c.value for c in expected)
