@@ -84,7 +84,8 @@ def tls_mismatch(ctx: LogContext) -> Iterable[Finding]:
             "the broker logged that a client spoke plain text to its TLS listener"
             if plain_server
             else "the worker uses a plain scheme (redis://, amqp://) on a port that speaks only TLS "
-            "(6380: Azure Cache for Redis; 5671: AMQPS), and the server hung up on it"
+            "(6380: Azure Cache for Redis; 5671: AMQPS), and the server hung up on it: unless broker_use_ssl "
+            "took effect for this transport and release, the worker spoke plain text to a TLS listener"
         )
         confidence = 0.92 if plain_server and failing else 0.9 if plain_server else 0.75
         title = "The worker speaks plain text to a TLS port"
@@ -159,11 +160,11 @@ def tls_mismatch(ctx: LogContext) -> Iterable[Finding]:
             severity=Severity.HIGH,
             title=title,
             explanation=(
-                f"{where.capitalize()}. The two ends must agree on TLS before AMQP or Redis can say "
+                f"{where[0].upper() + where[1:]}. The two ends must agree on TLS before AMQP or Redis can say "
                 "anything, so every connect fails the same way and no retry or heartbeat helps; this is "
                 "configuration, not the network and not the broker's health."
                 if confidence >= 0.5
-                else f"{where.capitalize()}."
+                else f"{where[0].upper() + where[1:]}."
             ),
             evidence=evidence_of(evidence),
             fix=Fix(text=fix, verify="celery-doctor broker URL (connects with the same scheme and TLS options)"),
