@@ -167,3 +167,18 @@ def test_flower_connection_failures_are_not_library_crashes() -> None:
     )
     assert signatures.match("celery", lost) is None or signatures.match("celery", lost).kind.value != "worker_crash"
     assert signatures.match("celery", bug).id == "flower.events.capture_failed_other"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("folder", "base"),
+    [
+        ("sentinel-auth-no-master", RULES),
+        ("334-dify21191-sentinel-auth-no-master", THREADS),
+    ],
+)
+def test_sentinels_that_refuse_the_login_want_sentinel_kwargs(folder: str, base: object) -> None:
+    top = _causes(folder, base)[0]
+    assert (top.category, top.rule_id) == (Category.AUTH_OR_PERMISSIONS, "CD-L05")
+    assert top.fix is not None and "sentinel_kwargs" in top.fix.text and "sentinel_kwargs" in (top.fix.snippet or "")
+    # a master that cannot be found because the sentinels refused the login is no failover
+    assert all(f.category != Category.BROKER_RESTART_OR_FAILOVER for f in _causes(folder, base)[:1])

@@ -44,6 +44,7 @@ from celery_doctor.rules.registry import RuleInfo, register, rule
 # redis-py's and Redis's own words for a refused login (redis/exceptions.py, Redis ACL replies)
 # Redis has no password but the client sent one (Redis 6+ acl.c; before 6 server.c authCommand)
 REDIS_NO_PASSWORD = r"called without any password configured|Client sent AUTH, but no password is set"
+SENTINEL_AUTH = re.compile(r"No master found for .*(?:AuthenticationError|NOAUTH|WRONGPASS|invalid password)")
 REDIS_AUTH = re.compile(r"redis\.exceptions|WRONGPASS|NOAUTH|invalid username-password pair|" + r"redis://|rediss://|"
                         + REDIS_NO_PASSWORD)
 
@@ -438,6 +439,10 @@ def auth(ctx: LogContext) -> Iterable[Finding]:
     vhost = any(e.kind == Kind.ACCESS_REFUSED or error_family(e) == "vhost" for e in events)
     redis = any(REDIS_AUTH.search(f"{e.error or ''} {e.text}") for e in events)
     no_password = any(re.search(REDIS_NO_PASSWORD, f"{e.error or ''} {e.text}") for e in events)
+    # redis-py's MasterNotFoundError carries each sentinel's refusal ("No master found for 'm' : ... -
+    # AuthenticationError(...)"): the sentinels' own password, which the sentinel:// URL does not carry
+    sentinels = any(SENTINEL_AUTH.search(f"{e.error or ''} {e.text}") for e in events)
+    redis = redis or sentinels
     url = "redis://:PASSWORD@HOST:6379/0" if redis else "amqp://USER:PASSWORD@HOST:5672/VHOST"
     return [Finding(
         category=Category.AUTH_OR_PERMISSIONS, severity=Severity.HIGH,
@@ -447,7 +452,11 @@ def auth(ctx: LogContext) -> Iterable[Finding]:
             + (": the 'guest' user may only connect from localhost" if localhost_only else "")
             + ". The worker retries forever and never consumes."),
         evidence=_evidence(events),
-        fix=Fix(text="Redis has no password, but the broker URL sends one: set the same password on the server "
+        fix=Fix(text="The sentinels refused the worker: they want a password of their own, which the sentinel:// URL "
+                     "does not give them (its password is the Redis master's); pass it in broker_transport_options="
+                     "{'master_name': ..., 'sentinel_kwargs': {'password': 'SENTINEL_PASSWORD'}}"
+                     if sentinels else
+                     "Redis has no password, but the broker URL sends one: set the same password on the server "
                      "(requirepass, or the default user's ACL) or take it out of the URL"
                      if no_password else
                      "Put the password Redis expects (requirepass, or the ACL user's) in the broker URL"
@@ -456,7 +465,9 @@ def auth(ctx: LogContext) -> Iterable[Finding]:
                      if not localhost_only else
                      "Create a non-guest user (rabbitmqctl add_user / set_permissions) and use it in "
                      "the broker URL",
-                snippet=snippet({"broker_url": f"'{url}'"}, ctx.celery_version),
+                snippet=snippet({"broker_transport_options": "{'master_name': 'MASTER', 'sentinel_kwargs': "
+                                                             "{'password': 'SENTINEL_PASSWORD'}}"}
+                                if sentinels else {"broker_url": f"'{url}'"}, ctx.celery_version),
                 verify=f"celery-doctor broker {url}"),
         confidence=0.95 if hits else 0.8,
     )]
