@@ -155,6 +155,8 @@ def _group(timeline: Timeline) -> list[_Draft]:
             target = drafts[-1]
         elif e.side == Side.CLIENT:
             target = _late_notice(drafts, e)
+        elif e.kind == Kind.HEARTBEAT_MISSED_CLIENT:
+            target = _broker_notices_later(drafts, e, accepted)
         if target is None:
             target = _Draft()
             drafts.append(target)
@@ -227,10 +229,35 @@ def _before(draft: _Draft, kinds: set[Kind]) -> bool:
     return any(e.kind in kinds and e.at <= limit for e in draft.context)
 
 
+HEARTBEAT_TIMEOUT = re.compile(r"missed heartbeats from client, timeout: (\d+)s")
+
+
+def _broker_notices_later(drafts: list[_Draft], event: Event, accepted: dict[str, datetime]) -> _Draft | None:
+    """The broker's own detection of a dead flow the client gave up on first: a client that
+    stopped hearing the broker's heartbeats reconnects at once, and the broker closes the old
+    connection up to one heartbeat timeout later ("missed heartbeats from client, timeout: Ns").
+    Join the client's heartbeat incident, if the closed connection was open before it began."""
+    m = HEARTBEAT_TIMEOUT.search(event.text)
+    if m is None:
+        return None
+    within = timedelta(seconds=int(m.group(1)) + SAME_MOMENT_S)
+    key = connection_key(event)
+    for draft in reversed(drafts[-3:]):
+        if draft.has(Side.BROKER) or not draft.has(Side.CLIENT):
+            continue
+        if not any(error_family(c) == "heartbeat" for c in draft.events if c.side == Side.CLIENT):
+            continue
+        opened = accepted.get(key) if key else None
+        if timedelta(0) <= event.at - draft.first <= within and (opened is None or opened <= draft.first):
+            return draft
+    return None
+
+
 def _late_notice(drafts: list[_Draft], event: Event) -> _Draft | None:
     """A client noticing, late, a close the broker already made (after a long task, it reads
-    again only when the task ends): join the broker-only heartbeat incident before it."""
-    if event.kind not in (Kind.CONNECTION_LOST, Kind.HEARTBEAT_MISSED_BROKER):
+    again only when the task ends): join the broker-only heartbeat incident before it. A client
+    that gave up on the broker's heartbeats noticed a dead flow by itself: not a late notice."""
+    if event.kind not in (Kind.CONNECTION_LOST, Kind.HEARTBEAT_MISSED_BROKER) or error_family(event) == "heartbeat":
         return None
     for draft in reversed(drafts[-3:]):
         if draft.has(Side.CLIENT):

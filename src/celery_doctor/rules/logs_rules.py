@@ -37,8 +37,10 @@ from celery_doctor.rules.context import (
     fmt_s,
 )
 from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, redis_keepalive, snippet, worst_silence_s
+from celery_doctor.rules.logs.flow_forgotten import forgotten_flow
 from celery_doctor.rules.logs.default_url import DEFAULT as DEFAULT_URL
 from celery_doctor.rules.logs.vhost_down import DOWN as VHOST_DOWN
+from celery_doctor.rules.logs.worker_conn_cut import GREEN_POOLS, silent_worker_closes
 from celery_doctor.rules.registry import RuleInfo, register, rule
 
 # redis-py's and Redis's own words for a refused login (redis/exceptions.py, Redis ACL replies)
@@ -127,7 +129,8 @@ def idle_cut(ctx: LogContext) -> Iterable[Finding]:
 def path_loss(ctx: LogContext) -> Iterable[Finding]:
     """Both ends stop hearing each other with no reset (packets dropped, half-open sockets), or
     the path resets busy connections (a middlebox under load: conntrack, LB rebalancing)."""
-    silent = [i for i in ctx.incidents if i.closed_by == ClosedBy.NETWORK and any(
+    # flows that died while reconnects went through at once are a middlebox forgetting idle flows (CD-L60)
+    silent = [i for i in ctx.incidents if i.closed_by == ClosedBy.NETWORK and not forgotten_flow(i) and any(
         e.kind in (Kind.HEARTBEAT_MISSED_CLIENT, Kind.HEARTBEAT_MISSED_BROKER, Kind.PROXY_BLACKHOLE)
         or error_family(e) == "timeout" for e in i.events)]
     busy_resets = [i for i in ctx.incidents if i not in silent and i.closed_by == ClosedBy.NETWORK
@@ -251,6 +254,11 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
                            "broker-side close and no duplicate"),
             confidence=0.85 if thread_pool else 0.7,
         ))
+    # the worker's own idle connection, in a pool whose event loop sends heartbeats: "not sent" is the
+    # weaker reading, the path losing its frames the stronger one (CD-L61)
+    silent_own = {id(close) for _, _, close in silent_worker_closes(ctx)}
+    own_idle = bool(idle) and not own_checker and (ctx.pool or "") not in GREEN_POOLS and any(
+        any(id(e) in silent_own for e in i.events) for i in idle)
     if idle:
         findings.append(Finding(
             category=Category.HEARTBEAT_MISCONFIG, severity=Severity.HIGH,
@@ -269,7 +277,7 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
                     snippet=snippet({"broker_heartbeat": "0"}, ctx.celery_version,
                                     "connections that cannot send heartbeats should not negotiate them"),
                     verify="celery-doctor repro --scenario idle"),
-            confidence=0.7,
+            confidence=0.4 if own_idle else 0.7,
         ))
     return findings
 

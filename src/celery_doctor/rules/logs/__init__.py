@@ -7,6 +7,7 @@ from celery_doctor.rules.context import Rule
 from celery_doctor.rules.logs.connect_close import connect_time_close
 from celery_doctor.rules.logs.default_url import default_broker_url
 from celery_doctor.rules.logs.failover import failover
+from celery_doctor.rules.logs.flow_forgotten import forgotten_idle_flow
 from celery_doctor.rules.logs.known_bugs import known_bug, reported_known_bad
 from celery_doctor.rules.logs.long_task_client import long_task_client_side
 from celery_doctor.rules.logs.no_incident import no_incident
@@ -18,10 +19,11 @@ from celery_doctor.rules.logs.silent_idle import silent_idle_drops
 from celery_doctor.rules.logs.stale_producer import stale_pooled_producer
 from celery_doctor.rules.logs.tls import tls_mismatch
 from celery_doctor.rules.logs.vhost_down import vhost_down
+from celery_doctor.rules.logs.worker_conn_cut import worker_connection_cut
 
 RULES: tuple[Rule, ...] = (known_bug, reported_known_bad, redis_limits, long_task_client_side, default_broker_url,
                            failover, vhost_down, silent_idle_drops, connect_time_close, stale_pooled_producer,
                            read_only_replica, tls_mismatch, global_qos_refused, transient_queue_refused,
-                           service_name_unresolved)
+                           service_name_unresolved, forgotten_idle_flow, worker_connection_cut)
 
 __all__ = ["RULES", "no_incident"]  # no_incident: run by logs_rules.evaluate when no incident was found
