@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "recorded"
@@ -66,6 +67,7 @@ class Run:
         self.dir.mkdir(parents=True)
         self.actions: list[dict[str, object]] = []
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.files: list[IO[bytes]] = []
         self.rabbit_offset: int | None = None
         self.redis_port: int | None = None
         self.start = now()
@@ -79,6 +81,12 @@ class Run:
         env["C_FORCE_ROOT"] = "1"
         env.pop("VIRTUAL_ENV", None)
         return env
+
+    def sink(self, name: str) -> IO[bytes]:
+        """A file a child process writes its output to, open until the run finishes."""
+        f = (self.dir / name).open("ab")  # handed to a child process, closed in finish()
+        self.files.append(f)
+        return f
 
     def write(self, name: str, text: str) -> None:
         (self.dir / name).write_text(text)
@@ -94,7 +102,7 @@ class Run:
         if gid is not None:
             cmd = ["setpriv", f"--regid={gid}", "--clear-groups", *cmd]
         p = subprocess.Popen(
-            cmd, cwd=self.dir, env=self.env(), stdout=open(self.dir / "stdout.txt", "ab"), stderr=subprocess.STDOUT
+            cmd, cwd=self.dir, env=self.env(), stdout=self.sink("stdout.txt"), stderr=subprocess.STDOUT
         )
         self.procs.append(p)
         self.act("worker_started", command=" ".join(cmd))
@@ -106,7 +114,7 @@ class Run:
             [*PY[self.version], name],
             cwd=self.dir,
             env=self.env(),
-            stdout=open(self.dir / log, "ab"),
+            stdout=self.sink(log),
             stderr=subprocess.STDOUT,
         )
         self.procs.append(p)
@@ -117,7 +125,7 @@ class Run:
         if fault:
             cmd += ["--fault", fault]
         cmd += ["--event-log", str(self.dir / "proxy.jsonl"), "--duration", str(duration)]
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.dir / "proxy.stderr", "ab"))
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.sink("proxy.stderr"))
         self.procs.append(p)
         self.act("proxy_started", listen=f"127.0.0.1:{listen}", upstream=upstream, fault=fault)
         time.sleep(1.0)
@@ -164,6 +172,8 @@ class Run:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        for f in self.files:
+            f.close()
         if self.redis_port is not None:
             subprocess.run(["redis-cli", "-p", str(self.redis_port), "shutdown", "nosave"], capture_output=True)
         if self.rabbit_offset is not None:

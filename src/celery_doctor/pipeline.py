@@ -673,6 +673,7 @@ def _observed(logs: Report | None) -> combine.Observed:
               # RabbitMQ 3.7+ logs the login on the line after "accepting AMQP connection": a connection
               # the broker later closes by name (vhost, user) had logged in
               or (e.kind in (Kind.CONNECTION_CLOSED_CLEAN, Kind.CLIENT_CLOSED_ABRUPTLY) and "user: '" in e.text)]
+    logins.sort(key=lambda ev: "Connected to" not in ev.text)  # the workers' own words first
     refused = sum(1 for e in logs.events if e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED))
     return combine.Observed(logs_given=True, incidents=len(logs.incidents), logins_ok=logins,
                             auth_failures=refused)

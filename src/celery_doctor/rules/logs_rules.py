@@ -37,8 +37,8 @@ from celery_doctor.rules.context import (
     fmt_s,
 )
 from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, redis_keepalive, snippet, worst_silence_s
-from celery_doctor.rules.logs.flow_forgotten import forgotten_flow
 from celery_doctor.rules.logs.default_url import DEFAULT as DEFAULT_URL
+from celery_doctor.rules.logs.flow_forgotten import forgotten_flow
 from celery_doctor.rules.logs.vhost_down import DOWN as VHOST_DOWN
 from celery_doctor.rules.logs.worker_conn_cut import GREEN_POOLS, silent_worker_closes
 from celery_doctor.rules.registry import RuleInfo, register, rule

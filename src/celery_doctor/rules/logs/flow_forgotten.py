@@ -27,8 +27,10 @@ def forgotten_flow(incident: Incident) -> bool:
     """Both sides missed heartbeats, no task ran, and the client was connected again at once."""
     if incident.closed_by != ClosedBy.NETWORK or incident.outage_s is None or incident.outage_s > QUICK_RECONNECT_S:
         return False
-    client_deaf = any(e.side == Side.CLIENT and (e.kind == Kind.HEARTBEAT_MISSED_BROKER or error_family(e) == "heartbeat")
-                      for e in incident.events)
+    client_deaf = any(
+        e.side == Side.CLIENT and (e.kind == Kind.HEARTBEAT_MISSED_BROKER or error_family(e) == "heartbeat")
+        for e in incident.events
+    )
     broker_deaf = any(e.side == Side.BROKER and e.kind == Kind.HEARTBEAT_MISSED_CLIENT for e in incident.events)
     stalled = any(e.kind == Kind.CANNOT_CONNECT for e in incident.events)
     return client_deaf and broker_deaf and not stalled
@@ -57,25 +59,49 @@ def forgotten_idle_flow(ctx: LogContext) -> Iterable[Finding]:
         + ": the path carries new flows, only the established one died. That is a stateful middlebox (NAT, "
         "firewall, load balancer) forgetting a flow that stayed idle longer than its timeout and dropping its "
         "packets silently"
-        + (f"; heartbeats were on (timeout {fmt_s(hb)}: a frame from each side every {fmt_s(bound or 0)} or so), "
-           "so its idle timeout is shorter than that" if hb and bound else "")
-        + ". A blackhole or a failing link would make the reconnects time out as well.")
-    fix_text = ("Raise the middlebox's idle timeout well above the heartbeat's silence: "
-                + "; ".join(PROVIDER_SETTINGS) + ".")
+        + (
+            f"; heartbeats were on (timeout {fmt_s(hb)}: a frame from each side every {fmt_s(bound or 0)} or so), "
+            "so its idle timeout is shorter than that"
+            if hb and bound
+            else ""
+        )
+        + ". A blackhole or a failing link would make the reconnects time out as well."
+    )
+    fix_text = (
+        "Raise the middlebox's idle timeout well above the heartbeat's silence: " + "; ".join(PROVIDER_SETTINGS) + "."
+    )
     snip = None
     if proposed is not None and hb is not None and proposed < hb:
-        fix_text = (f"Send frames more often than the middlebox's idle timeout (under {fmt_s(bound or 0)}): "
-                    f"broker_heartbeat = {proposed} leaves at most {fmt_s(worst_silence_s(proposed))} of silence. "
-                    + "Or r" + fix_text[1:])
-        snip = snippet({"broker_heartbeat": str(proposed)}, ctx.celery_version,
-                       f"at most {fmt_s(worst_silence_s(proposed))} of silence")
-    return [Finding(
-        category=Category.NETWORK_IDLE_TIMEOUT, severity=Severity.HIGH,
-        title="A middlebox silently forgot idle flows (heartbeats too sparse for its timeout)",
-        explanation=explanation, evidence=evidence_of(events_of(hits)),
-        fix=Fix(text=fix_text, snippet=snip,
-                verify=f"celery-doctor repro --fault idle-cut:{int(bound or 5)}:silent --scenario idle"),
-        confidence=min(confidence, 0.85),
-        facts={"source": "logs", "cuts": len(hits), "regular": regular, "idle_timeout_below_s": bound,
-               "heartbeat_s": proposed},
-    )]
+        fix_text = (
+            f"Send frames more often than the middlebox's idle timeout (under {fmt_s(bound or 0)}): "
+            f"broker_heartbeat = {proposed} leaves at most {fmt_s(worst_silence_s(proposed))} of silence. "
+            + "Or r"
+            + fix_text[1:]
+        )
+        snip = snippet(
+            {"broker_heartbeat": str(proposed)},
+            ctx.celery_version,
+            f"at most {fmt_s(worst_silence_s(proposed))} of silence",
+        )
+    return [
+        Finding(
+            category=Category.NETWORK_IDLE_TIMEOUT,
+            severity=Severity.HIGH,
+            title="A middlebox silently forgot idle flows (heartbeats too sparse for its timeout)",
+            explanation=explanation,
+            evidence=evidence_of(events_of(hits)),
+            fix=Fix(
+                text=fix_text,
+                snippet=snip,
+                verify=f"celery-doctor repro --fault idle-cut:{int(bound or 5)}:silent --scenario idle",
+            ),
+            confidence=min(confidence, 0.85),
+            facts={
+                "source": "logs",
+                "cuts": len(hits),
+                "regular": regular,
+                "idle_timeout_below_s": bound,
+                "heartbeat_s": proposed,
+            },
+        )
+    ]

@@ -78,38 +78,52 @@ def worker_connection_cut(ctx: LogContext) -> Iterable[Finding]:
     deaf = [h for h in hits if h[2].kind == Kind.HEARTBEAT_MISSED_CLIENT]
     network_side = "; ".join(PROVIDER_SETTINGS)
     if resets:
-        findings.append(Finding(
-            category=Category.NETWORK_IDLE_TIMEOUT, severity=Severity.HIGH,
-            title="The worker's idle connection was reset between worker and broker",
-            explanation=(
-                f"{len(resets)} connection(s) that the worker opened (accepted by the broker as the worker logged "
-                "'Connected to') were closed abruptly on the broker's side while the worker was idle and logged no "
-                "loss and no shutdown: the worker did not close them, and the broker did not either. Something "
-                "between (a firewall, NAT or load balancer) dropped the flow with a reset; the broker's next frame "
-                "met it. The worker will notice only when it next reads or writes."),
-            evidence=evidence_of(_cited(resets)),
-            fix=Fix(text=("Find the device between worker and broker that resets idle flows, and raise its idle "
-                          f"timeout or exempt the broker's port: {network_side}. Keep heartbeats on so the worker "
-                          "notices a dead flow in seconds, not at the next task.")),
-            confidence=0.6 if len(resets) >= 2 else 0.5,
-            facts={"source": "logs", "connections": len(resets)},
-        ))
+        findings.append(
+            Finding(
+                category=Category.NETWORK_IDLE_TIMEOUT,
+                severity=Severity.HIGH,
+                title="The worker's idle connection was reset between worker and broker",
+                explanation=(
+                    f"{len(resets)} connection(s) that the worker opened (accepted by the broker as the worker logged "
+                    "'Connected to') were closed abruptly on the broker's side while the worker was idle and logged no "
+                    "loss and no shutdown: the worker did not close them, and the broker did not either. Something "
+                    "between (a firewall, NAT or load balancer) dropped the flow with a reset; the broker's next frame "
+                    "met it. The worker will notice only when it next reads or writes."
+                ),
+                evidence=evidence_of(_cited(resets)),
+                fix=Fix(
+                    text=(
+                        "Find the device between worker and broker that resets idle flows, and raise its idle "
+                        f"timeout or exempt the broker's port: {network_side}. Keep heartbeats on so the worker "
+                        "notices a dead flow in seconds, not at the next task."
+                    )
+                ),
+                confidence=0.6 if len(resets) >= 2 else 0.5,
+                facts={"source": "logs", "connections": len(resets)},
+            )
+        )
     if deaf and (ctx.pool or "") not in GREEN_POOLS:
-        findings.append(Finding(
-            category=Category.NETWORK_PATH_LOSS, severity=Severity.HIGH,
-            title="The broker stopped hearing an idle worker that sends heartbeats",
-            explanation=(
-                f"The broker closed {len(deaf)} of the worker's own connection(s) for missed heartbeats while no "
-                "task was running and the worker logged nothing: an idle worker's event loop sends its heartbeats, "
-                "so its frames did not arrive (dropped on the path, or the worker's host froze). The worker itself "
-                "never noticed, which rules out a broker that closed in order."),
-            evidence=evidence_of(_cited(deaf)),
-            fix=Fix(text="Look at the network between worker and broker at that time (a firewall or security group "
-                         "dropping packets, a failing link or VPN); keep heartbeats on.",
-                    verify="celery-doctor repro --fault blackhole:5:20 --scenario idle"),
-            confidence=0.55,
-            facts={"source": "logs", "connections": len(deaf)},
-        ))
+        findings.append(
+            Finding(
+                category=Category.NETWORK_PATH_LOSS,
+                severity=Severity.HIGH,
+                title="The broker stopped hearing an idle worker that sends heartbeats",
+                explanation=(
+                    f"The broker closed {len(deaf)} of the worker's own connection(s) for missed heartbeats while no "
+                    "task was running and the worker logged nothing: an idle worker's event loop sends its heartbeats, "
+                    "so its frames did not arrive (dropped on the path, or the worker's host froze). The worker itself "
+                    "never noticed, which rules out a broker that closed in order."
+                ),
+                evidence=evidence_of(_cited(deaf)),
+                fix=Fix(
+                    text="Look at the network between worker and broker at that time (a firewall or security group "
+                    "dropping packets, a failing link or VPN); keep heartbeats on.",
+                    verify="celery-doctor repro --fault blackhole:5:20 --scenario idle",
+                ),
+                confidence=0.55,
+                facts={"source": "logs", "connections": len(deaf)},
+            )
+        )
     return findings
 
 
