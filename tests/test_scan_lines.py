@@ -164,3 +164,25 @@ def test_a_pasted_celery_report_is_looked_for_in_the_bytes_first(
         found = runtime_report.find_report_in_file(str(path))
         assert (found is None) == (expected is None), (fill, offset)
         assert found is None or found.versions == expected.versions  # type: ignore[union-attr]
+
+
+def test_several_files_at_once_keep_their_own_line_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One pool over the ranges of every file given (a worker, a broker and a Redis log): each
+    event's line is counted in its own file, as when each file is read alone."""
+    paths = [generated(tmp_path, shape) for shape in ("worker", "rabbitmq", "redis", "celery31")]
+    alone = {str(p): events_of(p) for p in paths}
+    monkeypatch.setattr(parallel, "workers", lambda: 2)
+    for name, value in (("CHUNK", 200_003), ("RANGE_MIN", 700_001), ("RANGE_MAX", 700_001), ("SPLIT_MIN", 1024 * 1024)):
+        monkeypatch.setattr(parallel, name, value)
+    together = read_logs([str(p) for p in paths])
+    for path in paths:
+        mine = [
+            (e.line, e.kind.value, e.ts.isoformat() if e.ts else None, e.text)
+            for e in together.events
+            if e.source == str(path)
+        ]
+        assert mine == alone[str(path)], path.name
+        lines = path.read_bytes().split(b"\n")
+        for line, _, _, text in mine:
+            assert text.splitlines()[0].strip() in lines[line - 1].decode("utf-8", errors="replace")
+    assert [s.lines for s in together.sources] == [p.read_bytes().count(b"\n") for p in paths]

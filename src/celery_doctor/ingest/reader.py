@@ -136,7 +136,9 @@ class Scanner:
         self.with_marks = matcher.build((*self.matcher.expressions, mark), state.sample) if self.client_like else None
         self.mark_id = len(self.matcher.expressions)  # in with_marks (the others keep their index)
         self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
-        self.dense = False  # the last window had many tracebacks: this one is likely to
+        # the last window had many tracebacks, so this one is likely to (at first: the sample says)
+        self.dense = bool(state.sample) and state.sample.count(signatures.TRACEBACK) * CHUNK > WINDOW_MARKS * len(
+            state.sample)
         # with the lifecycle lines: the file's head, near incidents
         self.full = matcher.build(tuple(every), state.sample)
         self.lifecycle = frozenset(i for i, e in enumerate(self.full.expressions) if e not in rare)
