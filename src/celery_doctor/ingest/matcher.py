@@ -127,7 +127,9 @@ class HyperscanMatcher:
                 strings.append(_escape(lit))
                 self._how.append((ident, LITERAL, None, len(lit)))
                 continue
-            cover = pattern_cover(pattern, sample) if sample else None
+            # a pattern without a literal (its literal starts with NUL: the connection-error words,
+            # whose every match's position counts) runs in Hyperscan as it is
+            cover = pattern_cover(pattern, sample) if sample and lit[:1] != b"\0" else None
             if cover is None:
                 strings.append(pattern)
                 self._how.append((ident, DIRECT, None, 1))
