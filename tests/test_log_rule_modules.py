@@ -31,6 +31,11 @@ RULES = FIXTURES / "rules"
     ("replica-paste", Category.BROKER_RESTART_OR_FAILOVER, "CD-L40"),
     ("replica-attack", Category.BROKER_RESTART_OR_FAILOVER, "CD-L40"),
     ("replica-slave-old", Category.BROKER_RESTART_OR_FAILOVER, "CD-L40"),
+    ("redis-cluster-crossslot", Category.VERSION_INCOMPATIBILITY, "CD-L70"),
+    ("redis-cluster-moved-publish", Category.VERSION_INCOMPATIBILITY, "CD-L70"),
+    ("redis-old-server-unknown-command", Category.VERSION_INCOMPATIBILITY, "CD-L70"),
+    ("redis-pool-full-backend", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L71"),
+    ("redis-pool-blocking-publish", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L71"),
 ])
 def test_rule_names_the_cause_on_its_fixture(folder: str, category: Category, rule_id: str) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
@@ -287,3 +292,77 @@ def test_one_client_side_read_timeout_is_no_confident_path_loss(tmp_path: Path) 
     log.write_text(_timeout_crash("2016-02-08 19:12:36,069"))
     report = diagnose(DiagnoseOptions(logs=[str(log)]))
     assert all(f.confidence <= 0.5 for f in report.findings if f.category == Category.NETWORK_PATH_LOSS)
+
+
+def test_a_cluster_refusal_in_mingle_is_no_rabbitmq_transient_queue() -> None:
+    """A worker dying in mingle's hello on a Redis reply is the cluster, never RabbitMQ 4.3's refusal."""
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / "redis-cluster-crossslot")]))
+    assert report.findings[0].rule_id == "CD-L70" and report.findings[0].confidence >= 0.8
+    assert not any(f.rule_id == "CD-L52" for f in report.findings)
+
+
+@pytest.mark.parametrize("text", [
+    # a command kombu never sends, refused by a managed Redis: not the broker's incompatibility
+    "redis.exceptions.ResponseError: unknown command 'CONFIG', with args beginning with: 'GET' 'maxmemory'\n",
+    # a script in the user's own code on an old server (rapidpro#108)
+    "ResponseError: unknown command 'EVAL'\n",
+])
+def test_unknown_command_kombu_does_not_send_is_not_called_incompatible(tmp_path: Path, text: str) -> None:
+    paste = tmp_path / "paste.txt"
+    paste.write_text(text)
+    try:
+        report = diagnose(DiagnoseOptions(logs=[str(paste)]))
+    except DoctorError:
+        return
+    assert not any(f.rule_id == "CD-L70" for f in report.findings)
+
+
+@pytest.mark.parametrize("text", [
+    # MySQL's refusal inside a task (Django's OperationalError 1040) is the database, not redis-py's pool
+    "[2024-01-02 10:00:00,000: ERROR/ForkPoolWorker-1] Task app.sync[1] raised unexpected: "
+    "OperationalError(1040, 'Too many connections')\n",
+    # the server's maxclients is CD-L20's, not the client's pool
+    "redis.exceptions.ConnectionError: max number of clients reached\n",
+])
+def test_other_too_many_connections_are_not_the_client_pool(tmp_path: Path, text: str) -> None:
+    paste = tmp_path / "paste.txt"
+    paste.write_text(text)
+    try:
+        report = diagnose(DiagnoseOptions(logs=[str(paste)]))
+    except DoctorError:
+        return
+    assert not any(f.rule_id == "CD-L71" for f in report.findings)
+
+
+def test_pool_refusal_in_the_result_backend_names_its_setting() -> None:
+    top = diagnose(DiagnoseOptions(logs=[str(RULES / "redis-pool-full-backend")])).findings[0]
+    assert top.rule_id == "CD-L71" and top.facts["backend"] is True
+    assert top.fix is not None and "redis_max_connections" in top.fix.text
+
+
+REFUSED_AFTER_LOGIN = """[2020-08-10 06:09:50,469: INFO/MainProcess] Connected to amqp://app:**@10.0.0.9:5672/app
+[2020-08-10 06:09:51,546: INFO/MainProcess] celery@web-1 ready.
+[2020-08-10 07:40:02,118: CRITICAL/MainProcess] Unrecoverable error: AccessRefused(403, 'ACCESS_REFUSED - Login \
+was refused using authentication mechanism PLAIN. For details see the broker logfile.', (0, 0), '')
+"""
+
+
+def test_refusal_after_the_same_worker_logged_in_is_no_confident_password_problem(tmp_path: Path) -> None:
+    """A login that worked earlier in the same log and fails later: the broker's user changed, or the
+    worker no longer sends the configured credentials; the log cannot tell which."""
+    log = tmp_path / "worker.log"
+    log.write_text(REFUSED_AFTER_LOGIN)
+    report = diagnose(DiagnoseOptions(logs=[str(log)]))
+    auth = next(f for f in report.findings if f.category == Category.AUTH_OR_PERMISSIONS)
+    assert 0.5 < auth.confidence < 0.7
+    alt = next(f for f in report.findings if f.category == Category.OLD_SETTING_NAMES_IGNORED)
+    assert alt.confidence < auth.confidence and "06:09:50" in alt.explanation
+
+
+def test_refusal_with_no_earlier_login_stays_a_confident_password_problem(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text(REFUSED_AFTER_LOGIN.split("\n", 2)[2])
+    report = diagnose(DiagnoseOptions(logs=[str(log)]))
+    auth = next(f for f in report.findings if f.category == Category.AUTH_OR_PERMISSIONS)
+    assert auth.confidence >= 0.9
+    assert not any(f.category == Category.OLD_SETTING_NAMES_IGNORED for f in report.findings)

@@ -99,6 +99,32 @@ SIGNATURES: tuple[Signature, ...] = (
               "OOM command not allowed", "redis src/server.c (via redis-py ResponseError)"),
     Signature("redis.reply.misconf", "celery", Kind.WORKER_CRASH,
               "MISCONF Redis is configured to save RDB snapshots", "redis src/server.c (via redis-py ResponseError)"),
+    # A Redis endpoint that does not serve what kombu's Redis transport sends: a Redis Cluster node
+    # (src/cluster.c clusterRedirectClient: "-CROSSSLOT Keys in request don't hash to the same slot",
+    # "-MOVED %d %s:%d", "-ASK ...", "-CLUSTERDOWN ..."; processCommand: "SELECT is not allowed in cluster
+    # mode"), a cloud cluster proxy ("'BRPOP' command keys must in same slot", its own wording), or a server
+    # older than the command (src/server.c processCommand: "unknown command '%s'", 6.2+ ", with args
+    # beginning with: ..."); rules/logs/redis_commands.py reads which command and why
+    Signature("redis.reply.cross_slot", "celery", Kind.WORKER_CRASH,
+              "same slot", "redis src/cluster.c (CROSSSLOT), cloud cluster proxies (via redis-py ResponseError)",
+              _re(r"CROSSSLOT Keys in request|keys must (?:be )?in (?:the )?same slot")),
+    Signature("redis.reply.moved", "celery", Kind.WORKER_CRASH,
+              "MOVED ", "redis src/cluster.c clusterRedirectClient (via redis-py ResponseError)",
+              _re(r"(?:Error|error:?|caused error:?)[\s(\"']*MOVED \d+ [\w.:\-\[\]]+:\d+")),
+    Signature("redis.reply.cluster_select", "celery", Kind.WORKER_CRASH,
+              "SELECT is not allowed in cluster mode", "redis src/server.c processCommand (via redis-py)"),
+    Signature("redis.reply.unknown_command", "celery", Kind.WORKER_CRASH,
+              "unknown command", "redis src/server.c processCommand (via redis-py ResponseError)",
+              _re(r"(?:ResponseError|ERR)\W{0,3}unknown command [`']")),
+    # redis-py's own pool refusing another connection (redis/connection.py ConnectionPool.make_connection:
+    # ConnectionError("Too many connections"), MaxConnectionsError in 6.x; BlockingConnectionPool
+    # .get_connection: ConnectionError("No connection available.")): the client's cap, not the server's
+    Signature("redis.pool.too_many_connections", "celery", Kind.CANNOT_CONNECT,
+              "Too many connections", "redis-py redis/connection.py ConnectionPool.make_connection",
+              _re(r"(?:ConnectionError|MaxConnectionsError)\W{1,4}Too many connections")),
+    Signature("redis.pool.no_connection_available", "celery", Kind.CANNOT_CONNECT,
+              "No connection available", "redis-py redis/connection.py BlockingConnectionPool.get_connection",
+              _re(r"ConnectionError\W{1,4}No connection available")),
     # kombu's own refusal of the installed redis-py (kombu/transport/redis.py _get_client, 2.x "... 2.4.4 or
     # later. You have %r", 4.4+ "... 3.2.0 or later. You have {0.__version__}"), quoted with or without its class
     Signature("kombu.redis.version_mismatch", "celery", Kind.WORKER_CRASH,

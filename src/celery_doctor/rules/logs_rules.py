@@ -452,7 +452,26 @@ def auth(ctx: LogContext) -> Iterable[Finding]:
     sentinels = any(SENTINEL_AUTH.search(f"{e.error or ''} {e.text}") for e in events)
     redis = redis or sentinels
     url = "redis://:PASSWORD@HOST:6379/0" if redis else "amqp://USER:PASSWORD@HOST:5672/VHOST"
-    return [Finding(
+    # The same client logged in earlier in this log, and no broker line says why it is refused now:
+    # the login that worked stopped working, so either the broker's user changed or the worker no
+    # longer sends the configured credentials (an upgrade that stops reading the settings falls
+    # back to the default guest URL). Both happen; the log cannot tell which.
+    worked = _logged_in_before(ctx, events) if not (localhost_only or sentinels or no_password) else None
+    alternative = [] if worked is None else [Finding(
+        category=Category.OLD_SETTING_NAMES_IGNORED, severity=Severity.MEDIUM,
+        title="The configured broker credentials may no longer be in effect",
+        explanation=(f"This worker logged in to the broker at {worked.ts:%H:%M:%S} ({worked.source}:{worked.line}) "
+                     "and is refused later with no broker line saying why. If nobody changed the broker's user, "
+                     "the worker is not sending the credentials you configured: after a Celery upgrade or a "
+                     "changed environment the broker settings can stop being read, and Celery falls back to "
+                     "its default URL (amqp://guest@localhost//), whose login the broker refuses."),
+        evidence=_evidence([worked, *events[:1]]),
+        fix=Fix(text="Compare the URL in the worker's banner ('.> transport:') with the one you configured; "
+                     "print the effective setting (celery-doctor config --app APP) under the new release.",
+                verify="the banner shows the configured user and vhost"),
+        confidence=0.45,
+    )]
+    return [*alternative, Finding(
         category=Category.AUTH_OR_PERMISSIONS, severity=Severity.HIGH,
         title="The broker refused the login" + (" or the vhost" if vhost else ""),
         explanation=(
@@ -477,8 +496,20 @@ def auth(ctx: LogContext) -> Iterable[Finding]:
                                                              "{'password': 'SENTINEL_PASSWORD'}}"}
                                 if sentinels else {"broker_url": f"'{url}'"}, ctx.celery_version),
                 verify=f"celery-doctor broker {url}"),
-        confidence=0.95 if hits else 0.8,
+        confidence=(0.6 if worked is not None else 0.95) if hits else 0.8,
     )]
+
+
+def _logged_in_before(ctx: LogContext, refusals: list[Event]) -> Event | None:
+    """The client's own 'Connected to' earlier in the same source as the first dated refusal, when
+    no broker line explains the refusal (a broker log naming the user decides it instead)."""
+    dated = sorted((e for e in refusals if e.ts is not None), key=lambda e: e.ts)  # type: ignore[arg-type,return-value]
+    if not dated or any(e.side == Side.BROKER for e in refusals):
+        return None
+    first = dated[0]
+    earlier = [e for e in ctx.timeline.events if e.kind == Kind.CONNECTED and e.side == Side.CLIENT
+               and e.source == first.source and e.ts is not None and first.ts is not None and e.ts < first.ts]
+    return earlier[-1] if earlier else None
 
 
 @rule("CD-L06", "logs", Category.REDIS_SERVER_TIMEOUT)

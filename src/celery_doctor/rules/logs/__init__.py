@@ -4,6 +4,7 @@ is registered (rules/registry.py) and run by logs_rules.evaluate."""
 from __future__ import annotations
 
 from celery_doctor.rules.context import Rule
+from celery_doctor.rules.logs.client_pool import redis_client_pool_full
 from celery_doctor.rules.logs.connect_close import connect_time_close
 from celery_doctor.rules.logs.default_url import default_broker_url
 from celery_doctor.rules.logs.failover import failover
@@ -13,6 +14,7 @@ from celery_doctor.rules.logs.long_task_client import long_task_client_side
 from celery_doctor.rules.logs.no_incident import no_incident
 from celery_doctor.rules.logs.rabbitmq_refusals import global_qos_refused, transient_queue_refused
 from celery_doctor.rules.logs.read_only_replica import read_only_replica
+from celery_doctor.rules.logs.redis_commands import redis_refuses_commands
 from celery_doctor.rules.logs.redis_limits import redis_limits
 from celery_doctor.rules.logs.service_name import service_name_unresolved
 from celery_doctor.rules.logs.silent_idle import silent_idle_drops
@@ -24,6 +26,7 @@ from celery_doctor.rules.logs.worker_conn_cut import worker_connection_cut
 RULES: tuple[Rule, ...] = (known_bug, reported_known_bad, redis_limits, long_task_client_side, default_broker_url,
                            failover, vhost_down, silent_idle_drops, connect_time_close, stale_pooled_producer,
                            read_only_replica, tls_mismatch, global_qos_refused, transient_queue_refused,
-                           service_name_unresolved, forgotten_idle_flow, worker_connection_cut)
+                           service_name_unresolved, forgotten_idle_flow, worker_connection_cut, redis_refuses_commands,
+                           redis_client_pool_full)
 
 __all__ = ["RULES", "no_incident"]  # no_incident: run by logs_rules.evaluate when no incident was found

@@ -67,10 +67,15 @@ def global_qos_refused(ctx: LogContext) -> Iterable[Finding]:
     ]
 
 
+REDIS_ERROR = re.compile(r"redis\.exceptions|kombu/transport/redis\.py|ResponseError|same slot|CROSSSLOT")
+
+
 def _dies_in_hello(e: Event) -> bool:
     """A client loss whose traceback runs through mingle's hello (celery/worker/consumer/mingle.py
     send_hello -> app.control.inspect().hello): the first reply queue the worker declares."""
     if e.side != Side.CLIENT or e.kind not in (Kind.CONNECTION_LOST, Kind.WORKER_CRASH):
+        return False
+    if REDIS_ERROR.search(f"{e.error or ''}\n{e.text}"):  # a Redis reply or kombu's Redis transport: no RabbitMQ
         return False
     tb = parse(e.text)
     return tb.has_frame("celery/worker/consumer/mingle.py", "send_hello")
