@@ -38,6 +38,7 @@ class Matcher(Protocol):
         for the bytes ``data[start:end]`` (offsets counted from ``start``)."""
 
 
+@lru_cache(maxsize=1024)
 def _escape(literal: bytes) -> bytes:
     return b"".join(b"\\" + bytes([c]) if not chr(c).isalnum() else bytes([c]) for c in literal)
 
@@ -58,15 +59,23 @@ def _frequency(sample: bytes, text: bytes) -> int:
     return sample.count(text) if sample else 0
 
 
+@lru_cache(maxsize=256)
+def _parsed(pattern: bytes) -> Any:
+    from re import _parser as parser  # type: ignore[attr-defined]
+
+    try:
+        return parser.parse(pattern.decode("latin-1"))
+    except Exception:  # not ours to parse: the matcher takes it as it is
+        return None
+
+
 def pattern_cover(pattern: bytes, sample: bytes) -> list[bytes] | None:
     """Literals of which every match of ``pattern`` holds at least one (the rarest such set in
     the sample), or None when the pattern cannot be read that way (flags, classes only)."""
     from re import _constants as sre  # type: ignore[attr-defined]
-    from re import _parser as parser  # type: ignore[attr-defined]
 
-    try:
-        tree = parser.parse(pattern.decode("latin-1"))
-    except Exception:  # not ours to parse: the matcher takes it as it is
+    tree = _parsed(pattern)
+    if tree is None:
         return None
     if tree.state.flags & ~(sre.SRE_FLAG_UNICODE):
         return None
@@ -203,6 +212,18 @@ class FindMatcher:
 
 
 def _compiled(patterns: list[bytes], keep: bool = True) -> Any:
+    """The Hyperscan database for ``patterns``, compiled once per process (files of one family
+    and layout get the same search strings)."""
+    key = tuple(patterns)
+    if key not in _DATABASES:
+        _DATABASES[key] = _compile(patterns, keep)
+    return _DATABASES[key]
+
+
+_DATABASES: dict[tuple[bytes, ...], Any] = {}
+
+
+def _compile(patterns: list[bytes], keep: bool) -> Any:
     """The Hyperscan database for ``patterns``: compiling literals and patterns together takes
     ~0.1 s, so the result is kept in the user's cache folder, keyed by the patterns and the engine's
     version (a database that does not load is compiled again)."""
