@@ -36,6 +36,8 @@ RULES = FIXTURES / "rules"
     ("redis-old-server-unknown-command", Category.VERSION_INCOMPATIBILITY, "CD-L70"),
     ("redis-pool-full-backend", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L71"),
     ("redis-pool-blocking-publish", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L71"),
+    ("redis-tls-no-cert-reqs", Category.TLS_OR_PROXY, "CD-L72"),
+    ("redis-tls-kwargs-plain-scheme", Category.TLS_OR_PROXY, "CD-L72"),
 ])
 def test_rule_names_the_cause_on_its_fixture(folder: str, category: Category, rule_id: str) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
@@ -366,3 +368,29 @@ def test_refusal_with_no_earlier_login_stays_a_confident_password_problem(tmp_pa
     auth = next(f for f in report.findings if f.category == Category.AUTH_OR_PERMISSIONS)
     assert auth.confidence >= 0.9
     assert not any(f.category == Category.OLD_SETTING_NAMES_IGNORED for f in report.findings)
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    # Celery 4.3's wording of the backend's refusal (celery#5371)
+    ("ValueError: A rediss:// URL must have parameter ssl_cert_reqs be CERT_REQUIRED, CERT_OPTIONAL, or CERT_NONE\n",
+     "missing"),
+    # a lower-case value read by a release before 5.1 (celery#5988)
+    ("AttributeError: module 'ssl' has no attribute 'none'\n", "lowercase"),
+    # redis-py's own check of the flag
+    ("redis.exceptions.RedisError: Invalid SSL Certificate Requirements Flag: CERT_MAYBE\n", "plain"),
+])
+def test_refused_redis_tls_options_are_named_as_written(tmp_path: Path, text: str, kind: str) -> None:
+    paste = tmp_path / "paste.txt"
+    paste.write_text(text)
+    top = diagnose(DiagnoseOptions(logs=[str(paste)])).findings[0]
+    assert top.rule_id == "CD-L72" and top.category == Category.TLS_OR_PROXY and top.facts["kind"] == kind
+
+
+def test_an_unrelated_ssl_attribute_error_is_no_tls_option_refusal(tmp_path: Path) -> None:
+    paste = tmp_path / "paste.txt"
+    paste.write_text("AttributeError: module 'ssl' has no attribute 'PROTOCOL_SSLv3'\n")
+    try:
+        report = diagnose(DiagnoseOptions(logs=[str(paste)]))
+    except DoctorError:
+        return
+    assert not any(f.rule_id == "CD-L72" for f in report.findings)

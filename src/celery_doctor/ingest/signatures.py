@@ -116,6 +116,22 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature("redis.reply.unknown_command", "celery", Kind.WORKER_CRASH,
               "unknown command", "redis src/server.c processCommand (via redis-py ResponseError)",
               _re(r"(?:ResponseError|ERR)\W{0,3}unknown command [`']")),
+    # TLS options of a Redis URL that Celery or redis-py refuse before connecting: Celery's Redis result
+    # backend (celery/backends/redis.py E_REDIS_SSL_CERT_REQS_MISSING_INVALID, 4.3: "... ssl_cert_reqs be
+    # CERT_REQUIRED, ..."), its pre-5.1 getattr(ssl, value) of a lower-case value (celery#5988), and redis-py
+    # given ssl_* options on a plain redis:// connection (TypeError from Connection.__init__) or a bad flag
+    # (redis/connection.py SSLConnection: "Invalid SSL Certificate Requirements Flag: %s")
+    Signature("celery.redis.ssl_cert_reqs_missing", "celery", Kind.WORKER_CRASH,
+              "URL must have parameter ssl_cert_reqs",
+              "celery celery/backends/redis.py (E_REDIS_SSL_CERT_REQS_MISSING_INVALID)", versions="4.3+"),
+    Signature("celery.redis.ssl_cert_reqs_lowercase", "celery", Kind.WORKER_CRASH,
+              "module 'ssl' has no attribute", "celery celery/backends/redis.py (getattr(ssl, ssl_cert_reqs), <5.1)",
+              _re(r"module 'ssl' has no attribute '(?:required|optional|none)'")),
+    Signature("redis.ssl.kwarg_on_plain_connection", "celery", Kind.WORKER_CRASH,
+              "unexpected keyword argument 'ssl", "redis-py redis/connection.py (Connection.__init__ given ssl_*)",
+              _re(r"unexpected keyword argument 'ssl_\w+'")),
+    Signature("redis.ssl.invalid_cert_reqs", "celery", Kind.WORKER_CRASH,
+              "Invalid SSL Certificate Requirements Flag", "redis-py redis/connection.py SSLConnection.__init__"),
     # redis-py's own pool refusing another connection (redis/connection.py ConnectionPool.make_connection:
     # ConnectionError("Too many connections"), MaxConnectionsError in 6.x; BlockingConnectionPool
     # .get_connection: ConnectionError("No connection available.")): the client's cap, not the server's

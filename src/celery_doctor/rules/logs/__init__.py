@@ -16,6 +16,7 @@ from celery_doctor.rules.logs.rabbitmq_refusals import global_qos_refused, trans
 from celery_doctor.rules.logs.read_only_replica import read_only_replica
 from celery_doctor.rules.logs.redis_commands import redis_refuses_commands
 from celery_doctor.rules.logs.redis_limits import redis_limits
+from celery_doctor.rules.logs.redis_tls_params import redis_tls_params_refused
 from celery_doctor.rules.logs.service_name import service_name_unresolved
 from celery_doctor.rules.logs.silent_idle import silent_idle_drops
 from celery_doctor.rules.logs.stale_producer import stale_pooled_producer
@@ -27,6 +28,6 @@ RULES: tuple[Rule, ...] = (known_bug, reported_known_bad, redis_limits, long_tas
                            failover, vhost_down, silent_idle_drops, connect_time_close, stale_pooled_producer,
                            read_only_replica, tls_mismatch, global_qos_refused, transient_queue_refused,
                            service_name_unresolved, forgotten_idle_flow, worker_connection_cut, redis_refuses_commands,
-                           redis_client_pool_full)
+                           redis_client_pool_full, redis_tls_params_refused)
 
 __all__ = ["RULES", "no_incident"]  # no_incident: run by logs_rules.evaluate when no incident was found
