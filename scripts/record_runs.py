@@ -484,6 +484,27 @@ def c57_rabbit_refused_startup() -> None:
     )
 
 
+def c44_rabbit_refused_then_up() -> None:
+    r = Run("c44-rabbit-refused-then-up", "4.4")
+    r.rabbit_window_start()
+    r.write("app.py", APP57)
+    r.write("celeryconfig.py", config_new(broker_url="amqp://guest:guest@127.0.0.1:5694//",
+                                          task_default_queue="rec-c44-refused"))  # fmt: skip
+    w = r.worker("-A", "app", "worker", "-c", "1", "-n", "rec44r@%h")
+    r.act("broker_down", how="nothing listens on 127.0.0.1:5694 yet")
+    time.sleep(9)
+    r.proxy(5694, "127.0.0.1:5672", None, 30)
+    r.act("broker_up", how="a plain proxy to the shared RabbitMQ now listens on 5694")
+    time.sleep(16)
+    r.stop(w)
+    r.finish(
+        {
+            "fault": "the broker was not listening when the worker started (connection refused for 9 s), then up",
+            "expected": {"category": "broker_restart_or_failover", "closed_by": "unknown", "phase": "startup"},
+        }
+    )
+
+
 def c44_rabbit_wrong_vhost() -> None:
     r = Run("c44-rabbit-wrong-vhost", "4.4")
     r.rabbit_window_start()
@@ -643,6 +664,7 @@ SCENARIOS: dict[str, Callable[[], None]] = {
     "c57-redis-pubsub-outbuf": c57_redis_pubsub_outbuf,
     "c57-rabbit-idle-silent-hb": c57_rabbit_idle_silent_hb,
     "c57-rabbit-refused-startup": c57_rabbit_refused_startup,
+    "c44-rabbit-refused-then-up": c44_rabbit_refused_then_up,
     "c44-rabbit-wrong-vhost": c44_rabbit_wrong_vhost,
     "c57-rabbit-gevent-blocked": c57_rabbit_gevent_blocked,
     "c57-publisher-reset": c57_publisher_reset,

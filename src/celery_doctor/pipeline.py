@@ -663,6 +663,9 @@ def _missing(options: DiagnoseOptions, parts: dict[str, Report]) -> list[str]:
     return missing
 
 
+AUTH_WORDS = re.compile(r"ACCESS_REFUSED|\(403\)|login refused|\(530\)|NOT_ALLOWED|WRONGPASS|invalid password", re.I)
+
+
 def _observed(logs: Report | None) -> combine.Observed:
     """What the logs showed, for weighing the other inputs against it."""
     if logs is None:
@@ -674,7 +677,13 @@ def _observed(logs: Report | None) -> combine.Observed:
               # the broker later closes by name (vhost, user) had logged in
               or (e.kind in (Kind.CONNECTION_CLOSED_CLEAN, Kind.CLIENT_CLOSED_ABRUPTLY) and "user: '" in e.text)]
     logins.sort(key=lambda ev: "Connected to" not in ev.text)  # the workers' own words first
-    refused = sum(1 for e in logs.events if e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED))
+    refused_events = [e for e in logs.events if e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED)
+                      or (e.side == Side.CLIENT and e.kind == Kind.CANNOT_CONNECT and AUTH_WORDS.search(e.text))]
+    # with the workers' own logs given, only their refusals count: a broker that many clients share logs
+    # other applications' wrong passwords too
+    if any(e.side == Side.CLIENT for e in logs.events):
+        refused_events = [e for e in refused_events if e.side == Side.CLIENT]
+    refused = len(refused_events)
     return combine.Observed(logs_given=True, incidents=len(logs.incidents), logins_ok=logins,
                             auth_failures=refused)
 

@@ -10,6 +10,7 @@ source's offset is estimated from such pairs before anything is matched across s
 from __future__ import annotations
 
 import bisect
+import re
 import statistics
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -34,6 +35,12 @@ ZONE_ONLY = (
     (Kind.CONNECTION_LOST, Kind.HEARTBEAT_MISSED_CLIENT),
     (Kind.HEARTBEAT_MISSED_BROKER, Kind.HEARTBEAT_MISSED_CLIENT),
 )
+# a client's "Cannot connect" pairs with the broker's refused login only when it says so: a
+# connection refused or timed out never reached the broker (another client's wrong password would
+# otherwise set the clock of a broker that many clients share)
+REFUSED_AT_LOGIN = {Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED}
+REFUSED_LOGIN = re.compile(r"ACCESS_REFUSED|\(403\)|login refused|\(530\)|NOT_ALLOWED|vhost|"
+                           r"WRONGPASS|invalid password|invalid username-password", re.I)
 MATCH_TOLERANCE_S = 1.5  # accept->Connected and reset->broker log lag is well under this
 SAME_CLOCK_S = 1.5  # smaller estimated offsets are noise, not a clock difference
 ZONE_STEP_S = 900  # time zones are whole quarter hours apart
@@ -155,7 +162,8 @@ def _pair_offset(client: list[Event], broker: list[Event]) -> tuple[float, str] 
     """Best (broker - client) clock difference from coinciding events, or None if unsure."""
     best: tuple[int, float, list[float], str] | None = None
     for client_kind, broker_kind in COINCIDING + ZONE_ONLY:
-        c_ts = [e.at.timestamp() for e in client if e.kind == client_kind][:500]
+        c_ts = [e.at.timestamp() for e in client if e.kind == client_kind
+                and (broker_kind not in REFUSED_AT_LOGIN or REFUSED_LOGIN.search(f"{e.error or ''} {e.text}"))][:500]
         b_ts = sorted(e.at.timestamp() for e in broker if e.kind == broker_kind)
         if not c_ts or not b_ts:
             continue

@@ -45,6 +45,10 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature("celery.consumer.connected", "celery", Kind.CONNECTED,
               "Connected to ", "celery celery/worker/consumer/connection.py", _re(r"Connected to \w+://"),
               versions="3.1+"),
+    # py-amqp at DEBUG, as the connection opens: the only connect line of a publisher (a script, a web
+    # process) that logs no "Connected to"; 1.4, 2.x and 5.x word it the same (START_DEBUG_FMT)
+    Signature("pyamqp.connection.start", "celery", Kind.CONNECTED,
+              "Start from server, version:", "py-amqp amqp/connection.py Connection._on_start (DEBUG)"),
     Signature("celery.worker.unrecoverable_auth", "celery", Kind.AUTH_REFUSED,
               "Unrecoverable error", "celery celery/worker/worker.py",
               _re(r"Unrecoverable error.*(AccessRefused|ACCESS_REFUSED|login refused|\(403\))")),

@@ -346,6 +346,25 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
         closed = [i for i in ctx.incidents if _refused_throughout(i)]
         if not closed:
             return []
+        # the same URL, refused with growing waits, then connected: the broker (or its listener) came up
+        # late; a wrong host or port would never have connected
+        came_up = [i for i in closed if i.outage_s is not None and i.phase == Phase.STARTUP]
+        if came_up:
+            waited = max(i.outage_s or 0.0 for i in came_up)
+            return [Finding(
+                category=Category.BROKER_RESTART_OR_FAILOVER, severity=Severity.MEDIUM,
+                title="The broker was not up yet when the worker started",
+                explanation=(f"Every connect attempt was refused (nothing listening at that address) for "
+                             f"{_fmt_s(waited)}, retried with growing waits, and then the same URL connected: the "
+                             "broker was down, restarting or still starting, and came up; not a wrong host or port, "
+                             "which would never have connected."),
+                evidence=_evidence(_events(came_up)),
+                fix=Fix(text="Start the worker after the broker is ready (docker compose depends_on with a "
+                             "healthcheck, a Kubernetes readiness probe on the broker), and keep "
+                             "broker_connection_retry_on_startup on so the worker waits for it, as here."),
+                confidence=0.65,
+                facts={"source": "logs", "refused_only": True, "came_up": True},
+            )]
         return [Finding(
             category=Category.BROKER_RESTART_OR_FAILOVER, severity=Severity.MEDIUM,
             title="The broker was not accepting connections",
@@ -622,6 +641,9 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
     hits = [i for i in ctx.incidents if i.closed_by == ClosedBy.CLIENT
             and all(e.side == Side.BROKER for e in i.events if e.kind != Kind.OTHER)
             and all(e.kind == Kind.CLIENT_CLOSED_ABRUPTLY for e in i.events if e.side == Side.BROKER)]
+    # a close of a connection a client in these logs opened, and never noticed, is no exiting publisher (CD-L61)
+    own = {id(close) for _, _, close in silent_worker_closes(ctx)}
+    hits = [i for i in hits if not all(id(e) in own for e in i.events if e.kind == Kind.CLIENT_CLOSED_ABRUPTLY)]
     if not hits:
         return []
     clients = [s.name for s in ctx.timeline.sources

@@ -58,8 +58,20 @@ def silent_worker_closes(ctx: LogContext) -> list[tuple[Event, Event, Event]]:
         if e.side != Side.BROKER or e.kind not in CLOSES or (key := connection_key(e)) not in mine:
             continue
         connected, accepted = mine[key]
+        if e.at - accepted.at < quiet:
+            continue  # a helper connection that lived a moment (mingle, a broadcast): not an idle flow
         source = [x for x in events if x.source == connected.source]
         if any(x.kind in NOTICED and abs(x.at - e.at) <= quiet for x in source):
+            continue
+        # another of its connections closed in order at that moment: the client was shutting down (Celery
+        # 4.x prints "Warm shutdown" on stdout, not in --logfile), and this close was part of that
+        if any(
+            x.side == Side.BROKER
+            and x.kind == Kind.CONNECTION_CLOSED_CLEAN
+            and connection_key(x) in mine
+            and abs(x.at - e.at) <= quiet
+            for x in events
+        ):
             continue
         if running_task_age(source, e.at) is not None:
             continue
@@ -82,13 +94,14 @@ def worker_connection_cut(ctx: LogContext) -> Iterable[Finding]:
             Finding(
                 category=Category.NETWORK_IDLE_TIMEOUT,
                 severity=Severity.HIGH,
-                title="The worker's idle connection was reset between worker and broker",
+                title="A client's idle connection was reset between it and the broker",
                 explanation=(
-                    f"{len(resets)} connection(s) that the worker opened (accepted by the broker as the worker logged "
-                    "'Connected to') were closed abruptly on the broker's side while the worker was idle and logged no "
-                    "loss and no shutdown: the worker did not close them, and the broker did not either. Something "
-                    "between (a firewall, NAT or load balancer) dropped the flow with a reset; the broker's next frame "
-                    "met it. The worker will notice only when it next reads or writes."
+                    f"{len(resets)} connection(s) that {_who(resets)} opened (accepted by the broker as it logged its "
+                    "connect) were closed abruptly on the broker's side while it was idle and logged no loss and no "
+                    "shutdown: the client did not close them, and the broker did not either. Something between (a "
+                    "firewall, NAT or load balancer) dropped the flow with a reset; the broker's next frame met it. "
+                    "The client notices only when it next reads or writes (a publisher's pooled connection: at its "
+                    "next publish, which kombu retries on a new connection)."
                 ),
                 evidence=evidence_of(_cited(resets)),
                 fix=Fix(
@@ -127,6 +140,11 @@ def worker_connection_cut(ctx: LogContext) -> Iterable[Finding]:
     return findings
 
 
+def _who(hits: list[tuple[Event, Event, Event]]) -> str:
+    names = sorted({c.source.rsplit("/", 1)[-1] for c, _, _ in hits})
+    return "the client logging to " + ", ".join(names)
+
+
 def _cited(hits: list[tuple[Event, Event, Event]]) -> list[Event]:
     """The close first, then the accept and the worker's connect that tie it to the worker."""
-    return [e for _, _, close in hits for e in (close,)] + [e for c, a, _ in hits for e in (c, a)]
+    return [close for _, _, close in hits] + [e for c, a, _ in hits for e in (c, a)]
