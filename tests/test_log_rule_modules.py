@@ -38,6 +38,9 @@ RULES = FIXTURES / "rules"
     ("redis-pool-blocking-publish", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L71"),
     ("redis-tls-no-cert-reqs", Category.TLS_OR_PROXY, "CD-L72"),
     ("redis-tls-kwargs-plain-scheme", Category.TLS_OR_PROXY, "CD-L72"),
+    ("rabbitmq-connection-limit-worker", Category.BROKER_RESOURCE_ALARM, "CD-L73"),
+    ("rabbitmq-connection-limit-broker", Category.BROKER_RESOURCE_ALARM, "CD-L73"),
+    ("rabbitmq-channel-max-broker", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L73"),
 ])
 def test_rule_names_the_cause_on_its_fixture(folder: str, category: Category, rule_id: str) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
@@ -394,3 +397,19 @@ def test_an_unrelated_ssl_attribute_error_is_no_tls_option_refusal(tmp_path: Pat
     except DoctorError:
         return
     assert not any(f.rule_id == "CD-L72" for f in report.findings)
+
+
+@pytest.mark.parametrize("folder", ["rabbitmq-connection-limit-worker", "rabbitmq-connection-limit-broker"])
+def test_a_connection_limit_is_no_refused_login(folder: str) -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
+    assert not any(f.category == Category.AUTH_OR_PERMISSIONS for f in report.findings)
+    assert report.findings[0].facts["what"] == "connections"
+
+
+def test_a_user_channel_limit_quoted_bare_is_the_channel_count(tmp_path: Path) -> None:
+    paste = tmp_path / "paste.txt"  # rabbit_reader.erl, per-user max-channels (3.8.10+)
+    paste.write_text("amqp.exceptions.NotAllowed: Channel.open: (530) NOT_ALLOWED - number of channels opened for "
+                     "user 'app' has reached the maximum allowed user limit of (100)\n")
+    top = diagnose(DiagnoseOptions(logs=[str(paste)])).findings[0]
+    assert top.rule_id == "CD-L73" and top.category == Category.POOL_EXHAUSTION_OR_MISUSE
+    assert top.facts["limit"] == "100"

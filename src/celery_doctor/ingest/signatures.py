@@ -136,6 +136,17 @@ SIGNATURES: tuple[Signature, ...] = (
               _re(r"unexpected keyword argument 'ssl_\w+'")),
     Signature("redis.ssl.invalid_cert_reqs", "celery", Kind.WORKER_CRASH,
               "Invalid SSL Certificate Requirements Flag", "redis-py redis/connection.py SSLConnection.__init__"),
+    # RabbitMQ refusing a connection or a channel for a count it enforces, as py-amqp quotes the 530 reply
+    # (amqp.exceptions.NotAllowed): a vhost's or user's max-connections (rabbit_reader.erl "access to vhost
+    # '~ts' refused for user '~ts': connection limit (~p) is reached", recorded here against RabbitMQ 3.x),
+    # a connection's channel_max or a user's max-channels ("number of channels opened (~b) has reached the
+    # negotiated channel_max (~b)", the form RabbitMQ's channels guide shows); rules/logs/rabbitmq_limits.py
+    Signature("amqp.not_allowed.connection_limit", "celery", Kind.CANNOT_CONNECT,
+              "connection limit", "rabbitmq-server deps/rabbit/src/rabbit_reader.erl (via py-amqp NotAllowed)",
+              _re(r"connection limit \(\d+\) is reached"), versions="3.7+"),
+    Signature("amqp.not_allowed.channel_max", "celery", Kind.CONNECTION_LOST,
+              "number of channels opened",
+              "rabbitmq-server deps/rabbit/src/rabbit_reader.erl (via py-amqp NotAllowed)"),
     # redis-py's own pool refusing another connection (redis/connection.py ConnectionPool.make_connection:
     # ConnectionError("Too many connections"), MaxConnectionsError in 6.x; BlockingConnectionPool
     # .get_connection: ConnectionError("No connection available.")): the client's cap, not the server's
@@ -206,6 +217,11 @@ SIGNATURES: tuple[Signature, ...] = (
               "not found", RABBIT_READER, _re(r"vhost \S+ not found|vhost_not_found")),
     Signature("rabbitmq.auth.connection_limit", "rabbitmq", Kind.ACCESS_REFUSED,
               "connection limit", RABBIT_READER, _re(r"connection limit \(\d+\) is reached"), versions="3.7+"),
+    # a connection asking for a channel past its negotiated channel_max (or a user's max-channels, 3.8.10+):
+    # "operation none caused a connection exception not_allowed: \"number of channels opened (22) has reached
+    # the negotiated channel_max (22)\"" (the broker closes the whole connection)
+    Signature("rabbitmq.conn.channel_max", "rabbitmq", Kind.CHANNEL_ERROR,
+              "number of channels opened", RABBIT_READER),
     Signature("rabbitmq.conn.forced", "rabbitmq", Kind.BROKER_FORCED_CLOSE,
               "broker forced connection closure", RABBIT_READER),
     Signature("rabbitmq.conn.forced_code", "rabbitmq", Kind.BROKER_FORCED_CLOSE,

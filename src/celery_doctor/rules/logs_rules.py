@@ -39,6 +39,7 @@ from celery_doctor.rules.context import (
 from celery_doctor.rules.fixes import PROVIDER_SETTINGS, heartbeat_for_idle, redis_keepalive, snippet, worst_silence_s
 from celery_doctor.rules.logs.default_url import DEFAULT as DEFAULT_URL
 from celery_doctor.rules.logs.flow_forgotten import forgotten_flow
+from celery_doctor.rules.logs.rabbitmq_limits import limit_text
 from celery_doctor.rules.logs.vhost_down import DOWN as VHOST_DOWN
 from celery_doctor.rules.logs.worker_conn_cut import GREEN_POOLS, silent_worker_closes
 from celery_doctor.rules.registry import RuleInfo, register, rule
@@ -450,9 +451,9 @@ def _refused_after(incident: Incident) -> bool:
 @rule("CD-L05", "logs", Category.AUTH_OR_PERMISSIONS)
 def auth(ctx: LogContext) -> Iterable[Finding]:
     """The broker refused the login or the virtual host."""
-    def refused(e: Event) -> bool:  # a vhost that is down is no refusal
+    def refused(e: Event) -> bool:  # a vhost that is down, or a count limit (CD-L73), is no refusal of the login
         return ((e.kind in (Kind.AUTH_REFUSED, Kind.ACCESS_REFUSED) or error_family(e) in ("auth", "vhost"))
-                and not VHOST_DOWN.search(e.text))
+                and not VHOST_DOWN.search(e.text) and not limit_text(e.text))
 
     hits = [i for i in ctx.incidents if any(refused(e) for e in i.events)]
     # A pasted bare exception (`amqp.exceptions.AccessRefused: ... ACCESS_REFUSED`, redis-py's
