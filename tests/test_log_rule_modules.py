@@ -41,6 +41,7 @@ RULES = FIXTURES / "rules"
     ("rabbitmq-connection-limit-worker", Category.BROKER_RESOURCE_ALARM, "CD-L73"),
     ("rabbitmq-connection-limit-broker", Category.BROKER_RESOURCE_ALARM, "CD-L73"),
     ("rabbitmq-channel-max-broker", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L73"),
+    ("redis-plan-quota-upstash", Category.BROKER_RESOURCE_ALARM, "CD-L20"),
 ])
 def test_rule_names_the_cause_on_its_fixture(folder: str, category: Category, rule_id: str) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
@@ -120,6 +121,9 @@ def test_long_lived_connection_dropped_is_not_called_benign() -> None:
     "_reraise_as_library_errors, line 452\n",
     "ResponseError('MISCONF Redis is configured to save RDB snapshots, but it is currently not able to persist on "
     "disk.')\n",
+    # Upstash's reply as a bare line (wotschofsky/domain-digger#36; the older wording of the same quota)
+    "UpstashError: ERR max daily request limit exceeded. Limit: 10000, Usage: 10001.\n",
+    "redis.exceptions.ResponseError: max requests limit exceeded. Limit: 10000, Usage: 10000\n",
 ])
 def test_redis_refusal_quoted_in_any_wrapper_is_a_resource_limit(tmp_path: Path, text: str) -> None:
     paste = tmp_path / "paste.txt"

@@ -101,6 +101,11 @@ SIGNATURES: tuple[Signature, ...] = (
               "max number of clients reached", "redis src/networking.c (via redis-py exceptions)"),
     Signature("redis.reply.oom", "celery", Kind.WORKER_CRASH,
               "OOM command not allowed", "redis src/server.c (via redis-py ResponseError)"),
+    # a managed Redis refusing commands past the plan's quota (Upstash's replies, as medusajs/admin#654 and
+    # wotschofsky/domain-digger#36 quote them: "ERR max daily request limit exceeded. Limit: 10000, Usage: ...")
+    Signature("redis.reply.plan_quota", "celery", Kind.WORKER_CRASH,
+              "limit exceeded", "Upstash Redis (managed service replies, via redis-py ResponseError)",
+              _re(r"max (?:daily )?requests? limit exceeded")),
     Signature("redis.reply.misconf", "celery", Kind.WORKER_CRASH,
               "MISCONF Redis is configured to save RDB snapshots", "redis src/server.c (via redis-py ResponseError)"),
     # A Redis endpoint that does not serve what kombu's Redis transport sends: a Redis Cluster node

@@ -20,6 +20,10 @@ LIMITS = (
     ("maxmemory", re.compile(r"(?:OOM )?command not allowed when used memory|OutOfMemoryError")),
     ("failed RDB save", re.compile(r"MISCONF Redis is configured to save RDB snapshots")),
     ("maxclients", re.compile(r"max number of clients reached")),
+    # a managed Redis plan's quota (Upstash: "ERR max daily request limit exceeded. Limit: 10000, Usage: 10000",
+    # the older "ERR max requests limit exceeded", "ERR max concurrent connections exceeded"): Celery's idle
+    # polling alone spends a small daily quota
+    ("plan quota", re.compile(r"max (?:daily )?requests? limit exceeded|max concurrent connections exceeded")),
 )
 FIXES = {
     "output buffer": "raise client-output-buffer-limit pubsub (results are delivered over pub/sub), or "
@@ -32,6 +36,9 @@ FIXES = {
                        "(stop-writes-on-bgsave-error)",
     "maxclients": "cap the connections: broker_pool_limit, redis_max_connections and worker concurrency "
                   "across all hosts, or raise maxclients / the plan's connection limit",
+    "plan quota": "move the broker to a plan without a request quota (or a Redis of your own): an idle worker "
+                  "polls Redis continuously (BRPOP timeouts, heartbeats, mingle, the unacked restore), so a "
+                  "daily request quota runs out within hours whatever the task load",
 }
 
 
