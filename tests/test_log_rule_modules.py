@@ -42,6 +42,7 @@ RULES = FIXTURES / "rules"
     ("rabbitmq-connection-limit-broker", Category.BROKER_RESOURCE_ALARM, "CD-L73"),
     ("rabbitmq-channel-max-broker", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L73"),
     ("redis-plan-quota-upstash", Category.BROKER_RESOURCE_ALARM, "CD-L20"),
+    ("consumer-cancelled-queue-deleted", Category.BROKER_RESTART_OR_FAILOVER, "CD-L74"),
 ])
 def test_rule_names_the_cause_on_its_fixture(folder: str, category: Category, rule_id: str) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
@@ -417,3 +418,11 @@ def test_a_user_channel_limit_quoted_bare_is_the_channel_count(tmp_path: Path) -
     top = diagnose(DiagnoseOptions(logs=[str(paste)])).findings[0]
     assert top.rule_id == "CD-L73" and top.category == Category.POOL_EXHAUSTION_OR_MISUSE
     assert top.facts["limit"] == "100"
+
+
+def test_consumer_cancel_quoted_bare_is_said_as_an_even_bet(tmp_path: Path) -> None:
+    """The cancel alone cannot tell a deleted queue from a node or leader gone: said below 0.7."""
+    paste = tmp_path / "paste.txt"
+    paste.write_text("amqp.exceptions.ConsumerCancelled: Basic.cancel: (0) None1\n")
+    top = diagnose(DiagnoseOptions(logs=[str(paste)])).findings[0]
+    assert top.rule_id == "CD-L74" and top.confidence < 0.7

@@ -152,6 +152,10 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature("amqp.not_allowed.channel_max", "celery", Kind.CONNECTION_LOST,
               "number of channels opened",
               "rabbitmq-server deps/rabbit/src/rabbit_reader.erl (via py-amqp NotAllowed)"),
+    # RabbitMQ's consumer cancel notification, as py-amqp raises it (amqp/channel.py _on_basic_cancel:
+    # ConsumerCancelled(consumer_tag, spec.Basic.Cancel), a RecoverableConnectionError; recorded here)
+    Signature("amqp.consumer_cancelled", "celery", Kind.CONNECTION_LOST,
+              "ConsumerCancelled", "py-amqp amqp/channel.py _on_basic_cancel"),
     # redis-py's own pool refusing another connection (redis/connection.py ConnectionPool.make_connection:
     # ConnectionError("Too many connections"), MaxConnectionsError in 6.x; BlockingConnectionPool
     # .get_connection: ConnectionError("No connection available.")): the client's cap, not the server's

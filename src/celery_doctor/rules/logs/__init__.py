@@ -6,6 +6,7 @@ from __future__ import annotations
 from celery_doctor.rules.context import Rule
 from celery_doctor.rules.logs.client_pool import redis_client_pool_full
 from celery_doctor.rules.logs.connect_close import connect_time_close
+from celery_doctor.rules.logs.consumer_cancelled import consumer_cancelled
 from celery_doctor.rules.logs.default_url import default_broker_url
 from celery_doctor.rules.logs.failover import failover
 from celery_doctor.rules.logs.flow_forgotten import forgotten_idle_flow
@@ -29,6 +30,7 @@ RULES: tuple[Rule, ...] = (known_bug, reported_known_bad, redis_limits, long_tas
                            failover, vhost_down, silent_idle_drops, connect_time_close, stale_pooled_producer,
                            read_only_replica, tls_mismatch, global_qos_refused, transient_queue_refused,
                            service_name_unresolved, forgotten_idle_flow, worker_connection_cut, redis_refuses_commands,
-                           redis_client_pool_full, redis_tls_params_refused, rabbitmq_count_limits)
+                           redis_client_pool_full, redis_tls_params_refused, rabbitmq_count_limits,
+                           consumer_cancelled)
 
 __all__ = ["RULES", "no_incident"]  # no_incident: run by logs_rules.evaluate when no incident was found
