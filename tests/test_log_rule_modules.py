@@ -426,3 +426,21 @@ def test_consumer_cancel_quoted_bare_is_said_as_an_even_bet(tmp_path: Path) -> N
     paste.write_text("amqp.exceptions.ConsumerCancelled: Basic.cancel: (0) None1\n")
     top = diagnose(DiagnoseOptions(logs=[str(paste)])).findings[0]
     assert top.rule_id == "CD-L74" and top.confidence < 0.7
+
+
+@pytest.mark.parametrize(("where", "low", "high"), [
+    ("frame-error-threads-worker", 0.4, 0.5),  # the client's frame-end error alone: a lead
+    ("frame-unexpected-broker", 0.55, 0.65),  # RabbitMQ saw two publishes interleaved on one channel
+])
+def test_broken_framing_is_a_shared_connection_said_below_confident(where: str, low: float, high: float) -> None:
+    report = diagnose(DiagnoseOptions(logs=[str(RULES / where)]))
+    frame = next(f for f in report.findings if f.rule_id == "CD-L75")
+    assert frame.category == Category.POOL_EXHAUSTION_OR_MISUSE and low <= frame.confidence <= high
+    assert not any(f.category == Category.BROKER_RESTART_OR_FAILOVER and f.confidence >= 0.7 for f in report.findings)
+
+
+def test_amqplib_framing_error_quoted_bare_is_read(tmp_path: Path) -> None:
+    paste = tmp_path / "paste.txt"  # amqplib 1.0 (celery#922, celery#679)
+    paste.write_text("Exception: Framing Error, received 0x00 while expecting 0xce\n")
+    report = diagnose(DiagnoseOptions(logs=[str(paste)]))
+    assert any(f.rule_id == "CD-L75" and f.confidence <= 0.5 for f in report.findings)

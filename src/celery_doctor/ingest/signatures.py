@@ -156,6 +156,11 @@ SIGNATURES: tuple[Signature, ...] = (
     # ConsumerCancelled(consumer_tag, spec.Basic.Cancel), a RecoverableConnectionError; recorded here)
     Signature("amqp.consumer_cancelled", "celery", Kind.CONNECTION_LOST,
               "ConsumerCancelled", "py-amqp amqp/channel.py _on_basic_cancel"),
+    # the AMQP stream's framing lost (py-amqp amqp/transport.py read_frame: UnexpectedFrame("Received {0:#04x}
+    # while expecting 0xce"); amqplib: "Framing Error, received 0x%02x while expecting 0xce"), quoted in any
+    # wrapper (a RuntimeWarning of celery/app/trace.py, a bare line); rules/logs/frame_errors.py
+    Signature("amqp.frame_end_expected", "celery", Kind.CONNECTION_LOST,
+              "while expecting 0xce", "py-amqp amqp/transport.py read_frame (amqplib: transport.py)"),
     # redis-py's own pool refusing another connection (redis/connection.py ConnectionPool.make_connection:
     # ConnectionError("Too many connections"), MaxConnectionsError in 6.x; BlockingConnectionPool
     # .get_connection: ConnectionError("No connection available.")): the client's cap, not the server's
@@ -231,6 +236,10 @@ SIGNATURES: tuple[Signature, ...] = (
     # the negotiated channel_max (22)\"" (the broker closes the whole connection)
     Signature("rabbitmq.conn.channel_max", "rabbitmq", Kind.CHANNEL_ERROR,
               "number of channels opened", RABBIT_READER),
+    # frames of two publishes interleaved on one channel (deps/rabbit/src/rabbit_command_assembler.erl:
+    # "expected content header for class ~w, got non content header frame instead", unexpected_frame 505)
+    Signature("rabbitmq.conn.unexpected_frame", "rabbitmq", Kind.CHANNEL_ERROR,
+              "unexpected_frame", "rabbitmq-server deps/rabbit/src/rabbit_command_assembler.erl"),
     Signature("rabbitmq.conn.forced", "rabbitmq", Kind.BROKER_FORCED_CLOSE,
               "broker forced connection closure", RABBIT_READER),
     Signature("rabbitmq.conn.forced_code", "rabbitmq", Kind.BROKER_FORCED_CLOSE,
