@@ -30,7 +30,8 @@ RULE_OF = {"101": "CD-L08", "102": "CD-L08", "103": "CD-L08", "111": "CD-L20", "
            # the 4xx blind batch: Redis Cluster / cluster-mode proxies, an old server, redis-py's pool cap
            "401": "CD-L70", "402": "CD-L70", "403": "CD-L70", "404": "CD-L70", "406": "CD-L70", "407": "CD-L71",
            # its second part (Redis TLS options refused as written)
-           "418": "CD-L72", "419": "CD-L72", "420": "CD-L72"}
+           "418": "CD-L72", "419": "CD-L72", "420": "CD-L72",
+           "421": "CD-L70", "422": "CD-L70"}
 # blind threads whose answer is said below 0.7 on purpose: (rule, lowest confidence, highest)
 BELOW = {"181": ("CD-L04", 0.6, 0.7),  # refusals after a loss, without the broker's log
          "190": ("CD-L22", 0.45, 0.5),  # the default URL without the config: a local broker may be down

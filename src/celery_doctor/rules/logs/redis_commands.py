@@ -122,11 +122,12 @@ def redis_refuses_commands(ctx: LogContext) -> Iterable[Finding]:
                 severity=Severity.HIGH,
                 title="The broker is a Redis Cluster (or a cluster-mode proxy), which kombu cannot use",
                 explanation=(
-                    f"Redis answered {said[0]!r}: the broker endpoint shards keys across slots. Celery's "
-                    "Redis transport keeps each queue in its own key and waits on all of them with one "
-                    "BRPOP (and mingle/inspect replies the same way), so a cluster refuses it or redirects "
-                    "it; the worker dies at start or reconnects forever. kombu's Redis transport does not "
-                    "support Redis Cluster; this is no network or timeout problem."
+                    f"Redis answered {said[0]!r}: the endpoint is one node of a cluster that shards keys "
+                    "across slots. Celery's Redis clients (kombu's transport, the Redis result backend, "
+                    "schedulers such as redbeat) talk to one node: they do not follow its MOVED redirects, and "
+                    "kombu waits on all of a worker's queues (and mingle's replies) with one multi-key BRPOP, "
+                    "which a cluster refuses. The worker dies at start or reconnects forever; kombu does not "
+                    "support Redis Cluster, and this is no network or timeout problem."
                 ),
                 evidence=evidence_of(cluster),
                 fix=Fix(
