@@ -43,6 +43,8 @@ RULES = FIXTURES / "rules"
     ("rabbitmq-channel-max-broker", Category.POOL_EXHAUSTION_OR_MISUSE, "CD-L73"),
     ("redis-plan-quota-upstash", Category.BROKER_RESOURCE_ALARM, "CD-L20"),
     ("consumer-cancelled-queue-deleted", Category.BROKER_RESTART_OR_FAILOVER, "CD-L74"),
+    ("rabbitmq-partition-pause-minority", Category.BROKER_RESTART_OR_FAILOVER, "CD-L76"),
+    ("rabbitmq-partition-ignore", Category.BROKER_RESTART_OR_FAILOVER, "CD-L76"),
 ])
 def test_rule_names_the_cause_on_its_fixture(folder: str, category: Category, rule_id: str) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))
@@ -444,3 +446,11 @@ def test_amqplib_framing_error_quoted_bare_is_read(tmp_path: Path) -> None:
     paste.write_text("Exception: Framing Error, received 0x00 while expecting 0xce\n")
     report = diagnose(DiagnoseOptions(logs=[str(paste)]))
     assert any(f.rule_id == "CD-L75" and f.confidence <= 0.5 for f in report.findings)
+
+
+def test_partition_names_the_paused_node_and_the_peer() -> None:
+    top = diagnose(DiagnoseOptions(logs=[str(RULES / "rabbitmq-partition-pause-minority")])).findings[0]
+    assert top.rule_id == "CD-L76" and top.facts["paused"] is True and top.facts["peers"] == ["rabbit@mq1"]
+    assert "pause_minority" in top.explanation
+    alone = diagnose(DiagnoseOptions(logs=[str(RULES / "rabbitmq-partition-ignore")])).findings[0]
+    assert alone.facts["paused"] is False and alone.confidence < 0.8

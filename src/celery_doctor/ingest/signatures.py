@@ -287,6 +287,16 @@ SIGNATURES: tuple[Signature, ...] = (
               "accepting AMQP connection", RABBIT_READER),
     Signature("rabbitmq.conn.closed_clean", "rabbitmq", Kind.CONNECTION_CLOSED_CLEAN,
               "closing AMQP connection", RABBIT_READER),
+    # a network partition between cluster nodes (deps/rabbit/src/rabbit_node_monitor.erl: Mnesia's
+    # "mnesia_event got {inconsistent_database, running_partitioned_network, Node}", as RabbitMQ's partitions
+    # guide shows it; pause_minority's "Cluster minority/secondary status detected - awaiting recovery" and
+    # "Partial partition detected", after which the node stops its own applications)
+    Signature("rabbitmq.cluster.partitioned", "rabbitmq", Kind.FAILOVER,
+              "running_partitioned_network", "rabbitmq-server deps/rabbit/src/rabbit_node_monitor.erl (mnesia event)"),
+    Signature("rabbitmq.cluster.partial_partition", "rabbitmq", Kind.FAILOVER,
+              "Partial partition detected", "rabbitmq-server deps/rabbit/src/rabbit_node_monitor.erl"),
+    Signature("rabbitmq.cluster.pause_minority", "rabbitmq", Kind.BROKER_STOP,
+              "minority/secondary status detected", "rabbitmq-server deps/rabbit/src/rabbit_node_monitor.erl"),
     Signature("rabbitmq.node.stopping", "rabbitmq", Kind.BROKER_STOP,
               "asked to stop", "rabbitmq-server deps/rabbit/src/rabbit.erl"),
     Signature("rabbitmq.node.stopping_app", "rabbitmq", Kind.BROKER_STOP,

@@ -15,6 +15,7 @@ from celery_doctor.rules.logs.known_bugs import known_bug, reported_known_bad
 from celery_doctor.rules.logs.long_task_client import long_task_client_side
 from celery_doctor.rules.logs.no_incident import no_incident
 from celery_doctor.rules.logs.rabbitmq_limits import rabbitmq_count_limits
+from celery_doctor.rules.logs.rabbitmq_partition import rabbitmq_partition
 from celery_doctor.rules.logs.rabbitmq_refusals import global_qos_refused, transient_queue_refused
 from celery_doctor.rules.logs.read_only_replica import read_only_replica
 from celery_doctor.rules.logs.redis_commands import redis_refuses_commands
@@ -32,6 +33,6 @@ RULES: tuple[Rule, ...] = (known_bug, reported_known_bad, redis_limits, long_tas
                            read_only_replica, tls_mismatch, global_qos_refused, transient_queue_refused,
                            service_name_unresolved, forgotten_idle_flow, worker_connection_cut, redis_refuses_commands,
                            redis_client_pool_full, redis_tls_params_refused, rabbitmq_count_limits,
-                           consumer_cancelled, frame_errors)
+                           consumer_cancelled, frame_errors, rabbitmq_partition)
 
 __all__ = ["RULES", "no_incident"]  # no_incident: run by logs_rules.evaluate when no incident was found
