@@ -229,7 +229,7 @@ def _before(draft: _Draft, kinds: set[Kind]) -> bool:
     return any(e.kind in kinds and e.at <= limit for e in draft.context)
 
 
-HEARTBEAT_TIMEOUT = re.compile(r"missed heartbeats from client, timeout: (\d+)s")
+HEARTBEAT_TIMEOUT = re.compile(r"missed heartbeats from client, timeout: (\d{1,9})s")  # a sane count of seconds
 
 
 def _broker_notices_later(drafts: list[_Draft], event: Event, accepted: dict[str, datetime]) -> _Draft | None:
