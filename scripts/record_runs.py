@@ -331,6 +331,38 @@ def c31_redis_restart() -> None:
     )
 
 
+def c31_redis_demoted_master() -> None:
+    r = Run("c31-redis-demoted-master", "3.1")
+    # the node that takes over (its log is not kept: the worker's team has the old master's)
+    subprocess.run(["redis-cli", "-p", "6397", "shutdown", "nosave"], capture_output=True)
+    subprocess.run(["redis-server", "--port", "6397", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--daemonize", "yes", "--logfile", str(r.dir / "node2.redislog"), "--dir", str(r.dir)],
+                   check=True)  # fmt: skip
+    r.act("redis_started", port=6397, config=[], role="the node that takes over")
+    r.redis(6396)  # the master the worker uses; broker.log is its log
+    r.write("app.py", APP31)
+    r.write(
+        "celeryconfig.py",
+        "BROKER_URL = 'redis://127.0.0.1:6396/0'\n"
+        "CELERY_DEFAULT_QUEUE = 'rec-c31-demoted'\n"
+        "CELERY_ACCEPT_CONTENT = ['json']\nCELERY_TASK_SERIALIZER = 'json'\n",
+    )
+    w = r.worker("-A", "app", "worker", "-c", "1", "-n", "rec31d@%h", "--without-gossip", "--without-mingle")
+    time.sleep(8)
+    r.redis_cli("replicaof", "127.0.0.1", "6397")
+    r.act("failover", how="the worker's master 6396 demoted to a replica of 6397 (REPLICAOF): a failover that "
+          "left the worker's address on the old master")  # fmt: skip
+    time.sleep(15)
+    r.stop(w)
+    subprocess.run(["redis-cli", "-p", "6397", "shutdown", "nosave"], capture_output=True)
+    r.finish(
+        {
+            "fault": "failover: the Redis the worker used became a read-only replica of another node",
+            "expected": {"category": "broker_restart_or_failover", "closed_by": "broker"},
+        }
+    )
+
+
 def c44_redis_maxclients() -> None:
     r = Run("c44-redis-maxclients", "4.4")
     r.redis(6393, "--maxclients", "3")
@@ -659,6 +691,7 @@ def c31_rabbit_nft_reject() -> None:
 SCENARIOS: dict[str, Callable[[], None]] = {
     "c44-redis-server-timeout": c44_redis_server_timeout,
     "c31-redis-restart": c31_redis_restart,
+    "c31-redis-demoted-master": c31_redis_demoted_master,
     "c44-redis-maxclients": c44_redis_maxclients,
     "c44-redis-maxclients-publisher": c44_redis_maxclients_publisher,
     "c57-redis-pubsub-outbuf": c57_redis_pubsub_outbuf,

@@ -131,3 +131,11 @@ def test_every_recorded_run_keeps_what_the_readme_promises() -> None:
         truth = truth_of(run)
         assert truth["actions"] and truth["expected"], run
         assert Path(folder / "celeryconfig.py").exists(), run
+
+
+def test_a_31_config_is_judged_against_the_31_the_logs_show() -> None:
+    """No --to: a Celery 3.1 worker's BROKER_URL is the right name, not an 'old' one."""
+    report = diagnose(options("c31-redis-demoted-master", "config"))
+    assert top(report.findings).category.value == "broker_restart_or_failover"
+    assert not [f for f in report.findings if "old name" in f.title], [f.title for f in report.findings]
+    assert any("judged against Celery 3.1" in w for w in report.warnings)

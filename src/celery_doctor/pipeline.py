@@ -9,7 +9,7 @@ import dataclasses
 import glob
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -648,6 +648,26 @@ def _reports_in_logs(logs: Report, inside: dict[str, RuntimeReport]) -> None:
             logs.warnings = [w for w in logs.warnings if not (w.startswith(f"{source.name}: unknown log format"))]
 
 
+def _running_celery(logs: Report | None) -> str | None:
+    """The Celery release a worker banner in the logs names, resolved in the settings data."""
+    if logs is None:
+        return None
+    banner = next((str(s.meta["celery_version"]) for s in logs.sources if s.meta.get("celery_version")), None)
+    if not banner:
+        # no banner (a --logfile has none): the release range the traceback lines and paths fingerprint,
+        # when it stays within one minor series (the settings do not change inside one)
+        seen = logs.data.get("versions", {})
+        said = str(seen.get("celery", {}).get("version", "")) if isinstance(seen, dict) else ""
+        m = re.fullmatch(r"celery (\S+?)(?:\.\.(\S+) \(\d+ releases?\))?", said)
+        if m is None or (m.group(2) and m.group(1).split(".")[:2] != m.group(2).split(".")[:2]):
+            return None
+        banner = m.group(2) or m.group(1)
+    try:
+        return settings_catalogue.resolve(banner)
+    except DoctorError:
+        return None
+
+
 def _missing(options: DiagnoseOptions, parts: dict[str, Report]) -> list[str]:
     """The evidence diagnose was not given, in words, most useful first."""
     missing = []
@@ -774,6 +794,13 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
     unread += [f"{'stdin' if path == '-' else path}: a `celery report` (lines {r.first_line}-{r.last_line}): read "
                "for the versions and settings the running app reports" for path, r in inside.items()]
     judged = next((r for r in runtime if _has_settings(r)), None)
+    running = _running_celery(parts.get("logs"))
+    if running and not options.to_version and (options.config or options.app):
+        # no upgrade named: the config is judged against the release the workers ran (their banner), not
+        # against the newest one, whose names and defaults the workers never saw
+        options = replace(options, to_version=running, from_version=options.from_version or running)
+        unread.append(f"--to not given: the config is judged against Celery {running}, the version the worker "
+                      "logs show (its banner or traceback lines; give --to for an upgrade)")
     if options.config or options.app:
         paths = [options.config] if options.config else []
         if options.app:
