@@ -22,6 +22,7 @@ WRONG = {"amqp": "amqp://guest:WRONG@127.0.0.1:5672//", "redis": "redis://:WRONG
 FAULT_ACTIONS = (
     "nft_rule_added",
     "redis-cli shutdown nosave",
+    "redis-cli replicaof 127.0.0.1 6397",
     "published",
     "broadcast_started",
     "publisher_started",
@@ -36,6 +37,9 @@ CLOSE_WORDS = (
     "Connection to broker lost",
     "Cannot connect",
     "User requested shutdown",
+    "REPLICAOF",
+    "UNBLOCKED",
+    "READONLY",
 )
 
 
