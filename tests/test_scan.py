@@ -31,6 +31,12 @@ def test_both_engines_find_the_same_lines() -> None:
     # search strings chosen on a sample (rare prefixes, the literals a pattern's matches hold): the same lines
     chosen = matcher.build(exprs, data[: len(data) // 2])
     assert lines(chosen.hits(data)) == lines(slow.hits(data))
+    # and with a pattern that never matches added, as the window scan may choose (faster engine)
+    literals = tuple(e for e in exprs if e[1] is None)
+    plain, never = matcher.HyperscanMatcher(literals, data), matcher.HyperscanMatcher(literals, data)
+    never._db = matcher._compiled([*[matcher._escape(lit) for lit, _ in literals], matcher.NEVER], keep=False)
+    never._how.append((-1, matcher.NONE, None, 0))
+    assert never.hits(data + b"\0\x01" + b"12\x02") == plain.hits(data + b"\0\x01" + b"12\x02") != []
     assert lines(chosen.hits(data, 1000, len(data) - 1000)) == lines(slow.hits(data, 1000, len(data) - 1000))
     granted = [e for e in exprs if e[0] == b"access to vhost"]
     assert granted and granted[0][1] is not None  # the pattern, not the literal: 'granted access to vhost'

@@ -132,7 +132,7 @@ class Scanner:
         # database), or over the whole window in the same pass where tracebacks are many
         mark = (CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern)
         self.marks = matcher.build((mark,)) if self.client_like else None
-        self.matcher = matcher.build(tuple(rare), state.sample)
+        self.matcher = matcher.build(tuple(rare), state.sample, True)
         self.with_marks = matcher.build((*self.matcher.expressions, mark), state.sample) if self.client_like else None
         self.mark_id = len(self.matcher.expressions)  # in with_marks (the others keep their index)
         self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
