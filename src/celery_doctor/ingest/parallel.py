@@ -215,6 +215,11 @@ def _worker_start() -> None:
 
 def _stop_now(ex: ProcessPoolExecutor) -> None:
     procs = list((getattr(ex, "_processes", None) or {}).values())  # no public way to stop a running task
+    calls = getattr(ex, "_call_queue", None)
+    if calls is not None:
+        # work still queued for the killed workers would keep the queue's feeder thread writing to a
+        # pipe nobody reads, and the interpreter's exit waits for it (seen with Debian's 3.11.2)
+        calls.cancel_join_thread()
     ex.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         with contextlib.suppress(OSError):
