@@ -156,3 +156,12 @@ def test_repro_refuses_an_unencoded_password_without_printing_any_of_it(name: st
                      tmp_path)
     assert code == 2 and "percent-encode" in text
     assert not leaks(text) and "ab" not in text.split("error:", 1)[1].split("@")[0].replace("amqp://user:***", "")
+
+
+def test_an_events_catalogue_signature_is_not_taken_for_a_secret() -> None:
+    from celery_doctor.redact import redact
+
+    # the JSON report's event field "signature" names the catalogue line; a real signature is masked
+    assert redact('"signature": "celery.consumer.connection_lost"') == '"signature": "celery.consumer.connection_lost"'
+    assert "abcDEF123" not in redact('"signature": "abcDEF123+/=="')
+    assert "d41d8cd98f00b204" not in redact("signature=d41d8cd98f00b204e9800998ecf8427e")
