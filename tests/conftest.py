@@ -8,7 +8,9 @@ parallel run (or a developer's concurrent recording) never sees a half-restarted
 from __future__ import annotations
 
 import fcntl
+import os
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,3 +75,23 @@ def console_script() -> str:
     if not CONSOLE_SCRIPT.exists():
         pytest.fail(f"{CONSOLE_SCRIPT} is missing: pip install -e '.[test]' into this interpreter")
     return str(CONSOLE_SCRIPT)
+
+
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_worker(app: str, cwd: Path, log: Path, *options: str,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A real Celery worker of the app module in ``cwd`` (solo pool, its own session so a test can
+    kill it with its children), logging to ``log``; ``options`` are more worker options."""
+    return subprocess.Popen(
+        [CELERY, "-A", app, "worker", "-P", "solo", "-l", "info", "--without-gossip", "--without-mingle",
+         *options, f"--logfile={log}"],
+        cwd=cwd, env=env if env is not None else {**os.environ, "PYTHONPATH": str(cwd)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

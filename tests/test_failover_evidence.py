@@ -8,9 +8,7 @@ Sentinel started for the run. The live tests record the same shapes again."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,10 +19,9 @@ from celery_doctor.model import Category, Role
 from celery_doctor.pipeline import DiagnoseOptions, diagnose
 from celery_doctor.report import render
 from celery_doctor.rules.logs.failover import configured_nodes, node
-from conftest import FIXTURES
+from conftest import FIXTURES, free_port, start_worker
 
 RULES = FIXTURES / "rules"
-CELERY = str(Path(sys.executable).with_name("celery"))
 
 
 def _failover(folder: str, config: str | None = None) -> tuple[object, list]:
@@ -123,10 +120,6 @@ def test_public_failover_threads_still_read_as_failover() -> None:
         assert top.category == Category.BROKER_RESTART_OR_FAILOVER, case
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _worker_log(tmp_path: Path, broker: str, seconds: float, options: str = "") -> Path:
@@ -138,27 +131,7 @@ def _worker_log(tmp_path: Path, broker: str, seconds: float, options: str = "") 
         f"app.conf.task_default_queue = 'cd-failover-{uuid.uuid4().hex[:6]}'\n" + options
     )
     log = tmp_path / "worker.log"
-    proc = subprocess.Popen(
-        [
-            CELERY,
-            "-A",
-            "foapp",
-            "worker",
-            "-P",
-            "solo",
-            "-l",
-            "info",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            f"--logfile={log}",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_worker("foapp", tmp_path, log, "--without-heartbeat")
     try:
         proc.wait(seconds)
     except subprocess.TimeoutExpired:
@@ -168,7 +141,7 @@ def _worker_log(tmp_path: Path, broker: str, seconds: float, options: str = "") 
 
 
 def test_live_failover_to_the_local_rabbitmq(tmp_path: Path, rabbitmq_url: str) -> None:
-    dead = _free_port()
+    dead = free_port()
     url = f"amqp://guest:guest@127.0.0.1:{dead}//;{rabbitmq_url}"
     log = _worker_log(tmp_path, url, 8)
     config = tmp_path / "celeryconfig.py"
@@ -180,7 +153,7 @@ def test_live_failover_to_the_local_rabbitmq(tmp_path: Path, rabbitmq_url: str) 
 
 
 def test_live_sentinel_without_that_master(tmp_path: Path) -> None:
-    master, sentinel = _free_port(), _free_port()
+    master, sentinel = free_port(), free_port()
     procs = [
         subprocess.Popen(
             ["redis-server", "--port", str(master), "--save", "", "--appendonly", "no"],

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,10 +15,9 @@ import pytest
 from celery_doctor.model import Category
 from celery_doctor.pipeline import DiagnoseOptions, diagnose
 from celery_doctor.report import render
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, start_worker
 
 RULES = FIXTURES / "rules"
-CELERY = str(Path(sys.executable).with_name("celery"))
 
 
 def _verdict(*paths: Path) -> tuple[float, str, list[str]]:
@@ -85,27 +82,7 @@ def test_live_worker_stuck_before_ready(tmp_path: Path, rabbitmq_url: str) -> No
         "app.steps['consumer'].add(Warmup)\n"
     )
     log = tmp_path / "worker.log"
-    proc = subprocess.Popen(
-        [
-            CELERY,
-            "-A",
-            "stuckapp",
-            "worker",
-            "-P",
-            "solo",
-            "-l",
-            "info",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            f"--logfile={log}",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_worker("stuckapp", tmp_path, log, "--without-heartbeat")
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and "Connected to" not in (log.read_text() if log.exists() else ""):

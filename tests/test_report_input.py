@@ -23,11 +23,10 @@ from celery_doctor.model import Category, Role
 from celery_doctor.pipeline import DiagnoseOptions, diagnose
 from celery_doctor.report import render
 from celery_doctor.settings.runtime_report import find_report, read_runtime, read_runtime_text
-from conftest import FIXTURES
+from conftest import CELERY, FIXTURES, free_port, start_worker
 
 REPORTS = FIXTURES / "configs" / "reports"
 RULES = FIXTURES / "rules"
-CELERY = str(Path(sys.executable).with_name("celery"))
 ROOT_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -232,18 +231,12 @@ def test_fresh_report_of_a_failover_app_keeps_the_first_url_only(tmp_path: Path)
     assert "guest:guest" not in out
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_real_redis_restart_under_a_worker_is_a_restart_not_the_stall(tmp_path: Path) -> None:
     """Record it live: this interpreter's Celery on a Redis started here, restarted under it; the
     worker consumes again, so the restart is the cause and no stall is claimed."""
-    port = _free_port()
+    port = free_port()
     (tmp_path / "rapp.py").write_text(
         f"from celery import Celery\napp = Celery('rapp', broker='redis://127.0.0.1:{port}/0')\n"
         f"app.conf.task_default_queue = 'cd-report-{uuid.uuid4().hex[:6]}'\n"
@@ -271,27 +264,7 @@ def test_real_redis_restart_under_a_worker_is_a_restart_not_the_stall(tmp_path: 
         )
 
     server = redis_server()
-    worker = subprocess.Popen(
-        [
-            CELERY,
-            "-A",
-            "rapp",
-            "worker",
-            "-P",
-            "solo",
-            "-l",
-            "info",
-            "--without-gossip",
-            "--without-mingle",
-            "--logfile",
-            str(tmp_path / "worker.log"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    worker = start_worker("rapp", tmp_path, tmp_path / "worker.log", env=env)
     try:
         time.sleep(3)
         publish(1)
