@@ -101,6 +101,10 @@ def merge(findings: Iterable[Finding]) -> list[Finding]:
                 into.fix = f.fix
             if f.explanation not in into.explanation:
                 into.explanation += "\n" + f.explanation
+            # the incidents each finding explains stay explained by the merged one
+            theirs = f.facts.get("incidents")
+            if theirs:
+                into.facts["incidents"] = sorted({*into.facts.get("incidents", ()), *theirs})
         out.append(into)
     return out
 

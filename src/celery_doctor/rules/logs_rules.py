@@ -157,7 +157,7 @@ def path_loss(ctx: LogContext) -> Iterable[Finding]:
             fix=Fix(text="Look at the network between worker and broker at that time (packet loss, a route "
                          "or firewall change, an idle flow dropped without a reset); keep heartbeats on.",
                     verify="celery-doctor repro --fault blackhole:5:20 --scenario idle"),
-            confidence=0.75 if stalled else 0.6,
+            confidence=0.75 if stalled else 0.6, facts={"incidents": [i.id for i in deaf]},
         ))
     if silent:
         both = any({e.side for e in i.events} >= {Side.CLIENT, Side.BROKER} for i in silent)

@@ -20,9 +20,19 @@ def connect_time_close(ctx: LogContext) -> Iterable[Finding]:
     timeout (one attempt is weaker evidence and is said so)."""
     attempts = [e for e in ctx.timeline.events if e.side == Side.CLIENT and e.kind == Kind.CANNOT_CONNECT
                 and error_family(e) in ("eof", "reset", "broken_pipe")]
+    # a reconnect that was closed once and then got through at the next try, amid losses of
+    # established connections, is one more of those (a path resetting flows caught a handshake), not
+    # a server that refuses this client at connect time
+    losses = any(e.kind == Kind.CONNECTION_LOST for e in ctx.timeline.events if e.side == Side.CLIENT)
+    if losses:
+        caught = {id(e) for i in ctx.incidents if i.outage_s is not None
+                  and sum(1 for e in i.events if e in attempts) == 1 for e in i.events}
+        attempts = [e for e in attempts if id(e) not in caught]
     if not attempts:
         return []
     once = len(attempts) == 1
+    if once and losses:
+        return []
     tls = any("rediss://" in e.text or "amqps://" in e.text or ":5671" in e.text for e in attempts)
     return [Finding(
         category=Category.TLS_OR_PROXY, severity=Severity.HIGH,
@@ -41,5 +51,6 @@ def connect_time_close(ctx: LogContext) -> Iterable[Finding]:
                      "amqps://) to the port, and check the proxy's backends and connection limits.",
                 verify="celery-doctor broker URL"),
         confidence=0.5 if once else 0.6,
-        facts={"source": "logs", "attempts": len(attempts)},
+        facts={"source": "logs", "attempts": len(attempts),
+               "incidents": [i.id for i in ctx.incidents if any(e in attempts for e in i.events)]},
     )]
