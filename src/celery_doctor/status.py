@@ -18,15 +18,16 @@ class ExitStatus(IntEnum):
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
+def interrupt(signum: int, frame: Any) -> None:
+    """A signal handler that ends the run the way Ctrl-C does; a second signal during the cleanup
+    is ignored so that it can finish."""
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def terminate_as_interrupt() -> None:
     """SIGTERM and SIGHUP (a supervisor stopping us, the terminal closing) end a run the way Ctrl-C
-    does: the same cleanup, one line, INTERRUPTED. A second signal during the cleanup is ignored
-    so that it can finish. Main thread only (where the console script starts)."""
-
-    def handler(signum: int, frame: Any) -> None:
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
+    does: the same cleanup, one line, INTERRUPTED. Main thread only (where the console script starts)."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
+        signal.signal(sig, interrupt)

@@ -35,6 +35,7 @@ from celery_doctor.model import DoctorError
 from celery_doctor.repro import brokers, ledger, middlebox, scenarios
 from celery_doctor.repro.facts import Canary, RunFacts, WorkerState
 from celery_doctor.repro.proxy import Fault, ProxyThread, parse_fault
+from celery_doctor.status import interrupt
 
 APP_FILE = Path(__file__).with_name("harness_app.py")
 BROKER_LOCK = Path("/tmp/celery-doctor-broker.lock")
@@ -253,12 +254,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    def handler(signum: int, frame: Any) -> None:
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
