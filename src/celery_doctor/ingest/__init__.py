@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from celery_doctor.ingest.families import REGISTRY
 from celery_doctor.ingest.interface import Family, IngestError, IngestResult
+from celery_doctor.ingest.matcher import TIMING_BYTES
 from celery_doctor.ingest.parallel import scan_files
 from celery_doctor.ingest.prefixes import PREFIXES
 from celery_doctor.ingest.reader import Scanner, SourceState, _classify, scan_banner, scan_json
@@ -33,6 +34,7 @@ from celery_doctor.model import Event, Kind, Side, SourceInfo
 CLIENT_TEXT = re.compile(rb"Traceback \(most recent call last\)|site-packages/(?:celery|kombu|amqp|redis|billiard)/|"
                          rb"celery@\S+ v\d|MainProcess\]")
 SAMPLE_HALF = 32 * 1024  # the matcher chooses its search strings on this much of the head and the middle
+TIMED_MIN = 32 * 1024 * 1024  # from this size, timing engines on the input's middle (~4 ms) pays for itself
 PASTE_MAX = 512 * 1024  # inputs up to this size are read record by record (records.py): pastes are small
 
 # The one registry of the stage: log families (one module each in families/) and collector
@@ -143,7 +145,10 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
             if size > 4 * SAMPLE_HALF:  # and from its middle: a broker's head is its boot, not its churn
                 with contextlib.suppress(OSError, ValueError):
                     stream.seek(size // 2)
-                    state.sample += stream.read(SAMPLE_HALF)
+                    middle = stream.read(TIMING_BYTES if size >= TIMED_MIN else SAMPLE_HALF)
+                    state.sample += middle[:SAMPLE_HALF]
+                    if size >= TIMED_MIN:
+                        state.timing = middle
             files.append((path, state, size))  # read again by range, in the pool
         else:
             streams.append((chunks(stream, whole, info.warnings), state, size))

@@ -77,6 +77,7 @@ class SourceState:
     out_of_order: int = 0
     services: dict[str, str] = field(default_factory=dict)  # docker-compose service -> family
     sample: bytes = b""  # a little of the input (head and middle): the matcher's search strings are chosen on it
+    timing: bytes = b""  # a big input's middle megabyte: the matcher's engine is chosen by timing it there
 
     def services_family(self, source: str) -> str:
         service = source.rsplit(":", 1)[-1]
@@ -132,8 +133,9 @@ class Scanner:
         # database), or over the whole window in the same pass where tracebacks are many
         mark = (CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern)
         self.marks = matcher.build((mark,)) if self.client_like else None
-        self.matcher = matcher.build(tuple(rare), state.sample, True)
-        self.with_marks = matcher.build((*self.matcher.expressions, mark), state.sample) if self.client_like else None
+        self.matcher = matcher.build(tuple(rare), state.sample, state.timing)
+        self.with_marks = (matcher.build((*self.matcher.expressions, mark), state.sample, state.timing)
+                           if self.client_like else None)
         self.mark_id = len(self.matcher.expressions)  # in with_marks (the others keep their index)
         self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
         # the last window had many tracebacks, so this one is likely to (at first: the sample says)
