@@ -20,7 +20,7 @@ from celery_doctor.middleboxes import parse_idle_timeout
 from celery_doctor.model import Category, DoctorError, Evidence, Finding, Kind, Report, Role, Severity, Side
 from celery_doctor.rules import combine, logs_rules, registry, settings_rules
 from celery_doctor.rules.broker_rules import broker_findings
-from celery_doctor.rules.context import context_for
+from celery_doctor.rules.context import LogContext, context_for
 from celery_doctor.settings import analysis as settings_analysis
 from celery_doctor.settings import catalogue as settings_catalogue
 from celery_doctor.settings import static_reader
@@ -75,12 +75,13 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
                      "come from another host or environment; the banner's version is used for these logs")
         reported = {k: v for k, v in reported.items() if k != "celery"}
     found = incident_stage.detect(timeline)
-    findings = logs_rules.evaluate(context_for(timeline, found.incidents, reported))
+    ctx = context_for(timeline, found.incidents, reported)
+    findings = logs_rules.evaluate(ctx)
     warnings = notes + [f"{s.name}: {w}" for s in result.sources for w in s.warnings]
     shown, left_out = timeline_stage.for_report(timeline.events, found.incidents)
     data: dict[str, Any] = {"activity": {name: [[a.isoformat(), b.isoformat(), n] for a, b, n in curve]
                                          for name, curve in timeline.activity.items()},
-                      "versions": _versions_seen(timeline, reported)}
+                      "versions": _versions_seen(ctx)}
     if left_out:
         data["timeline_left_out"] = left_out
     return Report(
@@ -90,16 +91,13 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
     )
 
 
-def _versions_seen(timeline: timeline_stage.Timeline,
-                   reported: dict[str, tuple[str, Evidence]] | None = None) -> dict[str, dict[str, object]]:
+def _versions_seen(ctx: LogContext) -> dict[str, dict[str, object]]:
     """The releases the logs were written by (banner, paths, layouts, traceback lines, a report)."""
-    from celery_doctor.rules.logs.versions import fingerprint
+    from celery_doctor.rules.logs.versions import seen_in
 
-    banner = next((str(s.meta["celery_version"]) for s in timeline.sources if s.meta.get("celery_version")), None)
-    packages = {k: v for k, v in (reported or {}).items() if k != "transport"}
-    seen = fingerprint([*timeline.events, *timeline.undated], {"celery": banner} if banner else None, packages)
     return {name: {"version": s.describe(), "how": s.how[:3],
-                   "lines": [f"{e.source}:{e.line}" for e in s.evidence[:3]]} for name, s in sorted(seen.items())}
+                   "lines": [f"{e.source}:{e.line}" for e in s.evidence[:3]]}
+            for name, s in sorted(seen_in(ctx).items()) if name != "transport"}
 
 
 def check_broker(url: str, options: ProbeOptions | None = None) -> Report:

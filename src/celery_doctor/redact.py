@@ -211,7 +211,7 @@ def _redact_rules(text: str) -> str:
 
 
 def redact_data(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
-    """Redact every string inside a JSON-like structure (dict keys stay as they are)."""
+    """Redact every string inside a JSON-like structure; a key whose name says secret masks its value."""
     if isinstance(value, str):
         return redact(value, extra_secrets)
     if isinstance(value, dict):
@@ -224,8 +224,8 @@ def redact_data(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
                 continue
             if isinstance(key, str) and _is_secret_key(key) and isinstance(item, str) and item:
                 out[key] = MASK
-            else:
-                out[key] = redact_data(item, extra_secrets)
+            else:  # a key may be text from the input (a source's name): redacted as well
+                out[redact(key, extra_secrets) if isinstance(key, str) else key] = redact_data(item, extra_secrets)
         return out
     if isinstance(value, list | tuple):
         return [redact_data(item, extra_secrets) for item in value]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from celery_doctor.model import Report
@@ -46,17 +47,20 @@ def plurals(text: str) -> str:
 
 
 def _words(report: Report) -> Report:
-    for finding in report.findings:
-        finding.title = plurals(finding.title)
-        finding.explanation = plurals(finding.explanation)
-    report.warnings = [plurals(w) for w in report.warnings]
-    return report
+    """A copy with the counts of findings and warnings in words (the caller's report unchanged)."""
+    findings = [dataclasses.replace(f, title=plurals(f.title), explanation=plurals(f.explanation))
+                for f in report.findings]
+    return dataclasses.replace(report, findings=findings, warnings=[plurals(w) for w in report.warnings])
 
 
 def render(report: Report, fmt: str, *, color: bool = False, width: int = 110) -> str:
-    """Render ``report`` with every string redacted first (tables wrap lines), and the result again."""
+    """Render ``report`` with every string redacted first (tables wrap lines), and the result again;
+    a format that redacts each string as it builds its document (JSON) only once."""
+    renderer = renderer_for(fmt)
+    if renderer.redacts_strings:
+        return renderer.render(_words(report), color=color, width=width)
     clean = _words(redact_object(report))
-    return redact(renderer_for(fmt).render(clean, color=color, width=width))
+    return redact(renderer.render(clean, color=color, width=width))
 
 
 __all__ = ["FORMATS", "Renderer", "ReportError", "render", "renderer_for"]

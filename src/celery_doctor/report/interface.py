@@ -12,6 +12,11 @@ class ReportError(DoctorError):
 
 
 class Renderer(ABC):
+    #: the format builds its document from strings it redacts one by one (dict keys too), adding no
+    #: text of its own that a pass over the result could find a secret in (JSON: no templates, no
+    #: wrapping), so :func:`celery_doctor.report.render` redacts nothing more
+    redacts_strings: bool = False
+
     @abstractmethod
     def render(self, report: Report, *, color: bool = False, width: int = 110) -> str:
         """Return the whole report as one string (redaction happens after)."""

@@ -80,6 +80,27 @@ def _incident(incident: Any) -> dict[str, Any]:
     return out
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def document_text(doc: dict[str, Any]) -> str:
+    """The document as text: one top-level key per line and one item of each top-level list per
+    line (a timeline event, a finding), each written by json's C encoder. ``indent`` would make
+    json use its pure-Python encoder, four times slower on a report of 2,000 events."""
+    parts = []
+    for key, value in doc.items():
+        head = f"  {_dumps(key)}: "
+        if isinstance(value, list) and value:
+            items = ",\n".join("    " + _dumps(item) for item in value)
+            parts.append(f"{head}[\n{items}\n  ]")
+        else:
+            parts.append(head + _dumps(value))
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 class JsonRenderer(Renderer):
+    redacts_strings = True  # report_document redacts every string of the document
+
     def render(self, report: Report, *, color: bool = False, width: int = 110) -> str:
-        return json.dumps(report_document(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        return document_text(report_document(report))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from celery_doctor.model import Event, Evidence, Finding, Incident, Kind, Side
 from celery_doctor.timeline import Timeline
@@ -25,6 +26,8 @@ class LogContext:
     heartbeat_s: float | None  # negotiated timeout the broker reported, if any
     # package -> (version, the line that names it) from a `celery report` given beside the logs
     reported: dict[str, tuple[str, Evidence]] = field(default_factory=dict)
+    # package -> what the logs show of its release (rules/logs/versions.py: seen_in), once per context
+    versions: dict[str, Any] | None = None
 
 
 Rule = Callable[[LogContext], Iterable[Finding]]

@@ -21,7 +21,7 @@ from celery_doctor.pins.catalogue import Catalogue, KnownBad
 from celery_doctor.pins.checks import known_bad_hits
 from celery_doctor.rules.context import LogContext, all_events
 from celery_doctor.rules.logs.traceback import KNOWN_MESSAGES, Traceback, parse
-from celery_doctor.rules.logs.versions import fingerprint
+from celery_doctor.rules.logs.versions import seen_in
 from celery_doctor.rules.registry import rule
 
 # (exception name, its text, frame path, frame function, source line under that frame or None)
@@ -83,8 +83,7 @@ def known_bug(ctx: LogContext) -> Iterable[Finding]:
         if entry is not None:
             hits.setdefault(entry.id, (entry, []))[1].append(e)
     out = []
-    seen = fingerprint(all_events(ctx), {"celery": ctx.celery_version} if ctx.celery_version else None,
-                       ctx.reported)
+    seen = seen_in(ctx)
     for entry, events in hits.values():
         pins = ", ".join(f"{name} {spec}" for name, spec in entry.when.items())
         # the versions the logs show confirm the entry's range or speak against it

@@ -21,6 +21,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from celery_doctor.model import Event, Evidence
+from celery_doctor.rules.context import LogContext, all_events
 from celery_doctor.rules.logs.traceback import parse
 
 EGG = re.compile(r"/(celery|kombu|amqp|redis|billiard|vine|librabbitmq)-(\d+(?:\.\d+)+(?:\.post\d+)?)-py\d")
@@ -109,6 +110,15 @@ def _narrow(seen: Seen, spec: str, evidence: Evidence, how: str) -> None:
     seen.spec &= SpecifierSet(spec)
     seen.evidence.append(evidence)
     seen.how.append(how)
+
+
+def seen_in(ctx: LogContext) -> dict[str, Seen]:
+    """The fingerprint of a context's logs (its events, banner and report), taken once: the
+    known-bug rule and the report's versions both read it, and it parses every event's traceback."""
+    if ctx.versions is None:
+        ctx.versions = fingerprint(all_events(ctx), {"celery": ctx.celery_version} if ctx.celery_version else None,
+                                   ctx.reported)
+    return ctx.versions
 
 
 def fingerprint(events: list[Event], meta_versions: dict[str, str] | None = None,
