@@ -11,14 +11,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from celery_doctor import incidents as incident_stage
 from celery_doctor import timeline as timeline_stage
-from celery_doctor.broker import BrokerError, ProbeOptions, probe_broker
 from celery_doctor.middleboxes import parse_idle_timeout
 from celery_doctor.model import Category, DoctorError, Evidence, Finding, Kind, Report, Role, Severity, Side
-from celery_doctor.rules import combine, logs_rules, registry, settings_rules
+from celery_doctor.rules import combine, registry, settings_rules
 from celery_doctor.rules.broker_rules import broker_findings
 from celery_doctor.rules.context import LogContext, context_for
 from celery_doctor.settings import analysis as settings_analysis
@@ -26,7 +26,9 @@ from celery_doctor.settings import catalogue as settings_catalogue
 from celery_doctor.settings import static_reader
 from celery_doctor.settings.interface import Assignment, ConfigFacts
 
-if TYPE_CHECKING:  # the repro and migrate stages load only for their commands
+if TYPE_CHECKING:  # the broker, repro and migrate stages load only for their commands, the log rules
+    # while the scan of the logs runs (analyse_logs)
+    from celery_doctor.broker import ProbeOptions
     from celery_doctor.repro.harness import RunOptions as ReproRunOptions
     from celery_doctor.settings.migrate import Migration
     from celery_doctor.settings.runtime_report import RuntimeReport
@@ -67,7 +69,7 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
         reported = _reported(list(inside.values()))
         notes = [f"{p}: a `celery report` (lines {r.first_line}-{r.last_line}): its versions are used"
                  for p, r in inside.items()]
-    result = read_logs(paths, format_hint=format_hint, progress=progress)
+    result = read_logs(paths, format_hint=format_hint, progress=progress, meanwhile=_load_log_rules)
     timeline = timeline_stage.build(result)
     banner = next((str(s.meta["celery_version"]) for s in timeline.sources if s.meta.get("celery_version")), None)
     if banner and "celery" in reported and reported["celery"][0] != banner:
@@ -76,7 +78,7 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
         reported = {k: v for k, v in reported.items() if k != "celery"}
     found = incident_stage.detect(timeline)
     ctx = context_for(timeline, found.incidents, reported)
-    findings = logs_rules.evaluate(ctx)
+    findings = _load_log_rules().evaluate(ctx)
     warnings = notes + [f"{s.name}: {w}" for s in result.sources for w in s.warnings]
     shown, left_out = timeline_stage.for_report(timeline.events, found.incidents)
     data: dict[str, Any] = {"activity": {name: [[a.isoformat(), b.isoformat(), n] for a, b, n in curve]
@@ -91,6 +93,18 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
     )
 
 
+def _load_log_rules() -> ModuleType:
+    """The log rules (30 modules, ~35 ms to import) and the data they read (the known-bad catalogue
+    and the line index, ~15 ms): `logs` loads them while its pool scans."""
+    from celery_doctor.rules import logs_rules
+    from celery_doctor.rules.logs.known_bugs import catalogue_entries
+    from celery_doctor.rules.logs.versions import line_index
+
+    catalogue_entries()
+    line_index()
+    return logs_rules
+
+
 def _versions_seen(ctx: LogContext) -> dict[str, dict[str, object]]:
     """The releases the logs were written by (banner, paths, layouts, traceback lines, a report)."""
     from celery_doctor.rules.logs.versions import seen_in
@@ -102,6 +116,8 @@ def _versions_seen(ctx: LogContext) -> dict[str, dict[str, object]]:
 
 def check_broker(url: str, options: ProbeOptions | None = None) -> Report:
     """The `broker` command: probe one broker, judge what it enforces."""
+    from celery_doctor.broker import probe_broker
+
     facts = probe_broker(url, options)
     return Report(
         command="broker",
@@ -819,6 +835,8 @@ def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None]
 
         findings += known_bad_versions(reported, None)
     if options.broker:
+        from celery_doctor.broker import BrokerError, ProbeOptions
+
         try:
             parts["broker"] = check_broker(options.broker, ProbeOptions(timeout=options.timeout, churn_interval=2.0))
         except BrokerError as exc:

@@ -44,8 +44,11 @@ FORMATS = tuple(FAMILIES)  # what --format-hint accepts
 Progress = Callable[[str, int, int], None]
 
 
-def read_logs(paths: list[str], format_hint: str | None = None, progress: Progress | None = None) -> IngestResult:
-    """Read every input; one that cannot be read is a warning, none readable is an IngestError."""
+def read_logs(paths: list[str], format_hint: str | None = None, progress: Progress | None = None,
+              meanwhile: Callable[[], object] | None = None) -> IngestResult:
+    """Read every input; one that cannot be read is a warning, none readable is an IngestError.
+    ``meanwhile``: work of the caller's that does not need the result (loading the next stage),
+    done while the pool scans, or after a scan without one."""
     if format_hint is not None and format_hint not in FORMATS:
         raise IngestError(f"unknown --format-hint {format_hint!r} (choose from {', '.join(FORMATS)})")
     if not paths:
@@ -67,7 +70,7 @@ def read_logs(paths: list[str], format_hint: str | None = None, progress: Progre
                 info.warnings.append(str(exc).removeprefix(f"{path}: "))
                 state = None
             opened.append((info, state))
-        scan_files(files, streams, progress)  # the big inputs: one pool over the ranges of every file
+        scan_files(files, streams, progress, meanwhile)  # the big inputs: one pool over the ranges of every file
     finally:
         for handle in handles:
             handle.close()

@@ -161,8 +161,9 @@ def plan(sizes: list[int], pool: int) -> list[tuple[int, int, int]]:
 
 
 def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[Iterator[bytes], SourceState, int]],
-               progress: Progress | None = None) -> None:
-    """Scan every plain file (by ranges, in a pool when it pays) and every stream, filling each state."""
+               progress: Progress | None = None, meanwhile: Callable[[], object] | None = None) -> None:
+    """Scan every plain file (by ranges, in a pool when it pays) and every stream, filling each state;
+    ``meanwhile`` runs here while the pool works (or after the scan, without a pool)."""
     sizes = [size for _, _, size in files]
     pool_size = workers()
     ranges = plan(sizes, pool_size)
@@ -178,6 +179,8 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
         try:
             futures: list[Future[Part]] = [ex.submit(scan_range, files[i][0], files[i][1], i, a, b)
                                            for i, a, b in ranges]
+            if meanwhile is not None:
+                meanwhile()
             for blocks, state, size in streams:  # meanwhile, here
                 scan_stream(blocks, state, progress, size)
             for fut in futures:
@@ -197,6 +200,8 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
             parts.append(scan_range(files[i][0], files[i][1], i, a, b))
             if progress is not None:
                 progress(files[i][1].info.name, b, sizes[i])
+        if meanwhile is not None:
+            meanwhile()
     join(files, parts)
 
 

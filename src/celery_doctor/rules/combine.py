@@ -27,7 +27,6 @@ from celery_doctor.middleboxes import Middlebox
 from celery_doctor.model import Category, Evidence, Finding, Fix, Role, Severity
 from celery_doctor.rules import registry
 from celery_doctor.rules.fixes import worst_silence_s
-from celery_doctor.rules.logs.failover import with_config as failover_with_config
 
 # Causes of a lost connection; the other categories are verdicts of their own.
 CAUSES = {c for c in Category} - {Category.NO_INCIDENT, Category.UNKNOWN, Category.BENIGN_CLIENT_DISCONNECT}
@@ -260,7 +259,10 @@ def rank(findings: Iterable[Finding], missing: list[str], middlebox: Middlebox |
     observed = observed or Observed()
     findings = list(findings)
     url = (settings or {}).get("broker_url") or (settings or {}).get("broker_url.written")
-    # before merging: the failover finding is judged against the nodes broker_url lists
+    # before merging: the failover finding is judged against the nodes broker_url lists (the log
+    # rules load here, not with this module: `logs` loads them while its scan runs)
+    from celery_doctor.rules.logs.failover import with_config as failover_with_config
+
     failover_with_config(findings, url.value if url else None, url.evidence if url else None)
     merged = merge(findings)
     cross_check(merged, middlebox, settings)

@@ -29,7 +29,7 @@ LogSig = tuple[re.Pattern[str], re.Pattern[str], str, str, re.Pattern[str] | Non
 
 
 @functools.cache
-def _entries() -> tuple[tuple[KnownBad, tuple[LogSig, ...]], ...]:
+def catalogue_entries() -> tuple[tuple[KnownBad, tuple[LogSig, ...]], ...]:
     out = []
     for entry in Catalogue.shipped().known_bad:
         sigs = tuple((re.compile(rf"^(?:{s['exception']})$"), re.compile(s.get("text", "")),
@@ -42,7 +42,7 @@ def _entries() -> tuple[tuple[KnownBad, tuple[LogSig, ...]], ...]:
 
 @functools.cache
 def _codes() -> tuple[re.Pattern[str], ...]:
-    return tuple(sig[4] for _, sigs in _entries() for sig in sigs if sig[4] is not None)
+    return tuple(sig[4] for _, sigs in catalogue_entries() for sig in sigs if sig[4] is not None)
 
 
 def _matches(tb: Traceback, text: str, sigs: tuple[LogSig, ...]) -> bool:
@@ -68,7 +68,7 @@ def match(event: Event) -> KnownBad | None:
     tb = parse(event.text)
     if not tb.raised and not coded:
         return None
-    return next((entry for entry, sigs in _entries() if _matches(tb, event.text, sigs)), None)
+    return next((entry for entry, sigs in catalogue_entries() if _matches(tb, event.text, sigs)), None)
 
 
 @rule("CD-K01", "logs", Category.VERSION_INCOMPATIBILITY)

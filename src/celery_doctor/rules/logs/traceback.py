@@ -6,6 +6,7 @@ has one exception line per link ("During handling of the above exception..."); b
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ class Traceback:
                    for f in self.frames)
 
 
+@functools.lru_cache(maxsize=4096)  # several rules and the versions fingerprint parse the same events
 def parse(text: str) -> Traceback:
     frames = tuple(Frame(m["file"], int(m["line"]), m["function"]) for m in FRAME.finditer(text))
     raised: list[Raised] = []

@@ -20,7 +20,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from celery_doctor.model import Event, Evidence
+from celery_doctor.model import Event, Evidence, Side
 from celery_doctor.rules.context import LogContext, all_events
 from celery_doctor.rules.logs.traceback import parse
 
@@ -47,6 +47,7 @@ class Seen:
     candidates: set[str] | None = None  # releases whose code matches the traceback frames
     evidence: list[Evidence] = field(default_factory=list)
     how: list[str] = field(default_factory=list)
+    narrowed: set[str] = field(default_factory=set)  # the ranges ``spec`` already holds
 
     def allows(self, spec: str) -> bool | None:
         """Whether the versions seen fit ``spec``; None when the logs say nothing decisive."""
@@ -77,7 +78,7 @@ class Seen:
 
 
 @functools.cache
-def _index() -> dict[str, Any]:
+def line_index() -> dict[str, Any]:
     try:
         text = resources.files("celery_doctor").joinpath("data", "line_index.json").read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -88,7 +89,7 @@ def _index() -> dict[str, Any]:
 @functools.cache
 def _versions(package: str) -> tuple[Version, ...]:
     out = []
-    for v in _index()["packages"].get(package, {}).get("versions", []):
+    for v in line_index()["packages"].get(package, {}).get("versions", []):
         try:
             out.append(Version(v))
         except InvalidVersion:
@@ -98,7 +99,7 @@ def _versions(package: str) -> tuple[Version, ...]:
 
 def releases_for_frame(package: str, module: str, function: str, line: int) -> list[str]:
     """Releases of ``package`` whose ``function`` in ``module`` spans ``line`` (the line index)."""
-    pkg = _index()["packages"].get(package)
+    pkg = line_index()["packages"].get(package)
     if not pkg:
         return []
     rows = pkg["files"].get(module, {}).get(function, [])
@@ -107,7 +108,9 @@ def releases_for_frame(package: str, module: str, function: str, line: int) -> l
 
 
 def _narrow(seen: Seen, spec: str, evidence: Evidence, how: str) -> None:
-    seen.spec &= SpecifierSet(spec)
+    if f"{how}: {spec}" not in seen.narrowed:  # a layout every traceback shows narrows once
+        seen.narrowed.add(f"{how}: {spec}")
+        seen.spec &= SpecifierSet(spec)
     seen.evidence.append(evidence)
     seen.how.append(how)
 
@@ -140,6 +143,8 @@ def fingerprint(events: list[Event], meta_versions: dict[str, str] | None = None
         get(package).exact = version
         get(package).how.append("worker banner")
     for e in events:
+        if e.side == Side.BROKER:  # a RabbitMQ or Redis server's own line names no Python package
+            continue
         ev = Evidence.of(e)
         found = [(m.group(1), m.group(2), "egg path") for m in EGG.finditer(e.text)]
         found += [("python" if m.group(1) == "py" else m.group(1), m.group(2), "celery report")
@@ -155,7 +160,7 @@ def fingerprint(events: list[Event], meta_versions: dict[str, str] | None = None
         for pattern, package, spec in LAYOUT:
             if pattern.search(e.text):
                 _narrow(get(package), spec, ev, "module layout")
-        for frame in parse(e.text).frames:
+        for frame in parse(e.text).frames if 'File "' in e.text else ():
             path = frame.file.replace("\\", "/")
             for package in ("celery", "kombu", "amqp", "redis"):
                 marker = f"/{package}/"
