@@ -79,18 +79,8 @@ def _label(folder: Path) -> str:
     return str(json.loads((folder / "case.json").read_text())["root_cause_category"])
 
 
-# unsettled 5xx threads that diagnose answered above 0.5 when they were recorded (see
-# EVAL-blind-5xx-before.txt); strict, so each one fails loudly once the fix for it lands
-OVERCLAIMED_BEFORE_FIX = {"503", "506", "515", "516", "521"}
-
-
-def _unsettled(name: str) -> object:
-    mark = pytest.mark.xfail(strict=True, reason="claimed a cause above 0.5 before the 5xx fixes")
-    return pytest.param(name, marks=mark) if name[:3] in OVERCLAIMED_BEFORE_FIX else name
-
-
-@pytest.mark.parametrize("name", [_unsettled(p.name) for p in sorted(THREADS.iterdir())
-                                  if (p / "case.json").exists() and _label(p) == "unknown"])
+@pytest.mark.parametrize("name", sorted(p.name for p in THREADS.iterdir()
+                                        if (p / "case.json").exists() and _label(p) == "unknown"))
 def test_unsettled_thread_claims_no_cause_above_half(name: str) -> None:
     _, logs = _case(name)
     try:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from celery_doctor.ingest.families import REGISTRY
+from celery_doctor.ingest.frames import scan_green_frames
 from celery_doctor.ingest.interface import Family, IngestError, IngestResult
 from celery_doctor.ingest.matcher import TIMING_BYTES
 from celery_doctor.ingest.parallel import scan_files
@@ -130,6 +131,7 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
         if family in ("celery", "multi", None):
             sample = whole[:65536].decode("utf-8", errors="replace")
             scan_banner(sample, info)
+            scan_green_frames(sample, info)
             if family == "celery" and prefix is None:
                 info.meta["layout"] = celery_layout(sample)
         if family == "redis" and guessed and b" 20" not in head[:4096]:

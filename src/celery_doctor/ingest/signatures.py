@@ -211,6 +211,17 @@ SIGNATURES: tuple[Signature, ...] = (
               " shutdown (MainProcess)", "celery celery/apps/worker.py", _re(r"(Warm|Cold) shutdown")),
     Signature("billiard.worker_lost", "celery", Kind.WORKER_LOST,
               "Worker exited prematurely", "billiard billiard/pool.py (WorkerLostError)"),
+    # the pool forking or retiring children: context for a connection error at that moment (a child
+    # inherits the parent's sockets; its exit or after-fork cleanup can end them), not an event of its own
+    Signature("celery.autoscale.resize", "celery", Kind.OTHER,
+              "Scaling ", "celery celery/worker/autoscale.py (Autoscaler._grow/_shrink, INFO)",
+              _re(r"Scaling (?:up|down) \d+ processes\.")),
+    Signature("billiard.process.start", "celery", Kind.OTHER,
+              "calling self.run()", "billiard billiard/process.py (_bootstrap, INFO; the same words as "
+              "multiprocessing)", _re(r"child process (?:\d+ )?calling self\.run\(\)")),
+    Signature("billiard.process.exit", "celery", Kind.OTHER,
+              "process exiting with exitcode", "billiard billiard/process.py (_bootstrap, INFO)",
+              _re(r"process exiting with exitcode -?\d+")),
     # --- RabbitMQ (side: broker) ------------------------------------------------------------------
     Signature("rabbitmq.conn.heartbeat_missed", "rabbitmq", Kind.HEARTBEAT_MISSED_CLIENT,
               "issed heartbeats from client", RABBIT_READER, versions="3.5.4+"),

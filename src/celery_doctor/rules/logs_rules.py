@@ -260,15 +260,29 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
     silent_own = {id(close) for _, _, close in silent_worker_closes(ctx)}
     own_idle = bool(idle) and not own_checker and (ctx.pool or "") not in GREEN_POOLS and any(
         any(id(e) in silent_own for e in i.events) for i in idle)
+    # "no task was running" needs a client log that spans the moment: the broker's log alone shows
+    # no tasks at all, so a task holding the connection's thread (the solo/threads pools, a blocking
+    # result .get()) and a connection that sends nothing while idle read the same from it
+    # (a green pool, known from the banner or its frames, is the named not-sending case: its pidbox
+    # loop does not send heartbeats, celery#3649 and py-amqp#101)
+    unseen = bool(idle) and not own_checker and (ctx.pool or "") not in GREEN_POOLS and not any(
+        _client_log_spans(ctx, i) for i in idle)
     if idle:
         findings.append(Finding(
             category=Category.HEARTBEAT_MISCONFIG, severity=Severity.HIGH,
             title="Heartbeats negotiated but not sent while idle",
             explanation=(
-                f"{len(idle)} connection(s) were closed for missed heartbeats (timeout {hb}) while "
-                "no task was running: the connection negotiated heartbeats, but the code holding it "
-                "does not send them when idle (a green-thread pool's pidbox, a result consumer "
-                "blocked in .get(), a publisher connection with no event loop)."
+                (f"{len(idle)} connection(s) were closed for missed heartbeats (timeout {hb}), and only "
+                 "the broker's log covers that moment, so whether a task was running cannot be told. "
+                 "Either the connection negotiated heartbeats that the code holding it does not send "
+                 "when idle (a green-thread pool's pidbox, a result consumer blocked in .get(), a "
+                 "publisher connection with no event loop), or a long task held the thread that sends "
+                 "them (the solo and threads pools); the worker's log for the same window tells them "
+                 "apart." if unseen else
+                 f"{len(idle)} connection(s) were closed for missed heartbeats (timeout {hb}) while "
+                 "no task was running: the connection negotiated heartbeats, but the code holding it "
+                 "does not send them when idle (a green-thread pool's pidbox, a result consumer "
+                 "blocked in .get(), a publisher connection with no event loop).")
                 + (" Celery 3.0/3.1 checked the broker's heartbeats on the worker's timer ('Error in timer'), "
                    "and that checker declared healthy idle connections dead: the client tore them down "
                    "itself." if own_checker else "")),
@@ -278,9 +292,18 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
                     snippet=snippet({"broker_heartbeat": "0"}, ctx.celery_version,
                                     "connections that cannot send heartbeats should not negotiate them"),
                     verify="celery-doctor repro --scenario idle"),
-            confidence=0.4 if own_idle else 0.7,
+            confidence=0.4 if own_idle else (0.45 if unseen else 0.7),
         ))
     return findings
+
+
+def _client_log_spans(ctx: LogContext, incident: Incident) -> bool:
+    """Whether a dated client-side log was given beside the broker's: the incident's own events, or
+    any dated client events at all. Not their window: two hosts' logs without zones are often
+    hours apart (a gevent worker's traceback at 17:28:52 for RabbitMQ's close at 19:28:52), and
+    aligning them is the timeline's job, not this rule's."""
+    return any(e.side == Side.CLIENT for e in incident.events) or any(
+        e.side == Side.CLIENT for e in ctx.timeline.events)
 
 
 def _timer_check(incident: Incident) -> bool:
