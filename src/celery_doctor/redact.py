@@ -215,21 +215,36 @@ def redact_data(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
     if isinstance(value, str):
         return redact(value, extra_secrets)
     if isinstance(value, dict):
-        out = {}
-        # {"name": "broker_password", "value": "..."} rows: the key is in another field
-        named = any(isinstance(value.get(k), str) and _is_secret_key(value[k]) for k in ("name", "key", "setting"))
-        for key, item in value.items():
-            if named and key in ("value", "effective", "intended", "default") and isinstance(item, str) and item:
+        return _redact_dict(value, extra_secrets)
+    if isinstance(value, list | tuple):
+        return [_redact_item(item, extra_secrets) for item in value]
+    return value
+
+
+def _redact_item(item: Any, extra_secrets: tuple[str, ...]) -> Any:
+    kind = type(item)
+    if kind is str:
+        return redact(item, extra_secrets)
+    if kind is int or kind is float or kind is bool or item is None:  # most leaves of a report
+        return item
+    return redact_data(item, extra_secrets)
+
+
+def _redact_dict(value: dict[Any, Any], extra_secrets: tuple[str, ...]) -> dict[Any, Any]:
+    out = {}
+    # {"name": "broker_password", "value": "..."} rows: the key is in another field
+    named = any(isinstance(value.get(k), str) and _is_secret_key(value[k]) for k in ("name", "key", "setting"))
+    for key, item in value.items():
+        if isinstance(key, str):
+            if item and isinstance(item, str) and (
+                    _is_secret_key(key) or (named and key in ("value", "effective", "intended", "default"))):
                 out[key] = MASK
                 continue
-            if isinstance(key, str) and _is_secret_key(key) and isinstance(item, str) and item:
-                out[key] = MASK
-            else:  # a key may be text from the input (a source's name): redacted as well
-                out[redact(key, extra_secrets) if isinstance(key, str) else key] = redact_data(item, extra_secrets)
-        return out
-    if isinstance(value, list | tuple):
-        return [redact_data(item, extra_secrets) for item in value]
-    return value
+            # a key may be text from the input (a source's name); a short identifier holds no secret
+            if not (len(key) < 20 and key.isidentifier()):
+                key = redact(key, extra_secrets)
+        out[key] = _redact_item(item, extra_secrets)
+    return out
 
 
 _SECRET_NAME = re.compile(r"(?i)password|passwd|secret|token|api[_\-]?key|credential|authorization")
