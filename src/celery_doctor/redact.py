@@ -64,7 +64,6 @@ _AWS_KEY_ID = re.compile(r"\b(?:" + "|".join(_AWS_PREFIXES) + r")[0-9A-Z]{16}\b"
 
 # celery.consumer.lost, rabbitmq.conn.forced_code: dotted lower-case words, as no signature secret is
 _CATALOGUE_ID = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+){1,5}")
-_REMASK = re.compile(r"\*{2,}(?![\w%$*])")
 _ALREADY_MASKED = {MASK, "**", "*", "****", "<redacted>", "None", "null", "none", "''", '""', "", "[]", "{}"}
 
 
@@ -72,7 +71,7 @@ def _masked(secret: str) -> bool:
     """Already masked (by us or by the program that logged it): masking again must change nothing,
     since the final pass over a rendered report sees text the first pass produced."""
     secret = secret.strip()
-    return secret in _ALREADY_MASKED or set(secret) <= {"*"} or _REMASK.match(secret) is not None
+    return secret in _ALREADY_MASKED or set(secret) <= {"*"}
 
 
 def _redact_urls(text: str) -> str:
