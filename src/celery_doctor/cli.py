@@ -103,9 +103,15 @@ def raw_main(args: Sequence[str] | None = None) -> ExitStatus:
 
 
 def run() -> NoReturn:
-    """The console script."""
+    """The console script. Once the command is done the process ends at once, its output flushed:
+    the interpreter's own teardown would free every event, buffer and module one by one, ~50 ms
+    after a 1 GB log, and nothing of ours runs at exit (the scan's pool is already joined)."""
     terminate_as_interrupt()
-    sys.exit(raw_main())
+    code = raw_main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say there
+            stream.flush()
+    os._exit(int(code))
 
 
 def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
