@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
@@ -19,6 +18,8 @@ from celery_doctor.settings.interface import SettingsError
 
 @cache
 def _data() -> dict[str, Any]:
+    from importlib import resources  # here: ~6 ms to import, and `logs` needs the catalogue only late
+
     text = resources.files("celery_doctor.data").joinpath("settings.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
