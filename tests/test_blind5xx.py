@@ -1,6 +1,7 @@
 """What the 5xx blind batch (tests/fixtures/threads/5*) showed missing: a heartbeat verdict that
 claimed "no task was running" from the broker's log alone, a green pool known only from traceback
-frames, and a stale-pooled-producer reading that rested on an idleness it could not see."""
+frames, a stale-pooled-producer reading that rested on an idleness it could not see, and "no
+connection failure" said of a traceback cut inside the connection code."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from celery_doctor.ingest import read_logs
+from celery_doctor.ingest.frames import cut_connection_frame
 from celery_doctor.model import Category, Finding, Role
 from celery_doctor.pipeline import DiagnoseOptions, diagnose
 from conftest import FIXTURES
@@ -101,3 +103,38 @@ def test_a_dated_reset_pidbox_reply_after_idle_keeps_the_stale_pool_reading() ->
     findings = diagnose(DiagnoseOptions(logs=[str(RULES / "stale-producer-pidbox")])).findings
     stale = _rule(findings, "CD-L27")
     assert stale.confidence == pytest.approx(0.6) and not stale.facts["pool_resized"] and not stale.facts["undated"]
+
+
+@pytest.mark.parametrize("prefix", ["510", "512"])
+def test_a_traceback_cut_inside_the_connection_code_is_a_failure_not_no_incident(prefix: str) -> None:
+    findings = diagnose(DiagnoseOptions(logs=_logs(prefix))).findings
+    assert not any(f.category == Category.NO_INCIDENT for f in findings)
+    top = findings[0]
+    assert top.rule_id == "CD-L77" and top.category == Category.UNKNOWN and top.confidence == pytest.approx(0.3)
+    assert any(("kombu/" in e.text or "amqp/" in e.text) and e.text.startswith('File "') for e in top.evidence)
+
+
+CUT = ('Traceback (most recent call last):\n'
+       '  File "/usr/lib/python3/site-packages/celery/worker/consumer/consumer.py", line 318, in start\n'
+       '    blueprint.start(self)\n'
+       '  File "{path}", line 42, in {func}\n'
+       '    {code}\n')
+
+
+@pytest.mark.parametrize(("path", "func", "code"), [
+    ("/usr/lib/python3/site-packages/kombu/connection.py", "ensure_connection", "return retry_over_time("),
+    ("/usr/lib/python3/site-packages/amqp/transport.py", "_read", "s = recv(n - len(rbuf))"),
+    ("/usr/lib/python3/site-packages/redis/connection.py", "read_response", "response = self._parser.read_response()"),
+])
+def test_connection_frames_without_an_exception_line_are_a_cut_failure(path: str, func: str, code: str) -> None:
+    text = CUT.format(path=path, func=func, code=code)
+    cut = cut_connection_frame(text)
+    assert cut is not None and cut[0] == 4 and path in cut[1]
+    # the same traceback ending on its exception is read by the catalogue, or is no connection error
+    assert cut_connection_frame(text + "OSError: Socket closed\n") is None
+    assert cut_connection_frame(text + "amqp.exceptions.AccessRefused: (0, 0): (403) ACCESS_REFUSED\n") is None
+
+
+def test_frames_outside_the_connection_code_are_not_a_connection_failure() -> None:
+    text = CUT.format(path="/srv/app/tasks.py", func="run", code="compute()")
+    assert cut_connection_frame(text) is None

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from celery_doctor.ingest.families import REGISTRY
-from celery_doctor.ingest.frames import scan_green_frames
+from celery_doctor.ingest.frames import cut_connection_frame, scan_green_frames
 from celery_doctor.ingest.interface import Family, IngestError, IngestResult
 from celery_doctor.ingest.matcher import TIMING_BYTES
 from celery_doctor.ingest.parallel import scan_files
@@ -187,6 +187,8 @@ def _describe(state: SourceState, family: str | None, prefix: str | None, whole:
                                        for e in undated if e.kind not in (Kind.WORKER_SHUTDOWN, Kind.WORKER_READY)][:5]
         info.warnings.append(f"no timestamps on {len(undated)} event(s): they are kept in input order and "
                              "cannot be placed on the timeline")
+    if not state.events and (cut := cut_connection_frame(whole.decode("utf-8", errors="replace"))):
+        info.meta["cut_connection_traceback"] = [cut[0], cut[1]]
     if family is None and not state.events:
         if CLIENT_TEXT.search(whole):
             info.format = "paste"

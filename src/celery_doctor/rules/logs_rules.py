@@ -729,7 +729,9 @@ for _id, _name, _cat, _why in (
         ("CD-L11", "unexplained", Category.UNKNOWN,
          "Connection failures no rule explains: said as unknown, with their lines, never guessed."),
         ("CD-L12", "undated_errors", Category.UNKNOWN,
-         "Connection errors in a paste without timestamps: shown, but not matched or phased.")):
+         "Connection errors in a paste without timestamps: shown, but not matched or phased."),
+        ("CD-L77", "cut_connection_traceback", Category.UNKNOWN,
+         "A traceback through the connection code cut before its exception line: a failure, kind unseen.")):
     register(RuleInfo(_id, _name, "logs", (_cat,), _why, __name__))
 
 RULES: tuple[Rule, ...] = (idle_cut, path_loss, heartbeat_silence, broker_restart, auth,
@@ -826,6 +828,19 @@ def evaluate(ctx: LogContext) -> list[Finding]:
             evidence=[Evidence(source=name, line=int(line), text=str(text))
                       for name, line, text in undated[:MAX_EVIDENCE]],
             confidence=0.3, rule_id="CD-L12",
+        ))
+    elif not ctx.incidents and (cut := [(s.name, *s.meta["cut_connection_traceback"]) for s in ctx.timeline.sources
+                                        if s.meta.get("cut_connection_traceback")]):
+        # "no connection failure" would be false here: the paste shows one, only not which
+        findings.append(Finding(
+            category=Category.UNKNOWN, severity=Severity.MEDIUM,
+            title="A connection failure whose error line the paste cut off",
+            explanation=("The traceback runs through the code that opens or reads the broker connection (kombu, "
+                         "py-amqp, redis-py) and stops before its exception line, so a connection failed here "
+                         "but not how: refused, reset, timed out and refused logins all pass these frames. Give "
+                         "the whole traceback (its last line names the error), or the worker's log around it."),
+            evidence=[Evidence(source=name, line=int(line), text=str(text)) for name, line, text in cut],
+            confidence=0.3, rule_id="CD-L77",
         ))
     elif not ctx.incidents:
         from celery_doctor.rules.logs.no_incident import no_incident
