@@ -62,14 +62,19 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
     reports itself; the `logs` command looks for one pasted inside the files)."""
     from celery_doctor.ingest import read_logs  # the heavy reader only when logs are given
 
-    notes: list[str] = []
+    inside: dict[str, RuntimeReport] = {}
+
+    def meanwhile() -> None:  # what needs no scan result, done while the pool scans
+        _load_log_rules()
+        if reported is None:
+            inside.update({p: r for p in paths if p != "-" and not p.endswith(".gz") and Path(p).is_file()
+                           and (r := _report_in(p)) is not None})
+
+    result = read_logs(paths, format_hint=format_hint, progress=progress, meanwhile=meanwhile)
+    notes = [f"{p}: a `celery report` (lines {r.first_line}-{r.last_line}): its versions are used"
+             for p, r in inside.items()]
     if reported is None:
-        inside = {p: r for p in paths if p != "-" and not p.endswith(".gz") and Path(p).is_file()
-                  and (r := _report_in(p)) is not None}
         reported = _reported(list(inside.values()))
-        notes = [f"{p}: a `celery report` (lines {r.first_line}-{r.last_line}): its versions are used"
-                 for p, r in inside.items()]
-    result = read_logs(paths, format_hint=format_hint, progress=progress, meanwhile=_load_log_rules)
     timeline = timeline_stage.build(result)
     banner = next((str(s.meta["celery_version"]) for s in timeline.sources if s.meta.get("celery_version")), None)
     if banner and "celery" in reported and reported["celery"][0] != banner:

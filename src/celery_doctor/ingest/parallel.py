@@ -71,30 +71,35 @@ def _fresh(template: SourceState) -> SourceState:
                    events=[], activity=[], services=dict(template.services))
 
 
+_buffer = bytearray()  # one read buffer per process, reused range after range
+
+
 def scan_range(path: str, template: SourceState, index: int, start: int, end: int) -> Part:
     """Scan bytes [start, end) of ``path`` (a whole file when start is 0 and end its size)."""
+    global _buffer
     state = _fresh(template)
     scanner = Scanner(state)
     scanner.first_chunk = start == 0
     last: Buffer = b"\n"
+    full = LOOKBACK_BYTES + CHUNK + LOOKAHEAD
+    # every window is read into the same buffer of one size: a fresh 8 MB object per window (or one
+    # per range end) cost more in page faults than the scan itself on ten 100 MB files. A window
+    # shorter than CHUNK (a range's last) reads more look-back instead, so the buffer stays whole;
+    # only the file's last bytes, where the read comes back short, are copied.
+    if len(_buffer) != full:
+        _buffer = bytearray(full)
     fd = os.open(path, os.O_RDONLY)
-    buffer = bytearray()
     try:
         pos = start
         while pos < end:
             stop = min(end, pos + CHUNK)
-            back = min(pos, LOOKBACK_BYTES)
-            want = back + (stop - pos) + LOOKAHEAD
-            # read into one buffer reused window after window: a fresh 16 MB object per window
-            # costs more in page faults than the copy itself
-            if len(buffer) != want:
-                buffer = bytearray(want)
-            got = os.preadv(fd, [buffer], pos - back)
-            buf: Buffer = buffer if got == want else bytes(memoryview(buffer)[:got])
-            owned = min(len(buf), back + stop - pos)
-            if owned <= back:  # the file got shorter while we read it
+            read_from = max(0, stop + LOOKAHEAD - full)  # at most pos - LOOKBACK_BYTES
+            got = os.preadv(fd, [_buffer], read_from)
+            buf: Buffer = _buffer if got == full else bytes(memoryview(_buffer)[:got])
+            owned = min(got, stop - read_from)
+            if owned <= pos - read_from:  # the file got shorter while we read it
                 break
-            scanner.feed(buf, back, owned)
+            scanner.feed(buf, pos - read_from, owned)
             last = buf[owned - 1:owned]
             pos = stop
     finally:

@@ -161,6 +161,7 @@ class Scanner:
         self.near_budget = NEAR_BUDGET
         self._end = 0
         self._ts_cache: dict[str, datetime] = {}
+        self._taskless = (0, -1)  # a stretch of the window known to hold no task line (start, end)
 
     # -- helpers over raw bytes ---------------------------------------------------------------
     @staticmethod
@@ -353,7 +354,7 @@ class Scanner:
         floor = max(0, pos - LOOKBACK_BYTES)
         # a stretch already scanned and found without task lines need not be decoded again:
         # 20,000 reconnects in a log without tasks rescanned LOOKBACK_BYTES each (quadratic)
-        start, end = getattr(self, "_taskless", (0, -1))
+        start, end = self._taskless
         scan_floor = end if start <= floor <= end <= pos else floor
         size = 32 * 1024
         while True:
@@ -494,6 +495,7 @@ class Scanner:
         What lies before ``start`` is look-back (a record may begin there), what lies after ``end``
         look-ahead (a record may end there); ``start`` need not be at a line start."""
         end = len(buf) if end is None else end
+        self._taskless = (0, -1)  # offsets into the last window's buffer mean nothing in this one
         # the connection-error words: over the whole window when tracebacks are many (an app that
         # logs exceptions), else only after each traceback (the same first word either way)
         self.errors = None
