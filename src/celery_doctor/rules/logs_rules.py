@@ -265,8 +265,9 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
     # result .get()) and a connection that sends nothing while idle read the same from it
     # (a green pool, known from the banner or its frames, is the named not-sending case: its pidbox
     # loop does not send heartbeats, celery#3649 and py-amqp#101)
-    unseen = bool(idle) and not own_checker and (ctx.pool or "") not in GREEN_POOLS and not any(
-        _client_log_spans(ctx, i) for i in idle)
+    client_log = any(e.side == Side.CLIENT for e in ctx.timeline.events)  # once: not per incident
+    unseen = bool(idle) and not own_checker and (ctx.pool or "") not in GREEN_POOLS and not client_log and not any(
+        _client_log_spans(i) for i in idle)
     if idle:
         findings.append(Finding(
             category=Category.HEARTBEAT_MISCONFIG, severity=Severity.HIGH,
@@ -297,13 +298,12 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
     return findings
 
 
-def _client_log_spans(ctx: LogContext, incident: Incident) -> bool:
-    """Whether a dated client-side log was given beside the broker's: the incident's own events, or
-    any dated client events at all. Not their window: two hosts' logs without zones are often
-    hours apart (a gevent worker's traceback at 17:28:52 for RabbitMQ's close at 19:28:52), and
-    aligning them is the timeline's job, not this rule's."""
-    return any(e.side == Side.CLIENT for e in incident.events) or any(
-        e.side == Side.CLIENT for e in ctx.timeline.events)
+def _client_log_spans(incident: Incident) -> bool:
+    """Whether a client-side log speaks of the incident (its own events). Beside that, any dated
+    client event at all counts (the caller checks it once): not their window, since two hosts' logs
+    without zones are often hours apart (a gevent worker's traceback at 17:28:52 for RabbitMQ's
+    close at 19:28:52), and aligning them is the timeline's job, not this rule's."""
+    return any(e.side == Side.CLIENT for e in incident.events)
 
 
 def _timer_check(incident: Incident) -> bool:

@@ -20,7 +20,7 @@ from celery_doctor.model import Category, Event, Evidence, Finding, Fix, Kind, S
 from celery_doctor.pins.catalogue import Catalogue, KnownBad
 from celery_doctor.pins.checks import known_bad_hits
 from celery_doctor.rules.context import LogContext, all_events
-from celery_doctor.rules.logs.traceback import KNOWN_MESSAGES, Traceback, parse
+from celery_doctor.rules.logs.traceback import Traceback, known_messages, parse
 from celery_doctor.rules.logs.versions import seen_in
 from celery_doctor.rules.registry import rule
 
@@ -61,11 +61,12 @@ def _matches(tb: Traceback, text: str, sigs: tuple[LogSig, ...]) -> bool:
 
 def match(event: Event) -> KnownBad | None:
     """The catalogue entry this event's traceback shows, if any."""
-    coded = any(pattern.search(event.text) for pattern in _codes())
-    if "Error" not in event.text and "error" not in event.text and "Mismatch" not in event.text and not any(
-            pattern.search(event.text) for pattern, _ in KNOWN_MESSAGES) and not coded:
+    text = event.text
+    worded = "Error" in text or "error" in text or "Mismatch" in text  # the cheap test first
+    coded = any(pattern.search(text) for pattern in _codes())
+    if not worded and not coded and not known_messages(text):
         return None
-    tb = parse(event.text)
+    tb = parse(text)
     if not tb.raised and not coded:
         return None
     return next((entry for entry, sigs in catalogue_entries() if _matches(tb, event.text, sigs)), None)

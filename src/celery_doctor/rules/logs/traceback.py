@@ -20,12 +20,22 @@ UNRECOVERABLE = re.compile(r"Unrecoverable error: (?P<name>\w+)\([ub]?(?:(?P<q>[
 COULDNT_ACK = re.compile(r"Couldn't ack \d+, reason:(?P<name>\w+)\((?P<text>.*)\)")
 # messages only one exception carries, quoted without their class (an error page, a chat paste):
 # kombu/transport/redis.py raises this text only as kombu.exceptions.VersionMismatch
+# (pattern, exception, a literal every match holds: tested first, since the rules run these on every
+# event and a pattern that begins with [\w.]+ is tried at every word)
 KNOWN_MESSAGES = (
-    (re.compile(r"\b(?:Redis|Redis cluster) transport requires redis-py versions .*"), "VersionMismatch"),
+    (re.compile(r"\b(?:Redis|Redis cluster) transport requires redis-py versions .*"), "VersionMismatch",
+     " transport requires redis-py versions "),
     # CPython's own wording for a call with a keyword the callee lacks: only ever a TypeError (Flower's
     # "Failed to capture events: '...'" and error trackers quote it without the class)
-    (re.compile(r"[\w.]+\(\) got an unexpected keyword argument '\w+'"), "TypeError"),
+    (re.compile(r"[\w.]+\(\) got an unexpected keyword argument '\w+'"), "TypeError",
+     "() got an unexpected keyword argument '"),
 )
+
+
+def known_messages(text: str) -> list[tuple[re.Match[str], str]]:
+    """(match, exception name) of each KNOWN_MESSAGES entry found in ``text``."""
+    return [(m, name) for pattern, name, literal in KNOWN_MESSAGES
+            if literal in text and (m := pattern.search(text)) is not None]
 FRAME_OR_HEADER = re.compile(r'^\s*(?:File "|Traceback \(most recent|During handling|The above exception)')
 
 
@@ -70,9 +80,9 @@ def parse(text: str) -> Traceback:
             if not said and nxt and not FRAME_OR_HEADER.match(nxt) and not EXC_LINE.match(nxt):
                 said = nxt  # an error page: the class on one line, its message on the next
             raised.append(Raised(m["name"].split(".")[-1], said))
-    for pattern, name in KNOWN_MESSAGES:
+    for pattern, name, literal in KNOWN_MESSAGES:
         for line in lines:
-            found = pattern.search(line)
+            found = pattern.search(line) if literal in line else None
             if found and not any(r.name == name and found.group(0)[:40] in r.text for r in raised):
                 raised.append(Raised(name, found.group(0).strip()))
     return Traceback(frames, tuple(raised))
