@@ -45,6 +45,9 @@ RULES = FIXTURES / "rules"
     ("consumer-cancelled-queue-deleted", Category.BROKER_RESTART_OR_FAILOVER, "CD-L74"),
     ("rabbitmq-partition-pause-minority", Category.BROKER_RESTART_OR_FAILOVER, "CD-L76"),
     ("rabbitmq-partition-ignore", Category.BROKER_RESTART_OR_FAILOVER, "CD-L76"),
+    ("redis-loading-recorded", Category.BROKER_RESTART_OR_FAILOVER, "CD-L78"),
+    ("redis-loading-paste", Category.BROKER_RESTART_OR_FAILOVER, "CD-L78"),
+    ("redis-loading-reply-code", Category.BROKER_RESTART_OR_FAILOVER, "CD-L78"),
 ])
 def test_rule_names_the_cause_on_its_fixture(folder: str, category: Category, rule_id: str) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))

@@ -121,6 +121,25 @@ def physical_lines(buf: bytes, prefix: str | None) -> Iterator[Line]:
         yield pending
 
 
+# Django's technical 500 page, "copy-and-paste view" and its plain-text twin (django/views/templates/
+# technical_500.html, technical_500.txt): "Exception Type: {{ exception_type }}[ at {{ request.path_info }}]"
+# then "Exception Value: {{ exception_value }}" end the frames instead of Python's "Type: value" line
+DJANGO_TYPE = re.compile(r"^Exception Type: ([A-Za-z_][\w.]*)(?: at \S.*)?$")
+DJANGO_VALUE = "Exception Value:"
+
+
+def django_exception(lines: list[Line]) -> None:
+    """Read Django's two lines as the exception line Python would have printed ("Type: value"),
+    kept at the value's line number; the type's line becomes a blank (the traceback above ends)."""
+    for i, ln in enumerate(lines[:-1]):
+        if ln.text.startswith("Exception Type: ") and (m := DJANGO_TYPE.match(ln.text.rstrip())):
+            after = lines[i + 1]
+            if after.text.startswith(DJANGO_VALUE):
+                value = after.text[len(DJANGO_VALUE):].strip()
+                after.text = f"{m.group(1)}: {value}" if value else m.group(1)
+                ln.text = ""
+
+
 def common_indent(lines: list[Line]) -> int:
     """The indentation every non-blank line shares (a paste indented as a Markdown code block)."""
     widths = [len(ln.text) - len(ln.text.lstrip(" ")) for ln in lines if ln.text.strip()]
@@ -134,6 +153,7 @@ def split(buf: bytes, prefix: str | None, family: str, year: int) -> Iterator[Pi
     if indent:
         for ln in lines:
             ln.text = ln.text[indent:]
+    django_exception(lines)
     known = families.get(family)
     # the sniffed family first, then the others: a paste mixes what a person copied together
     candidates = families.LINE_FAMILIES if known is None or not known.line_based else (

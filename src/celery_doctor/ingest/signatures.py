@@ -108,6 +108,14 @@ SIGNATURES: tuple[Signature, ...] = (
               _re(r"max (?:daily )?requests? limit exceeded")),
     Signature("redis.reply.misconf", "celery", Kind.WORKER_CRASH,
               "MISCONF Redis is configured to save RDB snapshots", "redis src/server.c (via redis-py ResponseError)"),
+    # Redis answering while it reads its RDB/AOF after a start, or a replica loading its master's copy in a
+    # full resync (src/server.c shared.loadingerr "-LOADING Redis is loading the dataset in memory"); redis-py
+    # drops the LOADING code into BusyLoadingError, a ConnectionError kombu retries ("Cannot connect to ...:
+    # Redis is loading the dataset in memory.", that entry wins above); here the same reply quoted anywhere
+    # else (a task handler's error, a bare exception line); rules/logs/redis_loading.py reads it
+    Signature("redis.reply.loading", "celery", Kind.CANNOT_CONNECT,
+              "is loading the dataset in memory",
+              "redis src/server.c shared.loadingerr (via redis-py BusyLoadingError)"),
     # A Redis endpoint that does not serve what kombu's Redis transport sends: a Redis Cluster node
     # (src/cluster.c clusterRedirectClient: "-CROSSSLOT Keys in request don't hash to the same slot",
     # "-MOVED %d %s:%d", "-ASK ...", "-CLUSTERDOWN ..."; processCommand: "SELECT is not allowed in cluster

@@ -20,6 +20,7 @@ from celery_doctor.rules.logs.rabbitmq_refusals import global_qos_refused, trans
 from celery_doctor.rules.logs.read_only_replica import read_only_replica
 from celery_doctor.rules.logs.redis_commands import redis_refuses_commands
 from celery_doctor.rules.logs.redis_limits import redis_limits
+from celery_doctor.rules.logs.redis_loading import redis_loading
 from celery_doctor.rules.logs.redis_tls_params import redis_tls_params_refused
 from celery_doctor.rules.logs.service_name import service_name_unresolved
 from celery_doctor.rules.logs.silent_idle import silent_idle_drops
@@ -33,6 +34,6 @@ RULES: tuple[Rule, ...] = (known_bug, reported_known_bad, redis_limits, long_tas
                            read_only_replica, tls_mismatch, global_qos_refused, transient_queue_refused,
                            service_name_unresolved, forgotten_idle_flow, worker_connection_cut, redis_refuses_commands,
                            redis_client_pool_full, redis_tls_params_refused, rabbitmq_count_limits,
-                           consumer_cancelled, frame_errors, rabbitmq_partition)
+                           consumer_cancelled, frame_errors, rabbitmq_partition, redis_loading)
 
 __all__ = ["RULES", "no_incident"]  # no_incident: run by logs_rules.evaluate when no incident was found

@@ -1,0 +1,83 @@
+"""What the 6xx blind batch (tests/fixtures/threads/6*) showed missing: Redis's LOADING reply read as
+no failure or an unexplained one, and Django's copy-and-paste traceback ("Exception Type:" /
+"Exception Value:") read as no log at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from celery_doctor.ingest import read_logs
+from celery_doctor.ingest.interface import IngestError
+from celery_doctor.model import Category, Role
+from celery_doctor.pipeline import DiagnoseOptions, diagnose
+from conftest import FIXTURES
+
+THREADS = FIXTURES / "threads"
+RULES = FIXTURES / "rules"
+
+
+def _logs(prefix: str) -> list[str]:
+    folder = next(THREADS.glob(f"{prefix}-*"))
+    return sorted(str(p) for p in (folder / "logs").iterdir())
+
+
+def test_loading_in_a_task_handler_error_is_a_redis_restart() -> None:
+    # 607: the worker's only lines are "Task handler raised error: BusyLoadingError(...)" (no consumer line)
+    top = next(f for f in diagnose(DiagnoseOptions(logs=_logs("607"))).findings if f.role == Role.CAUSE)
+    assert top.rule_id == "CD-L78" and top.category == Category.BROKER_RESTART_OR_FAILOVER
+    assert 0.7 <= top.confidence < 0.9  # no server log: the start itself is not seen
+    assert "BusyLoadingError('Redis is loading the dataset in memory')" in "\n".join(e.text for e in top.evidence)
+
+
+def test_the_servers_own_start_raises_the_loading_reading_and_is_cited() -> None:
+    top = next(f for f in diagnose(DiagnoseOptions(logs=[str(RULES / "redis-loading-recorded")])).findings
+               if f.role == Role.CAUSE)
+    assert top.rule_id == "CD-L78" and top.confidence == 0.9
+    cited = "\n".join(e.text for e in top.evidence)
+    assert "Redis is loading the dataset in memory" in cited and "Ready to accept connections" in cited
+
+
+def test_the_worker_alone_still_names_the_restart() -> None:
+    # without the server's log the consumer's refusals alone were "1 connection failure the logs cannot explain"
+    top = next(f for f in diagnose(DiagnoseOptions(logs=[str(RULES / "redis-loading-recorded" / "worker.log")]))
+               .findings if f.role == Role.CAUSE)
+    assert top.rule_id == "CD-L78" and top.confidence == 0.8
+
+
+@pytest.mark.parametrize("text", [
+    "Redis is loading the data in memory soon",  # not the server's wording
+    "loading the dataset in memory took 3 s",
+])
+def test_other_loading_words_are_not_the_reply(tmp_path: Path, text: str) -> None:
+    paste = tmp_path / "worker.log"
+    paste.write_text(f"[2023-03-08 09:02:25,130: ERROR/MainProcess] consumer: Connection to broker lost. {text}\n")
+    assert not any(f.rule_id == "CD-L78" for f in diagnose(DiagnoseOptions(logs=[str(paste)])).findings)
+
+
+@pytest.mark.parametrize(("page", "error"), [
+    # Django < 3 (technical_500.html's textarea, 611's shape): frames "File ... in f" / "  NN. code"
+    ('File "/usr/lib/python2.7/site-packages/django_redis/cache.py" in _decorator\n  39.             raise e.parent\n\n'
+     "Exception Type: ConnectionError at /helper/listing/list_591.5917864/\n"
+     "Exception Value: Error while reading from socket: (u'Connection closed by server.',)\n",
+     "ConnectionError: Error while reading from socket: (u'Connection closed by server.',)"),
+    # Django 3+ (Python's frames, technical_500.txt), and no request: "Exception Type: X" without " at /path"
+    ('Traceback (most recent call last):\n  File "/app/kombu/connection.py", line 446, in _reraise_as_library_errors\n'
+     "    yield\n\nException Type: OperationalError\n"
+     "Exception Value: Error 111 connecting to redis:6379. Connection refused.\n",
+     "OperationalError: Error 111 connecting to redis:6379. Connection refused."),
+])
+def test_djangos_copy_and_paste_view_is_read_as_its_exception(tmp_path: Path, page: str, error: str) -> None:
+    paste = tmp_path / "django.log"
+    paste.write_text("Traceback:\n\n" + page)
+    logs = read_logs([str(paste)])
+    found = [e for e in logs.events if error in f"{e.error}\n{e.text}"]
+    assert found and found[0].line == page.count("\n") + 2  # cited at the value's own line
+
+
+def test_a_line_that_only_starts_like_django_is_left_alone(tmp_path: Path) -> None:
+    paste = tmp_path / "notes.log"
+    paste.write_text("Exception Type: see below\nException Value: none\n")
+    with pytest.raises(IngestError):  # nothing readable: no exception was invented from prose
+        read_logs([str(paste)])
