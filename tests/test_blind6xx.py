@@ -1,6 +1,7 @@
 """What the 6xx blind batch (tests/fixtures/threads/6*) showed missing: Redis's LOADING reply read as
-no failure or an unexplained one, and Django's copy-and-paste traceback ("Exception Type:" /
-"Exception Value:") read as no log at all."""
+no failure or an unexplained one, Django's copy-and-paste traceback ("Exception Type:" /
+"Exception Value:") read as no log at all, and Celery's refusal of mixed old and new setting names
+(616) read as nothing."""
 
 from __future__ import annotations
 
@@ -81,3 +82,23 @@ def test_a_line_that_only_starts_like_django_is_left_alone(tmp_path: Path) -> No
     paste.write_text("Exception Type: see below\nException Value: none\n")
     with pytest.raises(IngestError):  # nothing readable: no exception was invented from prose
         read_logs([str(paste)])
+
+
+@pytest.mark.parametrize(("folder", "wording"), [
+    ("mixed-names-recorded-old-into-new", "and old setting keys"),
+    ("mixed-names-recorded-new-into-old", "setting names with old setting names"),
+])
+def test_mixed_setting_names_stop_the_worker_before_it_connects(folder: str, wording: str) -> None:
+    findings = diagnose(DiagnoseOptions(logs=[str(RULES / folder)])).findings
+    top = next(f for f in findings if f.role == Role.CAUSE)
+    assert top.rule_id == "CD-L79" and top.category == Category.OLD_SETTING_NAMES_IGNORED
+    assert wording in top.explanation and "never connects" in top.explanation
+    assert f"Cannot mix new {wording}" in "\n".join(e.text for e in top.evidence)
+    # the refusal is the answer, not a connection failure of unknown kind
+    assert not any(f.role == Role.CAUSE and f.category == Category.UNKNOWN and f.confidence >= top.confidence
+                   for f in findings)
+
+
+def test_the_threads_quote_of_the_refusal_is_enough() -> None:
+    top = next(f for f in diagnose(DiagnoseOptions(logs=_logs("616"))).findings if f.role == Role.CAUSE)
+    assert top.rule_id == "CD-L79" and top.confidence >= 0.7

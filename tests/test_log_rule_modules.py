@@ -48,6 +48,9 @@ RULES = FIXTURES / "rules"
     ("redis-loading-recorded", Category.BROKER_RESTART_OR_FAILOVER, "CD-L78"),
     ("redis-loading-paste", Category.BROKER_RESTART_OR_FAILOVER, "CD-L78"),
     ("redis-loading-reply-code", Category.BROKER_RESTART_OR_FAILOVER, "CD-L78"),
+    ("mixed-names-recorded-old-into-new", Category.OLD_SETTING_NAMES_IGNORED, "CD-L79"),
+    ("mixed-names-recorded-new-into-old", Category.OLD_SETTING_NAMES_IGNORED, "CD-L79"),
+    ("mixed-names-prose", Category.OLD_SETTING_NAMES_IGNORED, "CD-L79"),
 ])
 def test_rule_names_the_cause_on_its_fixture(folder: str, category: Category, rule_id: str) -> None:
     report = diagnose(DiagnoseOptions(logs=[str(RULES / folder)]))

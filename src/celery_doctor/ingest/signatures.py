@@ -60,6 +60,13 @@ SIGNATURES: tuple[Signature, ...] = (
     # a channel closed by the broker; rules/logs/ read its traceback
     Signature("celery.worker.unrecoverable_other", "celery", Kind.WORKER_CRASH,
               "Unrecoverable error", "celery celery/worker/worker.py"),
+    # Celery refusing a configuration that mixes old (CELERYD_*, BROKER_*) and new lowercase names
+    # (celery/app/utils.py detect_settings raises ImproperlyConfigured with E_MIX_OLD_INTO_NEW "Cannot mix
+    # new and old setting keys, please rename the ..." or E_MIX_NEW_INTO_OLD "Cannot mix new setting names
+    # with old setting names, please ..."); the worker stops before it connects; rules/logs/mixed_settings.py
+    Signature("celery.config.mixed_names", "celery", Kind.WORKER_CRASH,
+              "Cannot mix new", "celery celery/app/utils.py (E_MIX_OLD_INTO_NEW, E_MIX_NEW_INTO_OLD)",
+              _re(r"Cannot mix new (?:and old setting keys|setting names with old setting names)"), versions="4.0+"),
     Signature("celery.beat.connection_error", "celery", Kind.CONNECTION_LOST,
               "beat: Connection error", "celery celery/beat.py", versions="3.1+"),
     Signature("kombu.ensure.connection_error", "celery", Kind.CONNECTION_LOST,

@@ -13,6 +13,7 @@ from celery_doctor.rules.logs.flow_forgotten import forgotten_idle_flow
 from celery_doctor.rules.logs.frame_errors import frame_errors
 from celery_doctor.rules.logs.known_bugs import known_bug, reported_known_bad
 from celery_doctor.rules.logs.long_task_client import long_task_client_side
+from celery_doctor.rules.logs.mixed_settings import mixed_setting_names
 from celery_doctor.rules.logs.no_incident import no_incident
 from celery_doctor.rules.logs.rabbitmq_limits import rabbitmq_count_limits
 from celery_doctor.rules.logs.rabbitmq_partition import rabbitmq_partition
@@ -34,6 +35,7 @@ RULES: tuple[Rule, ...] = (known_bug, reported_known_bad, redis_limits, long_tas
                            read_only_replica, tls_mismatch, global_qos_refused, transient_queue_refused,
                            service_name_unresolved, forgotten_idle_flow, worker_connection_cut, redis_refuses_commands,
                            redis_client_pool_full, redis_tls_params_refused, rabbitmq_count_limits,
-                           consumer_cancelled, frame_errors, rabbitmq_partition, redis_loading)
+                           consumer_cancelled, frame_errors, rabbitmq_partition, redis_loading,
+                           mixed_setting_names)
 
 __all__ = ["RULES", "no_incident"]  # no_incident: run by logs_rules.evaluate when no incident was found
