@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from celery_doctor.ingest import matcher, read_logs, signatures
 from conftest import FIXTURES, console_script
@@ -40,6 +41,26 @@ def test_both_engines_find_the_same_lines() -> None:
     assert lines(chosen.hits(data, 1000, len(data) - 1000)) == lines(slow.hits(data, 1000, len(data) - 1000))
     granted = [e for e in exprs if e[0] == b"access to vhost"]
     assert granted and granted[0][1] is not None  # the pattern, not the literal: 'granted access to vhost'
+
+
+def test_a_shared_cover_finds_what_the_literals_find(monkeypatch: Any) -> None:
+    """The cover of short pieces (one search-string set the window scan may choose) flags the same
+    lines as the stdlib fallback, inside whole buffers and inside ranges cut anywhere (a literal that
+    crosses the range's edge is not the range's), on real broker and worker logs."""
+    for family, logs in (("rabbitmq", ["rabbitmq-short-lived-publishers/broker.log", "rabbitmq-idle-cut/broker.log"]),
+                         ("celery", ["rabbitmq-idle-cut/worker.log", "redis-server-timeout/worker.log"])):
+        data = b"".join((FIXTURES / name).read_bytes() for name in logs) * 5
+        exprs = tuple(sorted(set(signatures.expressions(family, counted=False)), key=repr))
+        slow = matcher.FindMatcher(exprs)
+        literals = [lit for lit, pattern in exprs if pattern is None]
+        assert matcher.shared_cover(literals, data) is not None
+        monkeypatch.setattr(matcher, "_fastest", lambda dbs, sample: len(dbs) - 1)  # the cover, whatever the timing
+        covered = matcher.HyperscanMatcher(exprs, data, timing=data)
+        monkeypatch.undo()
+        assert any(kind == matcher.COVER for _, kind, _, _ in covered._how)
+        assert covered.hits(data) == slow.hits(data) != []
+        for start, end in ((1, len(data) - 1), (len(data) // 3, len(data) // 2), (777, 778 + len(data) // 7)):
+            assert covered.hits(data, start, end) == slow.hits(data, start, end), (family, start, end)
 
 
 def test_version_names_the_matcher() -> None:
