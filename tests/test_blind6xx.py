@@ -102,3 +102,43 @@ def test_mixed_setting_names_stop_the_worker_before_it_connects(folder: str, wor
 def test_the_threads_quote_of_the_refusal_is_enough() -> None:
     top = next(f for f in diagnose(DiagnoseOptions(logs=_logs("616"))).findings if f.role == Role.CAUSE)
     assert top.rule_id == "CD-L79" and top.confidence >= 0.7
+
+
+def test_a_paste_cut_inside_redis_pys_command_execution_is_a_failure_not_none() -> None:
+    # 615: celery's result backend unsubscribing through redis-py 3.x PubSub._execute, cut before the error
+    findings = diagnose(DiagnoseOptions(logs=_logs("615"))).findings
+    assert findings[0].rule_id == "CD-L77" and findings[0].category == Category.UNKNOWN
+    assert "in _execute" in findings[0].evidence[0].text
+    assert not any(f.category == Category.NO_INCIDENT for f in findings)
+
+
+@pytest.mark.parametrize(("frames", "cut_at"), [
+    # redis-py 4.x+ (paperless-ngx#4869's frames): _execute retries through retry.py and drops the connection
+    ('  File "/usr/local/lib/python3.11/site-packages/redis/client.py", line 800, in _execute\n'
+     "    return conn.retry.call_with_retry(\n"
+     '  File "/usr/local/lib/python3.11/site-packages/redis/retry.py", line 49, in call_with_retry\n'
+     "    fail(error)\n"
+     '  File "/usr/local/lib/python3.11/site-packages/redis/client.py", line 802, in <lambda>\n'
+     "    lambda error: self._disconnect_raise_connect(conn, error),\n"
+     '  File "/usr/local/lib/python3.11/site-packages/redis/client.py", line 789, in _disconnect_raise_connect\n'
+     "    raise error\n", "in _disconnect_raise_connect"),
+    # redis-py 4.x Redis.execute_command (intelmq#2446's frames), cut inside the retry
+    ('  File "/opt/venv/lib/python3.9/site-packages/redis/client.py", line 1258, in execute_command\n'
+     "    return conn.retry.call_with_retry(\n"
+     '  File "/opt/venv/lib/python3.9/site-packages/redis/retry.py", line 49, in call_with_retry\n'
+     "    fail(error)\n", "in call_with_retry"),
+])
+def test_redis_pys_connection_dropping_frames_count_as_connection_code(tmp_path: Path, frames: str,
+                                                                      cut_at: str) -> None:
+    paste = tmp_path / "worker.log"
+    paste.write_text(frames)  # cut above and below, as 615 was: its frames alone
+    findings = diagnose(DiagnoseOptions(logs=[str(paste)])).findings
+    assert findings[0].rule_id == "CD-L77" and cut_at in findings[0].evidence[0].text
+
+
+def test_a_cut_in_execute_command_alone_names_no_connection_failure(tmp_path: Path) -> None:
+    # every Redis command passes execute_command: an OOM or MISCONF reply would too
+    paste = tmp_path / "worker.log"
+    paste.write_text('  File "/usr/local/lib/python3.8/site-packages/redis/client.py", line 901, in execute_command\n'
+                     "    return self.parse_response(conn, command_name, **options)\n")
+    assert not any(f.rule_id == "CD-L77" for f in diagnose(DiagnoseOptions(logs=[str(paste)])).findings)

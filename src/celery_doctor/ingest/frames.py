@@ -7,10 +7,16 @@ import re
 from celery_doctor.model import SourceInfo
 
 # a frame in the code that opens, reads or writes the broker connection (kombu's connection and
-# transports, py-amqp, redis-py's connection): Python's '  File "<path>", line N, in <name>'
+# transports, py-amqp, redis-py's connection): Python's '  File "<path>", line N, in <name>'; of
+# redis-py's client.py only the functions that run a command on the socket and drop it on an error
+# (PubSub/Redis ``_execute``, 4.x+ ``_disconnect_raise``/``_disconnect_raise_connect``,
+# ``_send_command_parse_response``) and retry.py's ``call_with_retry``: every Redis command passes
+# ``execute_command``, a cut there says nothing about the connection
 CONNECTION_FRAME = re.compile(
     r'File "[^"\n]*?/(?:kombu/(?:connection|transport/[\w/]+)|amqp/(?:connection|transport|method_framing|'
-    r'abstract_channel)|redis/(?:connection|_parsers/\w+))\.py", line \d+, in \w+')
+    r'abstract_channel)|redis/(?:connection|_parsers/\w+))\.py", line \d+, in \w+|'
+    r'File "[^"\n]*?/redis/(?:client\.py", line \d+, in (?:_execute|_disconnect_raise(?:_connect)?|'
+    r'_send_command_parse_response)|retry\.py", line \d+, in call_with_retry)\b')
 # what ends a traceback: the exception line, at the start of a line ("OSError: Socket closed",
 # "amqp.exceptions.AccessRefused: (0, 0): ...", "socket.timeout: timed out", a bare "KeyboardInterrupt")
 EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?::|$)", re.M)
