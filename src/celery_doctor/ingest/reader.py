@@ -447,7 +447,7 @@ class Scanner:
         arrivals = self.arrival_literal
         if not arrivals or self.activity_family is None:
             return
-        slice_len = min(1024 * 1024, max(4096, (end - start) // 16))
+        slice_len = min(1024 * 1024, max(4096, (end - start) // 8))  # 1 MB slices of an 8 MB window
         for offset in range(start, end, slice_len):
             stop = min(end, offset + slice_len)
             sample_end = min(stop, offset + SAMPLE)
