@@ -142,3 +142,60 @@ def test_a_cut_in_execute_command_alone_names_no_connection_failure(tmp_path: Pa
     paste.write_text('  File "/usr/local/lib/python3.8/site-packages/redis/client.py", line 901, in execute_command\n'
                      "    return self.parse_response(conn, command_name, **options)\n")
     assert not any(f.rule_id == "CD-L77" for f in diagnose(DiagnoseOptions(logs=[str(paste)])).findings)
+
+
+def _keyerror_in_channel(line: int) -> str:
+    return ("[2021-12-19 19:26:44,924: WARNING/MainProcess] consumer: Connection to broker lost. Trying to "
+            "re-establish the connection...\nTraceback (most recent call last):\n"
+            f'  File "/venv/lib/python3.8/site-packages/amqp/connection.py", line {line}, in channel\n'
+            "    return self.channels[channel_id]\nKeyError: None\n")
+
+
+@pytest.mark.parametrize("prefix", ["617", "618"])
+def test_the_frame_line_of_the_caught_keyerror_names_amqp_508(prefix: str) -> None:
+    top = next(f for f in diagnose(DiagnoseOptions(logs=_logs(prefix))).findings if f.role == Role.CAUSE)
+    assert top.rule_id == "CD-K01" and top.facts["known_bad"] == "amqp-5.0.8_channel-id-reused"
+    assert top.confidence >= 0.7 and "amqp!=5.0.8" in (top.fix.text if top.fix else "")
+
+
+@pytest.mark.parametrize("line", [508, 511, 515])  # 5.0.7, 5.0.9, 5.2-5.3: the same caught KeyError elsewhere
+def test_the_caught_keyerror_on_another_line_is_not_508(tmp_path: Path, line: int) -> None:
+    paste = tmp_path / "worker.log"
+    paste.write_text(_keyerror_in_channel(line))
+    assert not any(f.facts.get("known_bad") == "amqp-5.0.8_channel-id-reused"
+                   for f in diagnose(DiagnoseOptions(logs=[str(paste)])).findings)
+
+
+def test_an_environment_with_amqp_508_is_flagged_by_pins(tmp_path: Path) -> None:
+    from celery_doctor.pins.catalogue import Catalogue
+    from celery_doctor.pins.checks import known_bad_hits
+
+    hits = known_bad_hits({"celery": "5.2.1", "kombu": "5.2.2", "amqp": "5.0.8"}, [], "amqp",
+                          Catalogue.shipped().known_bad)
+    assert "amqp-5.0.8_channel-id-reused" in {entry.id for entry, _ in hits}
+    assert "amqp-5.0.8_channel-id-reused" not in {entry.id for entry, _ in known_bad_hits(
+        {"celery": "5.2.1", "kombu": "5.2.2", "amqp": "5.0.9"}, [], "amqp", Catalogue.shipped().known_bad)}
+
+
+@pytest.mark.parametrize("paste", [
+    "KeyError: connection.blocked\n",  # 619's title
+    # py-amqp#245's traceback (Python 2: the u'' repr)
+    '  File "/opt/fs/venv/lib/python2.7/site-packages/amqp/channel.py", line 1755, in _basic_publish\n'
+    "    if client_properties['capabilities']['connection.blocked']:\n"
+    "KeyError: u'connection.blocked'\n",
+])
+def test_a_publish_keyerror_on_connection_blocked_is_amqp_240(tmp_path: Path, paste: str) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text(paste)
+    top = next(f for f in diagnose(DiagnoseOptions(logs=[str(log)])).findings if f.role == Role.CAUSE)
+    assert top.rule_id == "CD-K01" and top.facts["known_bad"] == "amqp-2.4.0_connection-blocked-keyerror"
+
+
+def test_the_capability_in_py_amqps_debug_start_line_is_no_error(tmp_path: Path) -> None:
+    # awx#1245's DEBUG lines carry 'connection.blocked': True in the server's capabilities
+    log = tmp_path / "worker.log"
+    log.write_text("[2018-02-14 08:17:33,712: DEBUG/ForkPoolWorker-43] Start from server, version: 0.9, properties: "
+                   "{'capabilities': {'exchange_exchange_bindings': True, 'connection.blocked': True}, "
+                   "'product': 'RabbitMQ', 'version': '3.7.3'}, mechanisms: ['PLAIN', 'AMQPLAIN'], locales: "
+                   "[u'en_US']\n")
+    assert not any(f.facts.get("known_bad") for f in diagnose(DiagnoseOptions(logs=[str(log)])).findings)

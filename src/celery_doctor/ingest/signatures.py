@@ -64,6 +64,12 @@ SIGNATURES: tuple[Signature, ...] = (
     # (celery/app/utils.py detect_settings raises ImproperlyConfigured with E_MIX_OLD_INTO_NEW "Cannot mix
     # new and old setting keys, please rename the ..." or E_MIX_NEW_INTO_OLD "Cannot mix new setting names
     # with old setting names, please ..."); the worker stops before it connects; rules/logs/mixed_settings.py
+    # py-amqp 2.4.0 indexing the broker's capabilities on every publish (amqp/channel.py _basic_publish:
+    # client_properties['capabilities']['connection.blocked']) against a broker that does not advertise it
+    # (RabbitMQ < 3.2): KeyError: 'connection.blocked' (u'...' on Python 2); data/known_bad.json names it
+    Signature("pyamqp.publish.connection_blocked_keyerror", "celery", Kind.WORKER_CRASH,
+              "connection.blocked", "py-amqp amqp/channel.py _basic_publish (2.4.0 only)",
+              _re(r"KeyError\W{0,3}u?'?connection\.blocked"), versions="2.4.0"),
     Signature("celery.config.mixed_names", "celery", Kind.WORKER_CRASH,
               "Cannot mix new", "celery celery/app/utils.py (E_MIX_OLD_INTO_NEW, E_MIX_NEW_INTO_OLD)",
               _re(r"Cannot mix new (?:and old setting keys|setting names with old setting names)"), versions="4.0+"),

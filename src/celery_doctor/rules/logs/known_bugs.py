@@ -24,8 +24,10 @@ from celery_doctor.rules.logs.traceback import Traceback, known_messages, parse
 from celery_doctor.rules.logs.versions import seen_in
 from celery_doctor.rules.registry import rule
 
-# (exception name, its text, frame path, frame function, source line under that frame or None)
-LogSig = tuple[re.Pattern[str], re.Pattern[str], str, str, re.Pattern[str] | None]
+# (exception name, its text, frame path, frame function, source line under that frame or None, the frame's
+# line number or None: a regression of one release is named by where its frame sits, as its neighbours
+# put the same code on other lines)
+LogSig = tuple[re.Pattern[str], re.Pattern[str], str, str, re.Pattern[str] | None, int | None]
 
 
 @functools.cache
@@ -34,7 +36,8 @@ def catalogue_entries() -> tuple[tuple[KnownBad, tuple[LogSig, ...]], ...]:
     for entry in Catalogue.shipped().known_bad:
         sigs = tuple((re.compile(rf"^(?:{s['exception']})$"), re.compile(s.get("text", "")),
                       s.get("frame", ""), s.get("function", ""),
-                      re.compile(s["code"]) if s.get("code") else None) for s in entry.log)
+                      re.compile(s["code"]) if s.get("code") else None,
+                      int(s["line"]) if s.get("line") else None) for s in entry.log)
         if sigs:
             out.append((entry, sigs))
     return tuple(out)
@@ -49,8 +52,8 @@ def _matches(tb: Traceback, text: str, sigs: tuple[LogSig, ...]) -> bool:
     """Every frame named must be there; one exception of the entry's kind must carry its text. An
     entry that names the source line of the raise (``code``) also matches a traceback cut before
     its exception line (pastes stop short): the frame and that line are the bug's fingerprint."""
-    for name, said, frame, function, code in sigs:
-        if frame and not tb.has_frame(frame, function or None):
+    for name, said, frame, function, code, line in sigs:
+        if frame and not tb.has_frame(frame, function or None, line):
             continue
         if any(name.match(r.name) and said.search(r.text) for r in tb.raised):
             return True

@@ -57,9 +57,9 @@ class Traceback:
     frames: tuple[Frame, ...]
     raised: tuple[Raised, ...]
 
-    def has_frame(self, path_part: str, function: str | None = None) -> bool:
+    def has_frame(self, path_part: str, function: str | None = None, line: int | None = None) -> bool:
         return any(path_part in f.file.replace("\\", "/") and (not function or f.function == function)
-                   for f in self.frames)
+                   and (line is None or f.line == line) for f in self.frames)
 
 
 @functools.lru_cache(maxsize=4096)  # several rules and the versions fingerprint parse the same events
