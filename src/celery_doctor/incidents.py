@@ -432,7 +432,7 @@ def _phase(draft: _Draft, timeline: Timeline, idle: float | None) -> Phase:
     if any(e.detail.get("state") in ("starting", "opening", "securing", "tuning") for e in draft.events):
         return Phase.STARTUP
     if kinds == {Kind.CLIENT_CLOSED_ABRUPTLY} and any(
-            timeline.covers(s, draft.first) for s in {e.source for e in timeline.events if e.side == Side.CLIENT}):
+            timeline.covers(s, draft.first) for s in timeline.client_sources()):
         return Phase.SHUTDOWN  # not the worker (its log says nothing): a process that exited
     return Phase.UNKNOWN
 

@@ -57,6 +57,13 @@ class Timeline:
     activity: dict[str, list[tuple[datetime, datetime, int]]] = field(default_factory=dict)
     spans: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
     _times: dict[tuple[str, Kind], list[datetime]] | None = field(default=None, repr=False)
+    _client_sources: set[str] | None = field(default=None, repr=False)
+
+    def client_sources(self) -> set[str]:
+        """The sources with client-side events (indexed once: rules ask per incident)."""
+        if self._client_sources is None:
+            self._client_sources = {e.source for e in self.events if e.side == Side.CLIENT}
+        return self._client_sources
 
     def times(self, source: str, kind: Kind) -> list[datetime]:
         """When ``source`` logged events of ``kind``, in order (indexed once)."""

@@ -45,6 +45,8 @@ MAX_RECORD_LINES = 60
 MAX_SCAN_LINES = 2000  # a record is followed this far (a deep traceback), keeping MAX_RECORD_LINES of it
 MAX_TEXT = 16 * 1024
 HEAD_SCAN = 256 * 1024  # the start of a file is searched for the whole catalogue (banner, readiness)
+CHURN_KEEP = 16  # abrupt closes of a window kept as Events; the rest are counted (signatures.CHURN)
+CHURN_NEAR = 4  # of those, the ones whose following lifecycle lines are looked for (NEAR_EVENTS each)
 LOOKBACK_TASKS = 50
 LOOKBACK_BYTES = 256 * 1024
 LOAD_WINDOW_S = 60.0
@@ -76,6 +78,8 @@ class SourceState:
     last_ts: datetime | None = None
     out_of_order: int = 0
     services: dict[str, str] = field(default_factory=dict)  # docker-compose service -> family
+    # abrupt closes past CHURN_KEEP in a window: (first time, last time of the window, how many)
+    churn: list[tuple[datetime, datetime, int]] = field(default_factory=list)
     sample: bytes = b""  # a little of the input (head and middle): the matcher's search strings are chosen on it
     timing: bytes = b""  # a big input's middle megabyte: the matcher's engine is chosen by timing it there
 
@@ -137,6 +141,8 @@ class Scanner:
         self.with_marks = (matcher.build((*self.matcher.expressions, mark), state.sample, state.timing)
                            if self.client_like else None)
         self.mark_id = len(self.matcher.expressions)  # in with_marks (the others keep their index)
+        churn = {lit for n in names for lit in signatures.churn_literals(n)}
+        self.churn_ids = frozenset(i for i, e in enumerate(self.matcher.expressions) if e[0] in churn)
         self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
         # the last window had many tracebacks, so this one is likely to (at first: the sample says)
         self.dense = bool(state.sample) and state.sample.count(signatures.TRACEBACK) * CHUNK > WINDOW_MARKS * len(
@@ -159,6 +165,7 @@ class Scanner:
         self.seen: set[int] = set()
         self.near_left = 0
         self.near_budget = NEAR_BUDGET
+        self.churn_near = CHURN_NEAR
         self._end = 0
         self._ts_cache: dict[str, datetime] = {}
         self._taskless = (0, -1)  # a stretch of the window known to hold no task line (start, end)
@@ -461,6 +468,30 @@ class Scanner:
                 if self.client_like:
                     self.state.last_task = max(self.state.last_task or last, last)
 
+    def _count_churn(self, buf: Buffer, start: int, end: int, counted: int) -> None:
+        """The window's abrupt closes past the ones kept: counted over the window's time span."""
+        family = families.REGISTRY.get(self.state.family)
+        first = last = None
+        if family is not None:
+            first = self._ts_at(family, buf, start, end)
+            last_start = buf.rfind(b"\n", start, max(start, end - 1)) + 1
+            for _ in range(20):  # the last dated line of the window
+                last = self._ts_at(family, buf, last_start, end)
+                if last is not None or last_start <= start:
+                    break
+                last_start = buf.rfind(b"\n", start, max(start, last_start - 1)) + 1
+        if first is not None:
+            self.state.churn.append((first, max(first, last or first), counted))
+
+    def _ts_at(self, family: Any, buf: Buffer, start: int, end: int) -> datetime | None:
+        line_start = start if start == 0 or buf[start - 1:start] == b"\n" else buf.find(b"\n", start, end) + 1
+        if line_start <= 0 and start != 0:
+            return None
+        line_end = buf.find(b"\n", line_start, end)
+        line, _, _ = self._split(self._decode(buf[line_start:end if line_end < 0 else line_end]))
+        head = family.start(line, self.state.year)
+        return head.ts if head else None
+
     def _head_ts(self, raw: Buffer) -> datetime | None:
         assert self.activity_family is not None
         line, _, _ = self._split(self._decode(raw))
@@ -520,14 +551,21 @@ class Scanner:
         self.first_chunk = False
         self._end = end
         self.near_budget = NEAR_BUDGET
+        self.churn_near = CHURN_NEAR
         self._pos, self._no = start, self.line_base + 1  # the line number of the line holding byte _pos
         is_json = self.state.family == "json"
         traceback_ids = (self._traceback_id, self._full_traceback_id)  # the literal's index in each matcher
         errors = self.errors
+        churn_ids, kept, counted = self.churn_ids, 0, 0
         for hit, ident, full in hits:
             if is_json:
                 self._json_line(buf, hit)
                 continue
+            if ident in churn_ids and not full:
+                kept += 1
+                if kept > CHURN_KEEP:  # counted, never decoded (see signatures.CHURN)
+                    counted += 1
+                    continue
             if ident == traceback_ids[full]:  # an application's traceback is rejected before decoding
                 if errors is not None and hit + TRACEBACK_WINDOW <= end:
                     # the common case inline (3.1 apps log ~150,000 a GB): no connection error
@@ -539,6 +577,8 @@ class Scanner:
                     continue
             self._emit(buf, hit, start)
         self._activity(buf, start, end)
+        if counted:
+            self._count_churn(buf, start, end, counted)
         self.seen.clear()
         self.line_base = self._line_no(buf, end) - 1  # one newline pass over the window in all
 
@@ -566,6 +606,10 @@ class Scanner:
             self.near_left -= 1
             self.near_budget -= 1
         elif event.side == Side.BROKER and event.kind not in LIFECYCLE_KINDS:
+            if event.kind == Kind.CLIENT_CLOSED_ABRUPTLY:  # under churn: only the window's first few
+                self.churn_near -= 1
+                if self.churn_near < 0:
+                    return
             self._near(buf, record.end + 1, start)
 
     def _near(self, buf: Buffer, pos: int, start: int) -> None:
@@ -646,6 +690,19 @@ class Scanner:
         if self.state.out_of_order:
             self.state.info.warnings.append(
                 f"timestamps go backwards {self.state.out_of_order} time(s); events were re-sorted")
+
+
+def note_churn(state: SourceState) -> None:
+    """Say how many abrupt closes were counted and not kept (the source's meta and a warning)."""
+    total = sum(n for _, _, n in state.churn)
+    if not total:
+        return
+    state.info.meta["abrupt_closes_counted"] = total
+    state.info.meta["abrupt_closes_counted_by_window"] = [[a.isoformat(), b.isoformat(), n]
+                                                          for a, b, n in downsample(sorted(state.churn))]
+    state.info.warnings.append(
+        f"{total} more connection(s) closed without a close (client unexpectedly closed) than the timeline shows: "
+        f"past the first {CHURN_KEEP} of each {CHUNK >> 20} MB they were counted, not read one by one")
 
 
 def downsample(buckets: list[tuple[datetime, datetime, int]]) -> list[tuple[datetime, datetime, int]]:

@@ -7,6 +7,7 @@ event kinds, error families, verdicts and times.
 
 from __future__ import annotations
 
+import bisect
 import re
 import statistics
 from collections.abc import Callable, Iterable
@@ -677,7 +678,8 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
     # and dropped within seconds is a client that did one thing and exited (a script, `celery status`, a
     # web request's publish), not a worker's consumer cut by a middlebox (that needs idle time first). A worker
     # stuck reconnecting in a loop looks the same from the broker, so it stays an even bet without the client log
-    brief = [i for i in hits if i not in watched and (life := _lifetime(i, ctx.timeline.events)) is not None
+    accepts = _accepts(ctx.timeline.events)
+    brief = [i for i in hits if i not in watched and (life := _lifetime(i, accepts)) is not None
              and life <= SHORT_LIVED_S]
     findings = []
     if len(watched) + len(brief) < len(hits):
@@ -693,11 +695,14 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
             evidence=_evidence(_events(i for i in hits if i not in watched)),
             confidence=0.3,
         ))
+    # a busy broker's abrupt closes past the first of each window were counted, not read (signatures.CHURN)
+    counted = sum(int(s.meta.get("abrupt_closes_counted") or 0) for s in ctx.timeline.sources)
+    more = f" (and {counted} more the scan counted without reading them one by one)" if counted else ""
     findings.append(Finding(
         category=Category.BENIGN_CLIENT_DISCONNECT, severity=Severity.INFO,
         title="Clients that exit without closing their connection",
         explanation=(
-            f"The broker logged {len(hits)} connection(s) closed without an AMQP close, and "
+            f"The broker logged {len(hits)} connection(s){more} closed without an AMQP close, and "
             + ("the worker log shows no failure at those moments: " if watched else
                "no client log covers those moments; if they come from ")
             + "short-lived publishers (scripts, web requests, cron jobs) that exit without closing, "
@@ -707,7 +712,7 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
                      "`app.pool.acquire()`) in short-lived publishers; otherwise ignore these warnings."),
         confidence=(0.75 if watched and len(watched) == len(hits) else
                     0.5 if len(watched) + len(brief) == len(hits) else 0.35),
-        facts={"source": "logs", "short_lived": len(brief)},
+        facts={"source": "logs", "short_lived": len(brief), **({"counted_closes": counted} if counted else {})},
     ))
     return findings
 
@@ -715,14 +720,23 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
 SHORT_LIVED_S = 10.0
 
 
-def _lifetime(incident: Incident, events: list[Event]) -> float | None:
+def _accepts(events: list[Event]) -> dict[tuple[str, object], list[datetime]]:
+    """(source, connection) -> when the broker accepted it, in order (indexed once, not per incident)."""
+    out: dict[tuple[str, object], list[datetime]] = {}
+    for e in events:
+        if e.kind == Kind.CONNECTION_ACCEPTED and e.detail.get("conn"):
+            out.setdefault((e.source, e.detail["conn"]), []).append(e.at)
+    return out
+
+
+def _lifetime(incident: Incident, accepts: dict[tuple[str, object], list[datetime]]) -> float | None:
     """Seconds from the broker's accept of the connection to its abrupt close, when both are logged."""
     close = next((e for e in incident.events if e.kind == Kind.CLIENT_CLOSED_ABRUPTLY and e.detail.get("conn")), None)
     if close is None:
         return None
-    opened = [e.at for e in events if e.kind == Kind.CONNECTION_ACCEPTED and e.source == close.source
-              and e.detail.get("conn") == close.detail["conn"] and e.at <= close.at]
-    return (close.at - opened[-1]).total_seconds() if opened else None
+    opened = accepts.get((close.source, close.detail["conn"]), [])
+    k = bisect.bisect_right(opened, close.at)
+    return (close.at - opened[k - 1]).total_seconds() if k else None
 
 
 for _id, _name, _cat, _why in (
