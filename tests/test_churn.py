@@ -37,23 +37,24 @@ def churn_log(path: Path, copies: int) -> bytes:
 def test_abrupt_closes_past_a_windows_first_are_counted_and_said(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     data = churn_log(tmp_path / "broker.log", 12)  # 2.4 MB, 540 abrupt closes
-    # the scan's windows and ranges made small (as a gigabyte's are to it): 200 KB windows, a pool of two
+    # the scan's windows and ranges made small (as a gigabyte's are to it): 600 KB windows (~130 closes
+    # each, past REPEAT_KEEP), a pool of two
     monkeypatch.setattr(parallel, "workers", lambda: 2)
-    for name, value in (("CHUNK", 200_003), ("RANGE_MIN", 512 * 1024 + 7), ("RANGE_MAX", 512 * 1024 + 7),
+    for name, value in (("CHUNK", 600_011), ("RANGE_MIN", 1024 * 1024 + 7), ("RANGE_MAX", 1024 * 1024 + 7),
                         ("SPLIT_MIN", 1024 * 1024), ("NUMPY_MIN", 1024 * 1024)):
         monkeypatch.setattr(parallel, name, value)
     monkeypatch.setattr(counting, "SMALL", 4096)
     report = pipeline.analyse_logs([str(tmp_path / "broker.log")])
     kept = [e for e in report.events if e.kind.value == "client_closed_abruptly"]
     counted = report.sources[0].meta["abrupt_closes_counted"]
-    windows = -(-len(data) // 200_003) + len(parallel.plan([len(data)], 2))  # a range's last window is its own
-    assert counted > 0 and 0 < len(kept) <= reader.CHURN_KEEP * windows
+    windows = -(-len(data) // 600_011) + len(parallel.plan([len(data)], 2))  # a range's last window is its own
+    assert counted > 0 and 0 < len(kept) <= reader.REPEAT_KEEP * windows
     # every abrupt close is either an event or counted: none is lost from the totals
     events = report.summary["events_by_kind"]["client_closed_abruptly"]
     assert events + counted == data.count(ABRUPT)
-    by_window = report.sources[0].meta["abrupt_closes_counted_by_window"]
-    assert sum(n for _, _, n in by_window) == counted
-    assert any(f"{counted} more connection(s) closed without a close" in w for w in report.warnings)
+    by_window = report.sources[0].meta["counted_by_window"]
+    assert sum(n for _, _, n, kind in by_window if kind == "client_closed_abruptly") == counted
+    assert any(f"{counted} client_closed_abruptly" in w for w in report.warnings)
     benign = next(f for f in report.findings if f.category.value == "benign_client_disconnect")
     assert f"and {counted} more the scan counted" in benign.explanation and benign.facts["counted_closes"] == counted
 
@@ -64,3 +65,28 @@ def test_a_pasted_excerpt_keeps_every_abrupt_close(tmp_path: Path) -> None:
     report = pipeline.analyse_logs([str(tmp_path / "broker.log")])
     assert "abrupt_closes_counted" not in report.sources[0].meta
     assert report.summary["events_by_kind"]["client_closed_abruptly"] == data.count(ABRUPT) == 45
+
+
+def test_a_worker_retrying_a_dead_broker_is_one_outage_counted(tmp_path: Path) -> None:
+    """A worker retrying a broker that stays down writes one refused connect every few seconds for
+    hours: past a window's first few they are counted (none lost), the outage stays one incident,
+    and memory stays flat. The retry record is a real one (tests/fixtures/rabbitmq-broker-restart)."""
+    real = (FIXTURES / "rabbitmq-broker-restart" / "worker.log").read_text().splitlines()
+    head = "\n".join(real[:real.index(next(ln for ln in real if "Cannot connect" in ln))]) + "\n"
+    retry = next(i for i, ln in enumerate(real) if "Errno 111" in ln)
+    record = real[retry:retry + 3]  # the refused connect, "Trying again ...", a blank line
+    start = datetime.strptime(record[0][1:24], "%Y-%m-%d %H:%M:%S,%f")
+    lines = []
+    for k in range(60_000):  # 2 s apart: 33 hours, ~13 MB
+        at = start + timedelta(seconds=2 * k)
+        lines.append(f"[{at:%Y-%m-%d %H:%M:%S},{at.microsecond // 1000:03d}" + record[0][24:])
+        lines.append(record[1])
+        lines.append("")
+    path = tmp_path / "worker.log"
+    path.write_text(head + "\n".join(lines) + "\n")
+    report = pipeline.analyse_logs([str(path)])
+    kept = report.summary["events_by_kind"]["cannot_connect"]
+    counted = report.sources[0].meta["counted"]["cannot_connect"]
+    assert kept + counted == path.read_text().count("Cannot connect to ") and counted > 50_000
+    assert report.summary["incidents"] == 1
+    assert any(f"{counted} cannot_connect" in w for w in report.warnings)

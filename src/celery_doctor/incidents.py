@@ -80,7 +80,7 @@ assert not any(re.search(r"\\[SDWBAZ]", p.pattern) for _, p in ERROR_FAMILIES)
 _LOWERED = tuple((name, re.compile(pattern.pattern.lower())) for name, pattern in ERROR_FAMILIES)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)  # every rule asks of every event: a report's events all stay remembered
 def _family(error: str, text: str) -> str | None:
     joined = f"{error}\n{text}".lower()
     for name, pattern in _LOWERED:

@@ -27,7 +27,7 @@ from datetime import datetime
 from multiprocessing import get_context
 
 from celery_doctor.ingest import counting
-from celery_doctor.ingest.reader import CHUNK, LOOKBACK_BYTES, Buffer, Scanner, SourceState, downsample, note_churn
+from celery_doctor.ingest.reader import CHUNK, LOOKBACK_BYTES, Buffer, Scanner, SourceState, downsample, note_counted
 from celery_doctor.model import Event
 
 SPLIT_MIN = 48 * 1024 * 1024  # below this in all, starting processes costs more than it saves
@@ -50,7 +50,7 @@ class Part:
     start: int
     events: list[Event] = field(default_factory=list)
     activity: list[tuple[datetime, datetime, int]] = field(default_factory=list)
-    churn: list[tuple[datetime, datetime, int]] = field(default_factory=list)
+    counted: list[tuple[datetime, datetime, int, str]] = field(default_factory=list)
     lines: int = 0
     ends_with_newline: bool = True
     out_of_order: int = 0
@@ -69,7 +69,7 @@ def workers() -> int:
 
 def _fresh(template: SourceState) -> SourceState:
     return replace(template, info=replace(template.info, warnings=[], meta=dict(template.info.meta)),
-                   events=[], activity=[], churn=[], services=dict(template.services))
+                   events=[], activity=[], counted=[], services=dict(template.services))
 
 
 _buffer = bytearray()  # one read buffer per process, reused range after range
@@ -106,7 +106,7 @@ def scan_range(path: str, template: SourceState, index: int, start: int, end: in
     finally:
         os.close(fd)
     scanner.finish()
-    return Part(index=index, start=start, events=state.events, activity=state.activity, churn=state.churn,
+    return Part(index=index, start=start, events=state.events, activity=state.activity, counted=state.counted,
                 lines=state.info.lines,
                 ends_with_newline=last == b"\n", out_of_order=state.out_of_order,
                 warnings=[w for w in state.info.warnings if not w.startswith(BACKWARDS)],
@@ -128,7 +128,7 @@ def scan_stream(blocks: Iterator[bytes], state: SourceState, progress: Progress 
         if progress is not None:
             progress(state.info.name, done, size or done)
     scanner.finish()
-    note_churn(state)
+    note_counted(state)
 
 
 def _read_ahead(blocks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
@@ -249,7 +249,7 @@ def join(files: list[tuple[str, SourceState, int]], parts: list[Part]) -> None:
         base = lines[part.index]
         state.events.extend(replace(e, line=e.line + base) if base else e for e in part.events)
         state.activity.extend(part.activity)
-        state.churn.extend(part.churn)
+        state.counted.extend(part.counted)
         state.out_of_order += part.out_of_order
         state.services.update(part.services)
         if part.naive_tz:
@@ -259,7 +259,7 @@ def join(files: list[tuple[str, SourceState, int]], parts: list[Part]) -> None:
         last_newline[part.index] = part.ends_with_newline
     for index, (_, state, _size) in enumerate(files):
         state.activity = downsample(state.activity)
-        note_churn(state)
+        note_counted(state)
         state.info.lines = lines[index] + (0 if last_newline[index] else 1)
         state.info.events = len(state.events)
         if state.out_of_order:

@@ -45,8 +45,13 @@ MAX_RECORD_LINES = 60
 MAX_SCAN_LINES = 2000  # a record is followed this far (a deep traceback), keeping MAX_RECORD_LINES of it
 MAX_TEXT = 16 * 1024
 HEAD_SCAN = 256 * 1024  # the start of a file is searched for the whole catalogue (banner, readiness)
-CHURN_KEEP = 16  # abrupt closes of a window kept as Events; the rest are counted (signatures.CHURN)
-CHURN_NEAR = 4  # of those, the ones whose following lifecycle lines are looked for (NEAR_EVENTS each)
+# A line the catalogue knows, repeated thousands of times (a worker retrying a broker that is down
+# every 2 s, 580,000 times in 100 MB; a broker under churn logging an abrupt close every few KB):
+# the first REPEAT_KEEP hits of each search expression in a window become Events, the rest are
+# counted per window with the kind of the last kept one. Read one by one, such a log cost 170 us a
+# line and 1.4 GB of memory per 100 MB. Tracebacks are exempt (each is judged on its bytes first).
+REPEAT_KEEP = 64
+CHURN_NEAR = 4  # of a window's abrupt closes, those whose following lifecycle lines are looked for
 LOOKBACK_TASKS = 50
 LOOKBACK_BYTES = 256 * 1024
 LOAD_WINDOW_S = 60.0
@@ -78,8 +83,8 @@ class SourceState:
     last_ts: datetime | None = None
     out_of_order: int = 0
     services: dict[str, str] = field(default_factory=dict)  # docker-compose service -> family
-    # abrupt closes past CHURN_KEEP in a window: (first time, last time of the window, how many)
-    churn: list[tuple[datetime, datetime, int]] = field(default_factory=list)
+    # hits past REPEAT_KEEP in a window: (first time, last time of the window, how many, their kind)
+    counted: list[tuple[datetime, datetime, int, str]] = field(default_factory=list)
     sample: bytes = b""  # a little of the input (head and middle): the matcher's search strings are chosen on it
     timing: bytes = b""  # a big input's middle megabyte: the matcher's engine is chosen by timing it there
 
@@ -141,8 +146,6 @@ class Scanner:
         self.with_marks = (matcher.build((*self.matcher.expressions, mark), state.sample, state.timing)
                            if self.client_like else None)
         self.mark_id = len(self.matcher.expressions)  # in with_marks (the others keep their index)
-        churn = {lit for n in names for lit in signatures.churn_literals(n)}
-        self.churn_ids = frozenset(i for i, e in enumerate(self.matcher.expressions) if e[0] in churn)
         self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
         # the last window had many tracebacks, so this one is likely to (at first: the sample says)
         self.dense = bool(state.sample) and state.sample.count(signatures.TRACEBACK) * CHUNK > WINDOW_MARKS * len(
@@ -468,20 +471,32 @@ class Scanner:
                 if self.client_like:
                     self.state.last_task = max(self.state.last_task or last, last)
 
-    def _count_churn(self, buf: Buffer, start: int, end: int, counted: int) -> None:
-        """The window's abrupt closes past the ones kept: counted over the window's time span."""
-        family = families.REGISTRY.get(self.state.family)
-        first = last = None
-        if family is not None:
-            first = self._ts_at(family, buf, start, end)
-            last_start = buf.rfind(b"\n", start, max(start, end - 1)) + 1
-            for _ in range(20):  # the last dated line of the window
-                last = self._ts_at(family, buf, last_start, end)
-                if last is not None or last_start <= start:
-                    break
-                last_start = buf.rfind(b"\n", start, max(start, last_start - 1)) + 1
+    def _count_repeats(self, buf: Buffer, start: int, end: int, counted: dict[int, int],
+                       kinds: dict[int, Kind]) -> None:
+        """The window's hits past the ones kept, counted by the kind their expression's kept hits
+        made, over the window's time span. Two expressions of one record (a refused connect and its
+        "Trying again") count it once: per kind, the largest count. Hits whose kept ones made no event
+        are no events either."""
+        per_kind: dict[Kind, int] = {}
+        for ident, n in counted.items():
+            kind = kinds.get(ident)
+            if kind is not None:
+                per_kind[kind] = max(per_kind.get(kind, 0), n)
+        if not per_kind:
+            return
+        family = families.REGISTRY.get(self.state.family) or CELERY
+        first = self._ts_at(family, buf, start, end)
+        last = None
+        last_start = buf.rfind(b"\n", start, max(start, end - 1)) + 1
+        for _ in range(20):  # the last dated line of the window
+            last = self._ts_at(family, buf, last_start, end)
+            if last is not None or last_start <= start:
+                break
+            last_start = buf.rfind(b"\n", start, max(start, last_start - 1)) + 1
+        first = first or self.state.last_ts  # a layout the family's parser does not date: the last event's time
         if first is not None:
-            self.state.churn.append((first, max(first, last or first), counted))
+            for kind, n in per_kind.items():
+                self.state.counted.append((first, max(first, last or first), n, kind.value))
 
     def _ts_at(self, family: Any, buf: Buffer, start: int, end: int) -> datetime | None:
         line_start = start if start == 0 or buf[start - 1:start] == b"\n" else buf.find(b"\n", start, end) + 1
@@ -556,16 +571,20 @@ class Scanner:
         is_json = self.state.family == "json"
         traceback_ids = (self._traceback_id, self._full_traceback_id)  # the literal's index in each matcher
         errors = self.errors
-        churn_ids, kept, counted = self.churn_ids, 0, 0
+        kept: dict[int, int] = {}  # per expression: its hits in this window so far
+        counted: dict[int, int] = {}  # past REPEAT_KEEP: never decoded
+        kinds: dict[int, Kind] = {}  # the kind of the last event an expression's hit made
         for hit, ident, full in hits:
-            if is_json:
-                self._json_line(buf, hit)
-                continue
-            if ident in churn_ids and not full:
-                kept += 1
-                if kept > CHURN_KEEP:  # counted, never decoded (see signatures.CHURN)
-                    counted += 1
+            if not full and ident != traceback_ids[0]:
+                kept[ident] = n = kept.get(ident, 0) + 1
+                if n > REPEAT_KEEP:
+                    counted[ident] = counted.get(ident, 0) + 1
                     continue
+            if is_json:
+                made = self._json_line(buf, hit)
+                if made is not None:
+                    kinds[ident] = made
+                continue
             if ident == traceback_ids[full]:  # an application's traceback is rejected before decoding
                 if errors is not None and hit + TRACEBACK_WINDOW <= end:
                     # the common case inline (3.1 apps log ~150,000 a GB): no connection error
@@ -575,10 +594,12 @@ class Scanner:
                         continue
                 if self._dull_traceback(buf, hit):
                     continue
-            self._emit(buf, hit, start)
+            made = self._emit(buf, hit, start)
+            if made is not None and not full:
+                kinds[ident] = made
         self._activity(buf, start, end)
         if counted:
-            self._count_churn(buf, start, end, counted)
+            self._count_repeats(buf, start, end, counted, kinds)
         self.seen.clear()
         self.line_base = self._line_no(buf, end) - 1  # one newline pass over the window in all
 
@@ -591,16 +612,17 @@ class Scanner:
         self._pos = pos
         return self._no
 
-    def _emit(self, buf: Buffer, hit: int, start: int, near: bool = False) -> None:
+    def _emit(self, buf: Buffer, hit: int, start: int, near: bool = False) -> Kind | None:
+        """Turn the record holding ``hit`` into an Event (once); its kind, when it made one."""
         record = self._record(buf, hit)
         if record is None or record.start in self.seen:
-            return
+            return None
         self.seen.add(record.start)
         if record.start < start and self.matcher.hits(buf, record.start, start):
-            return  # it began in the bytes before this window, whose scan saw it
+            return None  # it began in the bytes before this window, whose scan saw it
         event = self._event(record, self._line_no(buf, record.start), buf)
         if event is None:
-            return
+            return None
         self._add(event)
         if near:
             self.near_left -= 1
@@ -609,8 +631,9 @@ class Scanner:
             if event.kind == Kind.CLIENT_CLOSED_ABRUPTLY:  # under churn: only the window's first few
                 self.churn_near -= 1
                 if self.churn_near < 0:
-                    return
+                    return event.kind
             self._near(buf, record.end + 1, start)
+        return event.kind
 
     def _near(self, buf: Buffer, pos: int, start: int) -> None:
         """The lifecycle lines just after a broker-side incident become events (the reconnect that
@@ -660,16 +683,18 @@ class Scanner:
             return False
         return signatures.CONNECTION_ERROR_BYTES.search(buf, hit, stop if nxt < 0 else nxt) is None
 
-    def _json_line(self, buf: Buffer, hit: int) -> None:
+    def _json_line(self, buf: Buffer, hit: int) -> Kind | None:
+        """The JSON line holding ``hit`` read (once); the kind of the last event it made."""
         line_start, line_end = self._line_at(buf, hit)
         if line_start in self.seen:
-            return
+            return None
         self.seen.add(line_start)
         before = len(self.state.events)
         text = buf[line_start:line_end].decode("utf-8", errors="replace").rstrip("\r")  # whole: JSON
         scan_json(iter([(self._line_no(buf, line_start), text)]), self.state, _classify)
         for event in self.state.events[before:]:
             self._check_order(event)
+        return self.state.events[-1].kind if len(self.state.events) > before else None
 
     def _add(self, event: Event) -> None:
         self.state.events.append(event)
@@ -692,17 +717,22 @@ class Scanner:
                 f"timestamps go backwards {self.state.out_of_order} time(s); events were re-sorted")
 
 
-def note_churn(state: SourceState) -> None:
-    """Say how many abrupt closes were counted and not kept (the source's meta and a warning)."""
-    total = sum(n for _, _, n in state.churn)
-    if not total:
+def note_counted(state: SourceState) -> None:
+    """Say what was counted and not kept: the source's meta (totals, and per window) and a warning."""
+    if not state.counted:
         return
-    state.info.meta["abrupt_closes_counted"] = total
-    state.info.meta["abrupt_closes_counted_by_window"] = [[a.isoformat(), b.isoformat(), n]
-                                                          for a, b, n in downsample(sorted(state.churn))]
+    totals: dict[str, int] = {}
+    for _, _, n, kind in state.counted:
+        totals[kind] = totals.get(kind, 0) + n
+    state.info.meta["counted"] = totals
+    state.info.meta["counted_by_window"] = [[a.isoformat(), b.isoformat(), n, kind]
+                                            for a, b, n, kind in sorted(state.counted)][:200]
+    if Kind.CLIENT_CLOSED_ABRUPTLY.value in totals:
+        state.info.meta["abrupt_closes_counted"] = totals[Kind.CLIENT_CLOSED_ABRUPTLY.value]
+    said = ", ".join(f"{n} {kind}" for kind, n in sorted(totals.items()))
     state.info.warnings.append(
-        f"{total} more connection(s) closed without a close (client unexpectedly closed) than the timeline shows: "
-        f"past the first {CHURN_KEEP} of each {CHUNK >> 20} MB they were counted, not read one by one")
+        f"lines repeated past the first {REPEAT_KEEP} of each {CHUNK >> 20} MB were counted, not read one by one "
+        f"(the timeline shows the rest): {said}")
 
 
 def downsample(buckets: list[tuple[datetime, datetime, int]]) -> list[tuple[datetime, datetime, int]]:

@@ -413,18 +413,6 @@ def match(family: str, text: str) -> Signature | None:
 # reconnect with the broker's accept for the clock offset).
 COUNTED = frozenset({"rabbitmq.conn.accepting", "rabbitmq.conn.closed_clean", "redis.client.accepted",
                      "redis.client.closed"})
-# Connections a broker saw dropped without a close: one failure each, but under churn (publishers
-# that exit without closing, one connection in ten) a busy broker writes one every few kilobytes,
-# 200,000 in a gigabyte. A window of a big input keeps the first few as Events; the rest are counted
-# per window (ingest/reader.py: CHURN_KEEP).
-CHURN = frozenset({"rabbitmq.conn.closed_abruptly", "rabbitmq.conn.closed_abruptly_old", "redis.client.read_error"})
-
-
-def churn_literals(family: str) -> frozenset[bytes]:
-    """The scan literals of ``family``'s CHURN entries."""
-    return frozenset(sig.literal.encode() for sig in FAMILY_SIGNATURES.get(family, ()) if sig.id in CHURN)
-
-
 # What the load curve counts per slice, per family (task arrivals; connections accepted).
 ACTIVITY_LITERALS = {"celery": b"] received", "celery-3.1": b"Received task", "rabbitmq": b"accepting AMQP connection",
                      "redis": b"Accepted "}

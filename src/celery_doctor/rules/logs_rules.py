@@ -695,7 +695,7 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
             evidence=_evidence(_events(i for i in hits if i not in watched)),
             confidence=0.3,
         ))
-    # a busy broker's abrupt closes past the first of each window were counted, not read (signatures.CHURN)
+    # a busy broker's abrupt closes past the first of each window were counted, not read (reader.REPEAT_KEEP)
     counted = sum(int(s.meta.get("abrupt_closes_counted") or 0) for s in ctx.timeline.sources)
     more = f" (and {counted} more the scan counted without reading them one by one)" if counted else ""
     findings.append(Finding(
