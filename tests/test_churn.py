@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import celery_doctor.ingest
 from celery_doctor import pipeline
 from celery_doctor.ingest import counting, parallel, reader
 from conftest import FIXTURES
@@ -44,6 +45,7 @@ def test_abrupt_closes_past_a_windows_first_are_counted_and_said(tmp_path: Path,
                         ("SPLIT_MIN", 1024 * 1024), ("NUMPY_MIN", 1024 * 1024)):
         monkeypatch.setattr(parallel, name, value)
     monkeypatch.setattr(counting, "SMALL", 4096)
+    monkeypatch.setattr(celery_doctor.ingest, "REPEAT_MIN", 1024 * 1024)  # as if it were a big input
     report = pipeline.analyse_logs([str(tmp_path / "broker.log")])
     kept = [e for e in report.events if e.kind.value == "client_closed_abruptly"]
     counted = report.sources[0].meta["abrupt_closes_counted"]
@@ -59,15 +61,18 @@ def test_abrupt_closes_past_a_windows_first_are_counted_and_said(tmp_path: Path,
     assert f"and {counted} more the scan counted" in benign.explanation and benign.facts["counted_closes"] == counted
 
 
-def test_a_pasted_excerpt_keeps_every_abrupt_close(tmp_path: Path) -> None:
-    """A paste is read record by record: the recorded excerpt alone keeps its 45 closes as events."""
-    data = churn_log(tmp_path / "broker.log", 1)
+@pytest.mark.parametrize("copies", [1, 12])
+def test_an_input_under_the_size_that_counts_keeps_every_abrupt_close(tmp_path: Path, copies: int) -> None:
+    """A paste (the excerpt alone, read record by record) and a log of a few MB (under REPEAT_MIN,
+    scanned window by window) keep every close as an event."""
+    data = churn_log(tmp_path / "broker.log", copies)
     report = pipeline.analyse_logs([str(tmp_path / "broker.log")])
-    assert "abrupt_closes_counted" not in report.sources[0].meta
-    assert report.summary["events_by_kind"]["client_closed_abruptly"] == data.count(ABRUPT) == 45
+    assert "counted" not in report.sources[0].meta
+    assert report.summary["events_by_kind"]["client_closed_abruptly"] == data.count(ABRUPT) == 45 * copies
 
 
-def test_a_worker_retrying_a_dead_broker_is_one_outage_counted(tmp_path: Path) -> None:
+def test_a_worker_retrying_a_dead_broker_is_one_outage_counted(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker retrying a broker that stays down writes one refused connect every few seconds for
     hours: past a window's first few they are counted (none lost), the outage stays one incident,
     and memory stays flat. The retry record is a real one (tests/fixtures/rabbitmq-broker-restart)."""
@@ -77,13 +82,14 @@ def test_a_worker_retrying_a_dead_broker_is_one_outage_counted(tmp_path: Path) -
     record = real[retry:retry + 3]  # the refused connect, "Trying again ...", a blank line
     start = datetime.strptime(record[0][1:24], "%Y-%m-%d %H:%M:%S,%f")
     lines = []
-    for k in range(60_000):  # 2 s apart: 33 hours, ~13 MB
+    for k in range(60_000):  # 2 s apart: 33 hours, ~13 MB (a day's retries fill REPEAT_MIN)
         at = start + timedelta(seconds=2 * k)
         lines.append(f"[{at:%Y-%m-%d %H:%M:%S},{at.microsecond // 1000:03d}" + record[0][24:])
         lines.append(record[1])
         lines.append("")
     path = tmp_path / "worker.log"
     path.write_text(head + "\n".join(lines) + "\n")
+    monkeypatch.setattr(celery_doctor.ingest, "REPEAT_MIN", 1024 * 1024)  # as if it were a big input
     report = pipeline.analyse_logs([str(path)])
     kept = report.summary["events_by_kind"]["cannot_connect"]
     counted = report.sources[0].meta["counted"]["cannot_connect"]

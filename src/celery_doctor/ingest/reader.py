@@ -47,10 +47,12 @@ MAX_TEXT = 16 * 1024
 HEAD_SCAN = 256 * 1024  # the start of a file is searched for the whole catalogue (banner, readiness)
 # A line the catalogue knows, repeated thousands of times (a worker retrying a broker that is down
 # every 2 s, 580,000 times in 100 MB; a broker under churn logging an abrupt close every few KB):
-# the first REPEAT_KEEP hits of each search expression in a window become Events, the rest are
-# counted per window with the kind of the last kept one. Read one by one, such a log cost 170 us a
-# line and 1.4 GB of memory per 100 MB. Tracebacks are exempt (each is judged on its bytes first).
+# in an input of REPEAT_MIN or more, the first REPEAT_KEEP hits of each search expression in a
+# window become Events, the rest are counted per window with the kind of the last kept one. Read
+# one by one, such a log cost 170 us a line and 1.4 GB of memory per 100 MB. Tracebacks are exempt
+# (each is judged on its bytes first).
 REPEAT_KEEP = 64
+REPEAT_MIN = 32 * 1024 * 1024  # inputs smaller than this are read line by line, every repeat kept
 CHURN_NEAR = 4  # of a window's abrupt closes, those whose following lifecycle lines are looked for
 LOOKBACK_TASKS = 50
 LOOKBACK_BYTES = 256 * 1024
@@ -85,6 +87,7 @@ class SourceState:
     services: dict[str, str] = field(default_factory=dict)  # docker-compose service -> family
     # hits past REPEAT_KEEP in a window: (first time, last time of the window, how many, their kind)
     counted: list[tuple[datetime, datetime, int, str]] = field(default_factory=list)
+    big: bool = False  # REPEAT_MIN or more: repeats past REPEAT_KEEP a window are counted
     sample: bytes = b""  # a little of the input (head and middle): the matcher's search strings are chosen on it
     timing: bytes = b""  # a big input's middle megabyte: the matcher's engine is chosen by timing it there
 
@@ -574,8 +577,9 @@ class Scanner:
         kept: dict[int, int] = {}  # per expression: its hits in this window so far
         counted: dict[int, int] = {}  # past REPEAT_KEEP: never decoded
         kinds: dict[int, Kind] = {}  # the kind of the last event an expression's hit made
+        capped = self.state.big
         for hit, ident, full in hits:
-            if not full and ident != traceback_ids[0]:
+            if capped and not full and ident != traceback_ids[0]:
                 kept[ident] = n = kept.get(ident, 0) + 1
                 if n > REPEAT_KEEP:
                     counted[ident] = counted.get(ident, 0) + 1
