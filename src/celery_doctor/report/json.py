@@ -80,8 +80,11 @@ def _incident(incident: Any) -> dict[str, Any]:
     return out
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # one for every item: dumps() builds one per call
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def document_text(doc: dict[str, Any]) -> str:
