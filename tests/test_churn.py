@@ -57,6 +57,8 @@ def test_abrupt_closes_past_a_windows_first_are_counted_and_said(tmp_path: Path,
     by_window = report.sources[0].meta["counted_by_window"]
     assert sum(n for _, _, n, kind in by_window if kind == "client_closed_abruptly") == counted
     assert any(f"{counted} client_closed_abruptly" in w for w in report.warnings)
+    # the accepts read after a close lie ahead of the scan by design: no clock went backwards
+    assert not any("backwards" in w for w in report.warnings), report.warnings
     benign = next(f for f in report.findings if f.category.value == "benign_client_disconnect")
     assert f"and {counted} more the scan counted" in benign.explanation and benign.facts["counted_closes"] == counted
 
@@ -96,3 +98,25 @@ def test_a_worker_retrying_a_dead_broker_is_one_outage_counted(tmp_path: Path,
     assert kept + counted == path.read_text().count("Cannot connect to ") and counted > 50_000
     assert report.summary["incidents"] == 1
     assert any(f"{counted} cannot_connect" in w for w in report.warnings)
+
+
+def test_lines_read_ahead_after_a_close_are_no_clock_going_backwards(tmp_path: Path) -> None:
+    """A Redis with `timeout` set closes idle clients between accepts: the accepts read after each
+    close (to pair reconnects) lie ahead of the scan, and must not be taken for time going back.
+    The lines are the real ones of tests/fixtures/redis-server-timeout."""
+    real = (FIXTURES / "redis-server-timeout" / "broker.log").read_text().splitlines()
+    head = real[:next(i for i, ln in enumerate(real) if "Closing idle client" in ln)]
+    accepted = next(ln for ln in real if " - Accepted " in ln)
+    closing = next(ln for ln in real if "Closing idle client" in ln)
+    start = datetime.strptime(closing[7:31], "%d %b %Y %H:%M:%S.%f")
+    lines = list(head)
+    for k in range(20_000):  # ~1.5 MB: scanned window by window, not as a paste
+        at = start + timedelta(milliseconds=300 * k)
+        stamp = at.strftime("%d %b %Y %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
+        lines += [accepted[:7] + stamp + accepted[31:], closing[:7] + stamp + closing[31:]]
+    path = tmp_path / "redis.log"
+    path.write_text("\n".join(lines) + "\n")
+    report = pipeline.analyse_logs([str(path)])
+    assert report.summary["events_by_kind"]["server_closed_idle"] == 20_000
+    assert not any("backwards" in w for w in report.warnings), report.warnings
+    assert report.findings[0].category.value == "redis_server_timeout"

@@ -627,7 +627,10 @@ class Scanner:
         event = self._event(record, self._line_no(buf, record.start), buf)
         if event is None:
             return None
-        self._add(event)
+        if near:  # ahead of the scan by design (finish sorts them in): not a clock going backwards
+            self.state.events.append(event)
+        else:
+            self._add(event)
         if near:
             self.near_left -= 1
             self.near_budget -= 1
