@@ -629,12 +629,11 @@ class Scanner:
             return None
         if near:  # ahead of the scan by design (finish sorts them in): not a clock going backwards
             self.state.events.append(event)
-        else:
-            self._add(event)
-        if near:
             self.near_left -= 1
             self.near_budget -= 1
-        elif event.side == Side.BROKER and event.kind not in LIFECYCLE_KINDS:
+            return event.kind
+        self._add(event)
+        if event.side == Side.BROKER and event.kind not in LIFECYCLE_KINDS:
             if event.kind == Kind.CLIENT_CLOSED_ABRUPTLY:  # under churn: only the window's first few
                 self.churn_near -= 1
                 if self.churn_near < 0:
