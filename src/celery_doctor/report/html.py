@@ -449,7 +449,9 @@ def _source_row(src: SourceInfo) -> dict[str, Any]:
     offset = f"{src.offset_s:+.1f}s" if src.offset_s else "0"
     if src.offset_basis:
         offset += f" ({src.offset_basis})"
-    meta = ", ".join(f"{k}={v}" for k, v in src.meta.items() if v not in (None, "", [], {}))
+    # (the per-window counts of repeated lines are for the JSON report: 200 rows in a table cell)
+    meta = ", ".join(f"{k}={v}" for k, v in src.meta.items()
+                     if v not in (None, "", [], {}) and k != "counted_by_window")
     return {"name": src.name, "format": src.format, "lines": src.lines, "events": src.events,
             "offset": offset, "meta": meta, "warnings": src.warnings}
 
