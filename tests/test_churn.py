@@ -48,7 +48,7 @@ def test_abrupt_closes_past_a_windows_first_are_counted_and_said(tmp_path: Path,
     monkeypatch.setattr(celery_doctor.ingest, "REPEAT_MIN", 1024 * 1024)  # as if it were a big input
     report = pipeline.analyse_logs([str(tmp_path / "broker.log")])
     kept = [e for e in report.events if e.kind.value == "client_closed_abruptly"]
-    counted = report.sources[0].meta["abrupt_closes_counted"]
+    counted = report.sources[0].meta["counted"]["client_closed_abruptly"]
     windows = -(-len(data) // 600_011) + len(parallel.plan([len(data)], 2))  # a range's last window is its own
     assert counted > 0 and 0 < len(kept) <= reader.REPEAT_KEEP * windows
     # every abrupt close is either an event or counted: none is lost from the totals

@@ -165,3 +165,23 @@ def test_an_events_catalogue_signature_is_not_taken_for_a_secret() -> None:
     assert redact('"signature": "celery.consumer.connection_lost"') == '"signature": "celery.consumer.connection_lost"'
     assert "abcDEF123" not in redact('"signature": "abcDEF123+/=="')
     assert "d41d8cd98f00b204" not in redact("signature=d41d8cd98f00b204e9800998ecf8427e")
+
+
+def test_the_cheap_word_test_holds_every_secret_key_the_patterns_name() -> None:
+    """redact skips its key=value and Authorization scans on text without one of a few words: every
+    alternative of those patterns must hold one, or a key added to a pattern would go unmasked."""
+    import re
+
+    from celery_doctor import redact as module
+
+    keys = re.sub(r"\[[^]]*\]\??|\?", "", module._SECRET_KEY).strip("(?:)").split("|")
+    dashed = re.search(r"--\(\?i:([^)]*)\)", module._KEY_VALUE.pattern)
+    assert dashed is not None and len(keys) > 10
+    for key in [*keys, *dashed.group(1).split("|")]:
+        assert any(word in key.casefold() for word in module._KEY_WORDS), key
+    auth = re.search(r"\(\?i:\(\?P<head>\\b\(\?:([^)]*)\)", module._AUTH_HEADER.pattern)
+    assert auth is not None
+    for scheme in auth.group(1).split("|"):
+        assert any(word in scheme for word in module._AUTH_WORDS), scheme
+    assert redact("Passwd = 'S3cr3t'") == "Passwd = '***'"
+    assert "abcdef123456" not in redact("Authorization: Bearer abcdef123456")

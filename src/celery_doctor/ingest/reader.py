@@ -53,7 +53,7 @@ HEAD_SCAN = 256 * 1024  # the start of a file is searched for the whole catalogu
 # (each is judged on its bytes first).
 REPEAT_KEEP = 64
 REPEAT_MIN = 32 * 1024 * 1024  # inputs smaller than this are read line by line, every repeat kept
-CHURN_NEAR = 4  # of a window's abrupt closes, those whose following lifecycle lines are looked for
+CHURN_NEAR = 4  # of a big input's abrupt closes in a window, those whose following lifecycle lines are looked for
 LOOKBACK_TASKS = 50
 LOOKBACK_BYTES = 256 * 1024
 LOAD_WINDOW_S = 60.0
@@ -487,36 +487,23 @@ class Scanner:
                 per_kind[kind] = max(per_kind.get(kind, 0), n)
         if not per_kind:
             return
-        family = families.REGISTRY.get(self.state.family) or CELERY
-        first = self._ts_at(family, buf, start, end)
-        last = None
-        last_start = buf.rfind(b"\n", start, max(start, end - 1)) + 1
-        for _ in range(20):  # the last dated line of the window
-            last = self._ts_at(family, buf, last_start, end)
-            if last is not None or last_start <= start:
-                break
-            last_start = buf.rfind(b"\n", start, max(start, last_start - 1)) + 1
-        first = first or self.state.last_ts  # a layout the family's parser does not date: the last event's time
+        family = self.activity_family or CELERY
+        # a layout the family's parser does not date: the last event's time
+        first = self._first_ts(buf, start, end, family) or self.state.last_ts
+        last = self._last_ts(buf, start, end, family)
         if first is not None:
             for kind, n in per_kind.items():
                 self.state.counted.append((first, max(first, last or first), n, kind.value))
 
-    def _ts_at(self, family: Any, buf: Buffer, start: int, end: int) -> datetime | None:
-        line_start = start if start == 0 or buf[start - 1:start] == b"\n" else buf.find(b"\n", start, end) + 1
-        if line_start <= 0 and start != 0:
-            return None
-        line_end = buf.find(b"\n", line_start, end)
-        line, _, _ = self._split(self._decode(buf[line_start:end if line_end < 0 else line_end]))
+    def _head_ts(self, raw: Buffer, family: Any = None) -> datetime | None:
+        family = family or self.activity_family
+        assert family is not None
+        line, _, _ = self._split(self._decode(raw))
         head = family.start(line, self.state.year)
         return head.ts if head else None
 
-    def _head_ts(self, raw: Buffer) -> datetime | None:
-        assert self.activity_family is not None
-        line, _, _ = self._split(self._decode(raw))
-        head = self.activity_family.start(line, self.state.year)
-        return head.ts if head else None
-
-    def _first_ts(self, buf: Buffer, start: int, end: int) -> datetime | None:
+    def _first_ts(self, buf: Buffer, start: int, end: int, family: Any = None) -> datetime | None:
+        """The time of the first dated line of ``buf[start:end]`` (within its first 20 lines)."""
         pos = start if start == 0 or buf[start - 1:start] == b"\n" else buf.find(b"\n", start, end) + 1
         for _ in range(20):
             if pos <= 0 and start != 0:
@@ -524,10 +511,23 @@ class Scanner:
             nl = buf.find(b"\n", pos, end)
             if nl < 0:
                 return None
-            ts = self._head_ts(buf[pos:nl])
+            ts = self._head_ts(buf[pos:nl], family)
             if ts:
                 return ts
             pos = nl + 1
+        return None
+
+    def _last_ts(self, buf: Buffer, start: int, end: int, family: Any = None) -> datetime | None:
+        """The time of the last dated line of ``buf[start:end]`` (within its last 20 lines)."""
+        stop = end - 1 if buf[end - 1:end] == b"\n" else end
+        for _ in range(20):
+            nl = buf.rfind(b"\n", start, stop)
+            if nl < 0 and start != 0:
+                return None  # the window's first line may have begun before it: not a whole line
+            ts = self._head_ts(buf[nl + 1:stop], family)
+            if ts or nl < 0:
+                return ts
+            stop = nl
         return None
 
     def _last_counted_ts(self, buf: Buffer, start: int, end: int) -> datetime | None:
@@ -634,7 +634,7 @@ class Scanner:
             return event.kind
         self._add(event)
         if event.side == Side.BROKER and event.kind not in LIFECYCLE_KINDS:
-            if event.kind == Kind.CLIENT_CLOSED_ABRUPTLY:  # under churn: only the window's first few
+            if event.kind == Kind.CLIENT_CLOSED_ABRUPTLY and self.state.big:  # churn: the window's first few
                 self.churn_near -= 1
                 if self.churn_near < 0:
                     return event.kind
@@ -733,8 +733,6 @@ def note_counted(state: SourceState) -> None:
     state.info.meta["counted"] = totals
     state.info.meta["counted_by_window"] = [[a.isoformat(), b.isoformat(), n, kind]
                                             for a, b, n, kind in sorted(state.counted)][:200]
-    if Kind.CLIENT_CLOSED_ABRUPTLY.value in totals:
-        state.info.meta["abrupt_closes_counted"] = totals[Kind.CLIENT_CLOSED_ABRUPTLY.value]
     said = ", ".join(f"{n} {kind}" for kind, n in sorted(totals.items()))
     state.info.warnings.append(
         f"lines repeated past the first {REPEAT_KEEP} of each {CHUNK >> 20} MB were counted, not read one by one "

@@ -12,6 +12,7 @@ import re
 import statistics
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from celery_doctor.incidents import ANCHORS, SAME_MOMENT_S, error_family, running_task_age
 from celery_doctor.model import (
@@ -697,7 +698,8 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
             confidence=0.3,
         ))
     # a busy broker's abrupt closes past the first of each window were counted, not read (reader.REPEAT_KEEP)
-    counted = sum(int(s.meta.get("abrupt_closes_counted") or 0) for s in ctx.timeline.sources)
+    counted = sum(int((s.meta.get("counted") or {}).get(Kind.CLIENT_CLOSED_ABRUPTLY.value, 0))
+                  for s in ctx.timeline.sources)
     more = f" (and {counted} more the scan counted without reading them one by one)" if counted else ""
     findings.append(Finding(
         category=Category.BENIGN_CLIENT_DISCONNECT, severity=Severity.INFO,
@@ -719,6 +721,11 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
 
 
 SHORT_LIVED_S = 10.0
+
+
+def _noted(rows: Iterable[tuple[Any, Any, Any]]) -> list[Evidence]:
+    """Evidence from (source, line, text) rows a source's meta noted (lines no event was made of)."""
+    return [Evidence(source=str(name), line=int(line), text=str(text)) for name, line, text in rows]
 
 
 def _closes(incidents: Iterable[Incident]) -> int:
@@ -847,8 +854,7 @@ def evaluate(ctx: LogContext) -> list[Finding]:
             explanation=("These inputs show connection errors, but their lines carry no times, so they cannot be "
                          "matched with the other side or told idle from busy. Give the worker's own log (with "
                          "its timestamps) and the broker's log for the same window."),
-            evidence=[Evidence(source=name, line=int(line), text=str(text))
-                      for name, line, text in undated[:MAX_EVIDENCE]],
+            evidence=_noted(undated[:MAX_EVIDENCE]),
             confidence=0.3, rule_id="CD-L12",
         ))
     elif not ctx.incidents and (cut := [(s.name, *s.meta["cut_connection_traceback"]) for s in ctx.timeline.sources
@@ -861,7 +867,7 @@ def evaluate(ctx: LogContext) -> list[Finding]:
                          "py-amqp, redis-py) and stops before its exception line, so a connection failed here "
                          "but not how: refused, reset, timed out and refused logins all pass these frames. Give "
                          "the whole traceback (its last line names the error), or the worker's log around it."),
-            evidence=[Evidence(source=name, line=int(line), text=str(text)) for name, line, text in cut],
+            evidence=_noted(cut),
             confidence=0.3, rule_id="CD-L77",
         ))
     elif not ctx.incidents:
