@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import celery_doctor.ingest
 from celery_doctor import pipeline
 from celery_doctor.ingest import counting, parallel, reader
 from conftest import FIXTURES
@@ -45,12 +44,16 @@ def test_abrupt_closes_past_a_windows_first_are_counted_and_said(tmp_path: Path,
                         ("SPLIT_MIN", 1024 * 1024), ("NUMPY_MIN", 1024 * 1024)):
         monkeypatch.setattr(parallel, name, value)
     monkeypatch.setattr(counting, "SMALL", 4096)
-    monkeypatch.setattr(celery_doctor.ingest, "REPEAT_MIN", 1024 * 1024)  # as if it were a big input
+    monkeypatch.setattr(reader, "REPEAT_MIN", 1024 * 1024)  # as if it were a big input
+    # and the budget made small (a gigabyte's 8 MB windows keep three each)
+    monkeypatch.setattr(reader, "REPEAT_BUDGET", 2)
+    keep = reader.repeat_keep(len(data))
+    assert keep is not None and reader.REPEAT_FLOOR <= keep < reader.REPEAT_KEEP
     report = pipeline.analyse_logs([str(tmp_path / "broker.log")])
     kept = [e for e in report.events if e.kind.value == "client_closed_abruptly"]
     counted = report.sources[0].meta["counted"]["client_closed_abruptly"]
     windows = -(-len(data) // 600_011) + len(parallel.plan([len(data)], 2))  # a range's last window is its own
-    assert counted > 0 and 0 < len(kept) <= reader.REPEAT_KEEP * windows
+    assert counted > 0 and 0 < len(kept) <= keep * windows
     # every abrupt close is either an event or counted: none is lost from the totals
     events = report.summary["events_by_kind"]["client_closed_abruptly"]
     assert events + counted == data.count(ABRUPT)
@@ -73,6 +76,21 @@ def test_an_input_under_the_size_that_counts_keeps_every_abrupt_close(tmp_path: 
     assert report.summary["events_by_kind"]["client_closed_abruptly"] == data.count(ABRUPT) == 45 * copies
 
 
+def test_what_a_window_keeps_shrinks_as_the_input_grows() -> None:
+    """Past REPEAT_MIN a window keeps fewer repeats the bigger the input, so one expression's kept
+    hits stay near REPEAT_BUDGET in all (the events, the analysis and the report do not grow with
+    the log), and never fewer than REPEAT_FLOOR a window."""
+    assert reader.repeat_keep(reader.REPEAT_MIN - 1) is None
+    assert reader.repeat_keep(reader.REPEAT_MIN) == reader.REPEAT_KEEP
+    sizes = [reader.REPEAT_MIN << k for k in range(8)]  # 32 MB to 4 GB
+    keeps = [reader.repeat_keep(size) for size in sizes]
+    assert keeps == sorted(keeps, reverse=True) and keeps[-1] == reader.REPEAT_FLOOR
+    for size, keep in zip(sizes, keeps, strict=True):
+        assert keep is not None
+        windows = size // reader.CHUNK
+        assert keep * windows <= max(reader.REPEAT_BUDGET, reader.REPEAT_FLOOR * windows)
+
+
 def test_a_worker_retrying_a_dead_broker_is_one_outage_counted(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker retrying a broker that stays down writes one refused connect every few seconds for
@@ -91,7 +109,7 @@ def test_a_worker_retrying_a_dead_broker_is_one_outage_counted(tmp_path: Path,
         lines.append("")
     path = tmp_path / "worker.log"
     path.write_text(head + "\n".join(lines) + "\n")
-    monkeypatch.setattr(celery_doctor.ingest, "REPEAT_MIN", 1024 * 1024)  # as if it were a big input
+    monkeypatch.setattr(reader, "REPEAT_MIN", 1024 * 1024)  # as if it were a big input
     report = pipeline.analyse_logs([str(path)])
     kept = report.summary["events_by_kind"]["cannot_connect"]
     counted = report.sources[0].meta["counted"]["cannot_connect"]

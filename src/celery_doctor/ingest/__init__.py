@@ -16,7 +16,7 @@ from celery_doctor.ingest.interface import Family, IngestError, IngestResult
 from celery_doctor.ingest.matcher import TIMING_BYTES
 from celery_doctor.ingest.parallel import scan_files
 from celery_doctor.ingest.prefixes import PREFIXES
-from celery_doctor.ingest.reader import REPEAT_MIN, Scanner, SourceState, _classify, scan_banner, scan_json
+from celery_doctor.ingest.reader import REPEAT_MIN, Scanner, SourceState, _classify, repeat_keep, scan_banner, scan_json
 from celery_doctor.ingest.sources import (
     SNIFF_BYTES,
     GzipStream,
@@ -154,10 +154,11 @@ def _read_one(path: str, info: SourceInfo, hint: str | None, progress: Progress 
                     state.sample += middle[:SAMPLE_HALF]
                     if size >= TIMED_MIN:
                         state.timing = middle
-            state.big = size >= REPEAT_MIN
+            state.keep = repeat_keep(size)
             files.append((path, state, size))  # read again by range, in the pool
         else:
-            state.big = 8 * size >= REPEAT_MIN or path == "-"  # compressed: ~8x inflated; stdin: unknown
+            # compressed: ~8x inflated; stdin: unknown, as if big
+            state.keep = repeat_keep(REPEAT_MIN if path == "-" else 8 * size)
             streams.append((chunks(stream, whole, info.warnings), state, size))
             handles.append(stream)
             keep = True

@@ -47,13 +47,20 @@ MAX_TEXT = 16 * 1024
 HEAD_SCAN = 256 * 1024  # the start of a file is searched for the whole catalogue (banner, readiness)
 # A line the catalogue knows, repeated thousands of times (a worker retrying a broker that is down
 # every 2 s, 580,000 times in 100 MB; a broker under churn logging an abrupt close every few KB):
-# in an input of REPEAT_MIN or more, the first REPEAT_KEEP hits of each search expression in a
-# window become Events, the rest are counted per window with the kind of the last kept one. Read
-# one by one, such a log cost 170 us a line and 1.4 GB of memory per 100 MB. Tracebacks are exempt
-# (each is judged on its bytes first).
+# in an input of REPEAT_MIN or more, the first few hits of each search expression in a window
+# become Events (repeat_keep: REPEAT_KEEP, fewer in bigger inputs), the rest are counted per window
+# with the kind of the last kept one. Read one by one, such a log cost 170 us a line and 1.4 GB of
+# memory per 100 MB. Tracebacks are exempt (each is judged on its bytes first).
 REPEAT_KEEP = 64
 REPEAT_MIN = 32 * 1024 * 1024  # inputs smaller than this are read line by line, every repeat kept
-CHURN_NEAR = 4  # of a big input's abrupt closes in a window, those whose following lifecycle lines are looked for
+# what one expression keeps over a whole input, spread over its windows (at least REPEAT_FLOOR
+# each): the events, the analysis and the report stop growing with the log (a churning 1 GB broker
+# log kept 8,500 abrupt closes at 64 a window, and its analysis cost three times its scan)
+REPEAT_BUDGET = 512
+REPEAT_FLOOR = 2
+# of a big input's abrupt closes in a window, those whose following lifecycle lines are looked for
+# (CHURN_NEAR where a window keeps REPEAT_KEEP, fewer as it keeps fewer; one at least)
+CHURN_NEAR = 4
 LOOKBACK_TASKS = 50
 LOOKBACK_BYTES = 256 * 1024
 LOAD_WINDOW_S = 60.0
@@ -87,7 +94,7 @@ class SourceState:
     services: dict[str, str] = field(default_factory=dict)  # docker-compose service -> family
     # hits past REPEAT_KEEP in a window: (first time, last time of the window, how many, their kind)
     counted: list[tuple[datetime, datetime, int, str]] = field(default_factory=list)
-    big: bool = False  # REPEAT_MIN or more: repeats past REPEAT_KEEP a window are counted
+    keep: int | None = None  # in a big input, the hits of one expression a window keeps (repeat_keep)
     sample: bytes = b""  # a little of the input (head and middle): the matcher's search strings are chosen on it
     timing: bytes = b""  # a big input's middle megabyte: the matcher's engine is chosen by timing it there
 
@@ -110,6 +117,14 @@ class Record:
 
 
 strip_prefix = prefixes.strip
+
+
+def repeat_keep(size: int) -> int | None:
+    """How many hits of one expression each window of an input of ``size`` bytes keeps (the rest
+    are counted); None: every hit is read (an input under REPEAT_MIN)."""
+    if size < REPEAT_MIN:
+        return None
+    return max(REPEAT_FLOOR, min(REPEAT_KEEP, REPEAT_BUDGET * CHUNK // size))
 
 
 def record_start(family: str, line: str, year: int) -> Start | None:
@@ -171,7 +186,7 @@ class Scanner:
         self.seen: set[int] = set()
         self.near_left = 0
         self.near_budget = NEAR_BUDGET
-        self.churn_near = CHURN_NEAR
+        self.churn_near = self._churn_near = max(1, (state.keep or REPEAT_KEEP) * CHURN_NEAR // REPEAT_KEEP)
         self._end = 0
         self._ts_cache: dict[str, datetime] = {}
         self._taskless = (0, -1)  # a stretch of the window known to hold no task line (start, end)
@@ -569,7 +584,7 @@ class Scanner:
         self.first_chunk = False
         self._end = end
         self.near_budget = NEAR_BUDGET
-        self.churn_near = CHURN_NEAR
+        self.churn_near = self._churn_near
         self._pos, self._no = start, self.line_base + 1  # the line number of the line holding byte _pos
         is_json = self.state.family == "json"
         traceback_ids = (self._traceback_id, self._full_traceback_id)  # the literal's index in each matcher
@@ -577,11 +592,11 @@ class Scanner:
         kept: dict[int, int] = {}  # per expression: its hits in this window so far
         counted: dict[int, int] = {}  # past REPEAT_KEEP: never decoded
         kinds: dict[int, Kind] = {}  # the kind of the last event an expression's hit made
-        capped = self.state.big
+        keep = self.state.keep
         for hit, ident, full in hits:
-            if capped and not full and ident != traceback_ids[0]:
+            if keep is not None and not full and ident != traceback_ids[0]:
                 kept[ident] = n = kept.get(ident, 0) + 1
-                if n > REPEAT_KEEP:
+                if n > keep:
                     counted[ident] = counted.get(ident, 0) + 1
                     continue
             if is_json:
@@ -634,7 +649,8 @@ class Scanner:
             return event.kind
         self._add(event)
         if event.side == Side.BROKER and event.kind not in LIFECYCLE_KINDS:
-            if event.kind == Kind.CLIENT_CLOSED_ABRUPTLY and self.state.big:  # churn: the window's first few
+            # churn: the window's first few
+            if event.kind == Kind.CLIENT_CLOSED_ABRUPTLY and self.state.keep is not None:
                 self.churn_near -= 1
                 if self.churn_near < 0:
                     return event.kind
@@ -735,7 +751,7 @@ def note_counted(state: SourceState) -> None:
                                             for a, b, n, kind in sorted(state.counted)][:200]
     said = ", ".join(f"{n} {kind}" for kind, n in sorted(totals.items()))
     state.info.warnings.append(
-        f"lines repeated past the first {REPEAT_KEEP} of each {CHUNK >> 20} MB were counted, not read one by one "
+        f"lines repeated past the first {state.keep} of each {CHUNK >> 20} MB were counted, not read one by one "
         f"(the timeline shows the rest): {said}")
 
 

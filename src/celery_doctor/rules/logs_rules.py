@@ -715,7 +715,9 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
                      "`app.pool.acquire()`) in short-lived publishers; otherwise ignore these warnings."),
         confidence=(0.75 if watched and len(watched) == len(hits) else
                     0.5 if len(watched) + len(brief) == len(hits) else 0.35),
-        facts={"source": "logs", "short_lived": len(brief), **({"counted_closes": counted} if counted else {})},
+        # the closes are explained (as exits, or as unknown without the client's log): not CD-L11's too
+        facts={"source": "logs", "short_lived": len(brief), "incidents": [i.id for i in hits],
+               **({"counted_closes": counted} if counted else {})},
     ))
     return findings
 
