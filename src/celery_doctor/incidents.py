@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import re
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -460,10 +460,13 @@ def _set_periods(incidents: list[Incident]) -> None:
     for members in series.values():
         if len(members) < 3:
             continue
-        gaps = [(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(members)]
-        mean = statistics.fmean(gaps)
-        if mean > 0 and statistics.pstdev(gaps) / mean <= REGULAR_CV:
-            period = statistics.median(gaps)
+        # by hand, not with statistics (whose import, with random's and fractions', costs ~6 ms of every run)
+        gaps = sorted((b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(members))
+        mean = math.fsum(gaps) / len(gaps)
+        spread = math.sqrt(math.fsum((g - mean) ** 2 for g in gaps) / len(gaps))
+        if mean > 0 and spread / mean <= REGULAR_CV:
+            half = len(gaps) // 2
+            period = gaps[half] if len(gaps) % 2 else (gaps[half - 1] + gaps[half]) / 2
             for inc in members:
                 inc.period_s = period
 

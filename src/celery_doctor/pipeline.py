@@ -18,18 +18,15 @@ from celery_doctor import incidents as incident_stage
 from celery_doctor import timeline as timeline_stage
 from celery_doctor.middleboxes import parse_idle_timeout
 from celery_doctor.model import Category, DoctorError, Evidence, Finding, Kind, Report, Role, Severity, Side
-from celery_doctor.rules import combine, registry, settings_rules
-from celery_doctor.rules.broker_rules import broker_findings
+from celery_doctor.rules import registry
 from celery_doctor.rules.context import LogContext, context_for
-from celery_doctor.settings import analysis as settings_analysis
-from celery_doctor.settings import catalogue as settings_catalogue
-from celery_doctor.settings import static_reader
-from celery_doctor.settings.interface import Assignment, ConfigFacts
 
 if TYPE_CHECKING:  # the broker, repro and migrate stages load only for their commands, the log rules
     # while the scan of the logs runs (analyse_logs)
     from celery_doctor.broker import ProbeOptions
     from celery_doctor.repro.harness import RunOptions as ReproRunOptions
+    from celery_doctor.rules import combine
+    from celery_doctor.settings.interface import ConfigFacts
     from celery_doctor.settings.migrate import Migration
     from celery_doctor.settings.runtime_report import RuntimeReport
 
@@ -122,6 +119,7 @@ def _versions_seen(ctx: LogContext) -> dict[str, dict[str, object]]:
 def check_broker(url: str, options: ProbeOptions | None = None) -> Report:
     """The `broker` command: probe one broker, judge what it enforces."""
     from celery_doctor.broker import probe_broker
+    from celery_doctor.rules.broker_rules import broker_findings
 
     facts = probe_broker(url, options)
     return Report(
@@ -142,6 +140,7 @@ def _project_celery_pin(paths: list[str]) -> tuple[str, str] | None:
     from packaging.version import Version
 
     from celery_doctor.pins.readers import read_file as read_requirements
+    from celery_doctor.settings import catalogue as settings_catalogue
     from celery_doctor.settings.loader import project_root
 
     first = next((Path(p) for p in paths if Path(p).exists()), None)
@@ -179,6 +178,7 @@ def _project_celery_pin(paths: list[str]) -> tuple[str, str] | None:
 
 def _runtime_facts(report: RuntimeReport) -> ConfigFacts:
     """A running Celery's settings as a config source (names as it printed them)."""
+    from celery_doctor.settings.interface import Assignment, ConfigFacts
     facts = ConfigFacts(files=[report.source])
     for key, value in report.settings.items():
         if key == "deprecated_settings" or key.startswith("_"):  # Celery's bookkeeping, object internals
@@ -200,7 +200,10 @@ def check_config(paths: list[str], to_version: str | None = None, from_version: 
     A pasted `celery report` / `inspect conf` output among the paths (or in ``reports``, read by
     diagnose) is what Celery really runs with: alone it is audited like a config; beside the files
     it is their effective side."""
-    from celery_doctor.settings import runtime_report
+    from celery_doctor.rules import settings_rules
+    from celery_doctor.settings import analysis as settings_analysis
+    from celery_doctor.settings import catalogue as settings_catalogue
+    from celery_doctor.settings import runtime_report, static_reader
 
     middlebox = parse_idle_timeout(idle_timeout)
     runtime = [*(reports or []),
@@ -260,6 +263,10 @@ def check_effective(app: str, python: str | None, paths: list[str], to_version: 
                     from_version: str | None, idle_timeout: str | None, timeout: float) -> Report:
     """`config --app MODULE`: import the app in the user's interpreter, read the files it was
     configured from, and judge intended against effective values."""
+    from celery_doctor.rules import settings_rules
+    from celery_doctor.settings import analysis as settings_analysis
+    from celery_doctor.settings import catalogue as settings_catalogue
+    from celery_doctor.settings import static_reader
     from celery_doctor.settings.effective import read_effective
 
     middlebox = parse_idle_timeout(idle_timeout)
@@ -389,7 +396,7 @@ class _Judged:
 def _judge(facts: RunFacts) -> _Judged:
     """One run's verdict: the logs engine on its logs, the repro rules on its ground truth."""
     from celery_doctor.repro import harness, ledger, scenarios
-    from celery_doctor.rules import repro_rules
+    from celery_doctor.rules import combine, repro_rules
 
     warnings: list[str] = []
     engine: Report | None = None
@@ -630,6 +637,8 @@ def _settings(config: Report | None, judged: RuntimeReport | None = None) -> dic
     """The settings the config audit read, with the line each stands on (only those Celery uses:
     not the ignored names, not a class it is not configured from); a `celery report`'s values
     replace the files' (they are what the running app has in effect)."""
+    from celery_doctor.rules import combine
+    from celery_doctor.settings import catalogue as settings_catalogue
     data = (config.data.get("config") or {}) if config is not None else {}
     rows = data.get("in_effect", data.get("settings", []))
     out: dict[str, combine.Setting] = {}
@@ -669,6 +678,7 @@ def _reports_in_logs(logs: Report, inside: dict[str, RuntimeReport]) -> None:
 
 def _running_celery(logs: Report | None) -> str | None:
     """The Celery release a worker banner in the logs names, resolved in the settings data."""
+    from celery_doctor.settings import catalogue as settings_catalogue
     if logs is None:
         return None
     banner = next((str(s.meta["celery_version"]) for s in logs.sources if s.meta.get("celery_version")), None)
@@ -707,6 +717,7 @@ AUTH_WORDS = re.compile(r"ACCESS_REFUSED|\(403\)|login refused|\(530\)|NOT_ALLOW
 
 def _observed(logs: Report | None) -> combine.Observed:
     """What the logs showed, for weighing the other inputs against it."""
+    from celery_doctor.rules import combine
     if logs is None:
         return combine.Observed()
     logins = [Evidence.of(e) for e in logs.events
@@ -789,6 +800,7 @@ def _report_data(reports: list[RuntimeReport], judged: RuntimeReport | None) -> 
 
 def diagnose(options: DiagnoseOptions, progress: Callable[[str, int, int], None] | None = None) -> Report:
     """Every step the expert would take, on whatever evidence was given, ranked into causes."""
+    from celery_doctor.rules import combine
     findings: list[Finding] = []
     parts: dict[str, Report] = {}
     unread: list[str] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import re
-import statistics
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -190,6 +189,8 @@ def _pair_offset(client: list[Event], broker: list[Event]) -> tuple[float, str] 
     if best is None:
         return None
     count, _, matched, basis = best
+    import statistics  # only here, where two sources' clocks are matched: its import costs ~4 ms
+
     delta = statistics.median(matched)
     if abs(delta) < SAME_CLOCK_S:
         return 0.0, basis

@@ -12,8 +12,7 @@ streams them meanwhile, decompressing in a thread beside the scan.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import gc
 import itertools
 import os
 import queue
@@ -184,9 +183,15 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
             Scanner(_fresh(state))
         ex = ProcessPoolExecutor(max_workers=min(pool_size, len(ranges)), mp_context=get_context("fork"),
                                  initializer=_worker_start)
+        # the workers are forked at the first submit and inherit the states: a range names its file's
+        # (pickling each state's megabyte of sample with every range cost the pool's start more than
+        # its scan); the objects the parent holds are frozen out of the collector meanwhile, so a
+        # worker's collections do not copy every page it shares with the parent
+        _TEMPLATES[:] = [state for _, state, _ in files]
+        gc.freeze()
         try:
-            futures: list[Future[Part]] = [ex.submit(scan_range, files[i][0], files[i][1], i, a, b)
-                                           for i, a, b in ranges]
+            futures: list[Future[Part]] = [ex.submit(_scan_forked, files[i][0], i, a, b) for i, a, b in ranges]
+            gc.unfreeze()
             if meanwhile is not None:
                 meanwhile()
             for blocks, state, size in streams:  # meanwhile, here
@@ -198,6 +203,7 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
                     name = files[part.index][1].info.name
                     progress(name, min(sizes[part.index], part.start + RANGE_MIN), sizes[part.index])
         except BaseException:
+            gc.unfreeze()
             _stop_now(ex)  # interrupted or failed: no waiting for the ranges still being scanned
             raise
         ex.shutdown()
@@ -213,14 +219,23 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
     join(files, parts)
 
 
+_TEMPLATES: list[SourceState] = []  # the parent's states, as the forked workers see them
+
+
+def _scan_forked(path: str, index: int, start: int, end: int) -> Part:
+    return scan_range(path, _TEMPLATES[index], index, start, end)
+
+
 def _worker_start() -> None:
     """In each forked worker: Ctrl-C is the parent's to handle (it stops the pool), SIGTERM kills,
     and on Linux the worker dies with the parent even if the parent is killed outright."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    with contextlib.suppress(OSError, AttributeError, ImportError):
+        import ctypes  # here, in the worker: ~8 ms the parent's serial start need not pay
+
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's prctl among them
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() == 1:  # the parent died before the line above took effect
             os._exit(1)

@@ -255,7 +255,7 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
                                     "or start the worker with --pool prefork"),
                     verify="celery-doctor repro --scenario long-task (with the fix) should show no "
                            "broker-side close and no duplicate"),
-            confidence=0.85 if thread_pool else 0.7,
+            confidence=0.85 if thread_pool else 0.7, facts={"incidents": [i.id for i in busy]},
         ))
     # the worker's own idle connection, in a pool whose event loop sends heartbeats: "not sent" is the
     # weaker reading, the path losing its frames the stronger one (CD-L61)
@@ -295,7 +295,7 @@ def heartbeat_silence(ctx: LogContext) -> Iterable[Finding]:
                     snippet=snippet({"broker_heartbeat": "0"}, ctx.celery_version,
                                     "connections that cannot send heartbeats should not negotiate them"),
                     verify="celery-doctor repro --scenario idle"),
-            confidence=0.4 if own_idle else (0.45 if unseen else 0.7),
+            confidence=0.4 if own_idle else (0.45 if unseen else 0.7), facts={"incidents": [i.id for i in idle]},
         ))
     return findings
 
@@ -389,7 +389,8 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
                              "healthcheck, a Kubernetes readiness probe on the broker), and keep "
                              "broker_connection_retry_on_startup on so the worker waits for it, as here."),
                 confidence=0.65,
-                facts={"source": "logs", "refused_only": True, "came_up": True},
+                facts={"source": "logs", "refused_only": True, "came_up": True,
+                       "incidents": [i.id for i in came_up]},
             )]
         return [Finding(
             category=Category.BROKER_RESTART_OR_FAILOVER, severity=Severity.MEDIUM,
@@ -403,7 +404,7 @@ def broker_restart(ctx: LogContext) -> Iterable[Finding]:
                          "broker URL`); in docker compose start the worker after the broker is healthy.",
                     verify="celery-doctor broker URL"),
             confidence=0.45,
-            facts={"source": "logs", "refused_only": True},
+            facts={"source": "logs", "refused_only": True, "incidents": [i.id for i in closed]},
         )]
     outages = [i.outage_s for i in hits if i.outage_s]
     if not hits:
@@ -586,6 +587,7 @@ def redis_timeout(ctx: LogContext) -> Iterable[Finding]:
                                 ctx.celery_version),
                 verify="celery-doctor broker redis://HOST:6379/0"),
         confidence=0.9 if server else (0.5 if all(i.phase == Phase.IDLE for i in client) else 0.4),
+        facts={"incidents": [i.id for i in hits]},
     )]
 
 
@@ -695,7 +697,7 @@ def benign_disconnects(ctx: LogContext) -> Iterable[Finding]:
                          "from the broker. Add the worker's or the publishing application's log for the same "
                          "window to tell them apart."),
             evidence=_evidence(_events(i for i in hits if i not in watched)),
-            confidence=0.3,
+            confidence=0.3, facts={"incidents": [i.id for i in hits if i not in watched]},
         ))
     # a busy broker's abrupt closes past the first of each window were counted, not read (reader.REPEAT_KEEP)
     counted = sum(int((s.meta.get("counted") or {}).get(Kind.CLIENT_CLOSED_ABRUPTLY.value, 0))
