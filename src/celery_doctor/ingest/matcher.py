@@ -231,6 +231,7 @@ class HyperscanMatcher:
         self._db = _compiled(strings, keep=keep)
         # a COVER search string -> what each literal it stands for is, in full, and where in it the piece is
         self._covers: dict[int, list[tuple[How, bytes, int]]] = {}
+        self._plan()
         if timing and not keep:
             self._choose(strings, pieces, sample, timing)
 
@@ -259,46 +260,61 @@ class HyperscanMatcher:
             cover_db = _compiled([strings[sid] for sid in kept] + [_escape(piece) for piece, _ in cover], keep=False)
             candidates.append((cover_db, cover_how, held))
         self._db, self._how, self._covers = candidates[_fastest([db for db, _, _ in candidates], timing)]
+        self._plan()
+
+    def _plan(self) -> None:
+        """Per search string, how its hit is resolved: most are a literal or a pattern reported where
+        it ends, resolved by one subtraction (a busy broker's or a 3.1 app's windows call back tens of
+        thousands of times: each Python step per hit counts)."""
+        self._simple: list[tuple[int, int] | None] = [
+            (back, ident) if kind in (LITERAL, DIRECT) else None for ident, kind, _, back in self._how]
 
     def hits(self, data: Buffer, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
         end = len(data) if end is None else end
+        if end <= start:
+            return []
         raw: list[tuple[int, int]] = []
+        keep = raw.append
 
         def on_match(sid: int, _start: int, stop: int, _flags: int, _ctx: object) -> None:
-            raw.append((stop, sid))
+            keep((stop, sid))
 
-        if end > start:
-            with memoryview(data) as view:
-                self._db.scan(view[start:end], match_event_handler=on_match)
+        with memoryview(data) as view:
+            self._db.scan(view[start:end], match_event_handler=on_match)
+        simple = self._simple
         found: list[tuple[int, int]] = []
+        add = found.append
         lines: set[tuple[int, int]] = set()
-        how = self._how
-        resolved: list[tuple[int, How]] = []
         for stop, sid in raw:
-            entry = how[sid]
-            if entry[1] != COVER:
-                resolved.append((stop, entry))
+            plain = simple[sid]
+            if plain is not None:  # a literal (back: its length) or a pattern (back: 1)
+                add((stop - plain[0], plain[1]))
                 continue
-            # a piece of a shared cover: the search strings it stands for, whole around it and inside
-            # [start, end), as if Hyperscan had found them
-            for meant, lit, at in self._covers[sid]:
-                begin = stop - entry[3] - at
-                if begin >= 0 and begin + len(lit) <= end - start and data.startswith(lit, start + begin):
-                    resolved.append((begin + len(lit), meant))
-        for stop, (ident, kind, check, back) in resolved:
-            if kind == NONE:
-                continue
-            if kind == LITERAL:
-                found.append((stop - back, ident))
-            elif kind == DIRECT:
-                found.append((stop - 1, ident))
-            else:
-                key = (data.rfind(b"\n", start, start + stop), ident)
-                if key not in lines:  # each line's matches once, whichever search string led there
-                    lines.add(key)
-                    found.extend((at, ident) for at in _line_hits(data, start, end, start + stop - 1, check))
+            ident, kind, check, back = self._how[sid]
+            if kind == COVER:
+                # a piece of a shared cover: the search strings it stands for, whole around it and
+                # inside [start, end), as if Hyperscan had found them
+                for (meant, meant_kind, meant_check, meant_back), lit, at in self._covers[sid]:
+                    begin = stop - back - at
+                    if begin >= 0 and begin + len(lit) <= end - start and data.startswith(lit, start + begin):
+                        if meant_kind == LITERAL:
+                            add((begin + len(lit) - meant_back, meant))
+                        else:
+                            self._line(data, start, end, begin + len(lit), meant, meant_check, lines, found)
+            elif kind == LINE:
+                self._line(data, start, end, stop, ident, check, lines, found)
         found.sort()
         return found
+
+    @staticmethod
+    def _line(data: Buffer, start: int, end: int, stop: int, ident: int, check: Any,
+              lines: set[tuple[int, int]], found: list[tuple[int, int]]) -> None:
+        """A pattern's hits on the line where one of its literals ended at ``stop`` (each line once,
+        whichever literal led there)."""
+        key = (data.rfind(b"\n", start, start + stop), ident)
+        if key not in lines:
+            lines.add(key)
+            found.extend((at, ident) for at in _line_hits(data, start, end, start + stop - 1, check))
 
 
 class FindMatcher:

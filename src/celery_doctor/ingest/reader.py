@@ -606,12 +606,13 @@ class Scanner:
                 continue
             if ident == traceback_ids[full]:  # an application's traceback is rejected before decoding
                 if errors is not None and hit + TRACEBACK_WINDOW <= end:
-                    # the common case inline (3.1 apps log ~150,000 a GB): no connection error
-                    # within its reach, as _dull_traceback would first find
+                    # inline, as _dull_traceback judges it where the window's marks are known (3.1 apps
+                    # log ~150,000 a GB): no connection error before the next record, or a task's failure
                     k = bisect.bisect_left(errors, hit)
-                    if k == len(errors) or errors[k] >= hit + TRACEBACK_WINDOW:
+                    if (k == len(errors) or errors[k] >= hit + TRACEBACK_WINDOW
+                            or buf.find(b"\n[", hit, errors[k] + 1) >= 0 or _raised_above(buf, hit)):
                         continue
-                if self._dull_traceback(buf, hit):
+                elif self._dull_traceback(buf, hit):
                     continue
             made = self._emit(buf, hit, start)
             if made is not None and not full:
@@ -696,10 +697,7 @@ class Scanner:
         nxt = buf.find(b"\n[", hit, stop)
         if marked and nxt >= 0:
             return True  # the next record begins before that error: not this traceback's
-        line_start = buf.rfind(b"\n", 0, hit) + 1
-        header = buf.rfind(b"\n", 0, max(0, line_start - 1)) + 1
-        above = buf[header:line_start]
-        if b"] raised" in above or b"raised unexpected" in above:
+        if _raised_above(buf, hit):
             return True
         if marked:
             return False
@@ -737,6 +735,14 @@ class Scanner:
         if self.state.out_of_order:
             self.state.info.warnings.append(
                 f"timestamps go backwards {self.state.out_of_order} time(s); events were re-sorted")
+
+
+def _raised_above(buf: Buffer, hit: int) -> bool:
+    """Whether the line above the traceback at ``hit`` is a task's failure (``Task x[id] raised
+    unexpected: ...``, 3.1's and 4+'s): the task's own error, not the worker's connection."""
+    line_start = buf.rfind(b"\n", 0, hit) + 1
+    header = buf.rfind(b"\n", 0, max(0, line_start - 1)) + 1
+    return buf.find(b"] raised", header, line_start) >= 0 or buf.find(b"raised unexpected", header, line_start) >= 0
 
 
 def note_counted(state: SourceState) -> None:
