@@ -460,3 +460,13 @@ def test_partition_names_the_paused_node_and_the_peer() -> None:
     assert "pause_minority" in top.explanation
     alone = diagnose(DiagnoseOptions(logs=[str(RULES / "rabbitmq-partition-ignore")])).findings[0]
     assert alone.facts["paused"] is False and alone.confidence < 0.8
+
+
+def test_every_redis_limit_pattern_holds_one_of_the_words_its_cheap_test_looks_for() -> None:
+    """CD-L20 reads an event's patterns only when one of WORDS is in it: each alternative of each
+    pattern must hold one, or a limit it names would never be seen."""
+    from celery_doctor.rules.logs.redis_limits import LIMITS, WORDS
+
+    for name, pattern in LIMITS:
+        for branch in pattern.pattern.split("|"):
+            assert any(word in branch for word in WORDS), (name, branch)

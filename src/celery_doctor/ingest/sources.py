@@ -150,7 +150,11 @@ def looks_binary(head: bytes) -> bool:
     if not head:
         return False
     sample = head[:8192]
-    return sample.count(b"\x00") > 0 or sum(b < 9 or 13 < b < 32 for b in sample) > len(sample) * 0.1
+    control = len(sample) - len(sample.translate(None, _CONTROL))  # in C: a loop in Python cost ~1 ms a file
+    return sample.count(b"\x00") > 0 or control > len(sample) * 0.1
+
+
+_CONTROL = bytes([*range(9), *range(14, 32)])
 
 
 def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | None, dict[str, str]]:
@@ -165,8 +169,9 @@ def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | N
     if not lines:
         return None, None, {}
     prefix = None
+    need = max(1, 0.6 * len(lines))
     for candidate in prefixes.PREFIXES:
-        if sum(bool(candidate.pattern.match(ln)) for ln in lines) >= max(1, 0.6 * len(lines)):
+        if _matches_at_least(candidate.pattern, lines, need):
             prefix = candidate.name
             break
     stripped = [strip_prefix(ln, prefix) for ln in lines]
@@ -189,6 +194,21 @@ def sniff(head: bytes, hint: str | None, year: int) -> tuple[str | None, str | N
     if prefix is None and len(votes) > 1 and sorted(votes.values())[-2] >= 2:
         return "multi", prefix, services  # a paste of worker and broker lines one after the other
     return max(votes, key=lambda f: votes[f]), prefix, services
+
+
+def _matches_at_least(pattern: re.Pattern[str], lines: list[str], need: float) -> bool:
+    """Whether ``pattern`` matches at least ``need`` of ``lines`` (given up on as soon as it cannot:
+    most files have no prefix, and each candidate was matched against all their lines)."""
+    hits, left = 0, len(lines)
+    for line in lines:
+        if pattern.match(line):
+            hits += 1
+            if hits >= need:
+                return True
+        left -= 1
+        if hits + left < need:
+            return False
+    return hits >= need
 
 
 def _untimed_family(line: str) -> str | None:

@@ -12,13 +12,14 @@ from typing import Any
 from celery_doctor.pins.catalogue import Catalogue
 from celery_doctor.pins.checks import Assessment, assess, broker_family
 from celery_doctor.pins.interface import PinsError
-from celery_doctor.pins.readers import read_file, read_interpreter
 
 __all__ = ["Assessment", "PinsError", "run_pins"]
 
 
 def run_pins(requirement: str | None, python: str | None, to: str | None, constraints_dir: str | None,
              check_install: bool, broker_url: str | None) -> tuple[Assessment, dict[str, Any]]:
+    from celery_doctor.pins.readers import read_file, read_interpreter  # not for `logs`, which reads the catalogue
+
     catalogue = Catalogue.shipped()
     broker_family(broker_url)  # a bad URL is bad input before anything slow happens
     if requirement:

@@ -10,14 +10,16 @@ import functools
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from packaging.markers import InvalidMarker, UndefinedComparison
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from celery_doctor.pins.interface import PinsError, canonical
+
+if TYPE_CHECKING:  # requirements and markers (~12 ms to import) only where a release's are read: `logs`
+    # reads the known-bad entries alone
+    from packaging.requirements import Requirement
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -57,6 +59,8 @@ class Release:
 
     @functools.cached_property
     def parsed(self) -> tuple[Requirement, ...]:
+        from packaging.requirements import InvalidRequirement, Requirement
+
         out = []
         for text in self.requires:
             try:
@@ -67,6 +71,8 @@ class Release:
 
     @property
     def invalid_requires(self) -> list[str]:
+        from packaging.requirements import InvalidRequirement, Requirement
+
         good = {str(r) for r in self.parsed}
         out = []
         for text in self.requires:
@@ -78,6 +84,8 @@ class Release:
 
     def dependencies(self, python: str | None, extras: tuple[str, ...] = ()) -> list[Requirement]:
         """Declared requirements active for this Python (None: assume every marker holds) and extras."""
+        from packaging.markers import InvalidMarker, UndefinedComparison
+
         out = []
         for req in self.parsed:
             if req.marker is None:

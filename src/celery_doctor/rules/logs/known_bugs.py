@@ -75,13 +75,18 @@ def match(event: Event) -> KnownBad | None:
     return next((entry for entry, sigs in catalogue_entries() if _matches(tb, event.text, sigs)), None)
 
 
+# lines that never carry a traceback (a broker's accepts and clean closes are most of its events)
+_NO_TRACEBACK = frozenset({Kind.TASK_SUCCEEDED, Kind.TASK_RECEIVED, Kind.CONNECTED, Kind.CONNECTION_ACCEPTED,
+                           Kind.CONNECTION_CLOSED_CLEAN})
+
+
 @rule("CD-K01", "logs", Category.VERSION_INCOMPATIBILITY)
 def known_bug(ctx: LogContext) -> Iterable[Finding]:
     """A traceback in the logs matches a known bug of one release (data/known_bad.json, the
     catalogue `pins` uses): the fix is a version, not a setting."""
     hits: dict[str, tuple[KnownBad, list[Event]]] = {}
     for e in all_events(ctx):
-        if e.kind in (Kind.TASK_SUCCEEDED, Kind.TASK_RECEIVED, Kind.CONNECTED):
+        if e.kind in _NO_TRACEBACK:
             continue
         entry = match(e)
         if entry is not None:
