@@ -62,6 +62,17 @@ def test_a_shared_cover_finds_what_the_literals_find(monkeypatch: Any) -> None:
         assert covered.hits(data) == slow.hits(data) != []
         for start, end in ((1, len(data) - 1), (len(data) // 3, len(data) // 2), (777, 778 + len(data) // 7)):
             assert covered.hits(data, start, end) == slow.hits(data, start, end), (family, start, end)
+        # capped, as a big input's windows ask: each engine lists every expression's first hits, the
+        # same ones, and counts the rest; an exempt expression keeps all of its hits
+        every = slow.hits(data)
+        for engine in (covered, slow, plain := matcher.HyperscanMatcher(exprs, data)):
+            counted: dict[int, int] = {}
+            listed = engine.hits(data, 0, len(data), 2, counted)
+            assert listed == [hit for k, hit in enumerate(every) if sum(h[1] == hit[1] for h in every[:k]) < 2]
+            assert len(listed) + sum(counted.values()) == len(every) and counted, engine
+            exempt = frozenset(counted)
+            assert engine.hits(data, 0, len(data), 2, counted, exempt) == every
+        assert plain._how != covered._how
 
 
 def test_version_names_the_matcher() -> None:

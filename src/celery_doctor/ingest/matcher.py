@@ -40,9 +40,12 @@ TIMING_BYTES = 1024 * 1024
 class Matcher(Protocol):
     expressions: tuple[Expression, ...]
 
-    def hits(self, data: Buffer, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
+             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
         """(an offset inside the line that matched, index of the expression), in offset order,
-        for the bytes ``data[start:end]`` (offsets counted from ``start``)."""
+        for the bytes ``data[start:end]`` (offsets counted from ``start``). With ``cap``, only the
+        first ``cap`` hits of each expression not in ``exempt`` are listed, the rest counted (per
+        expression) in ``counted``."""
 
 
 @lru_cache(maxsize=1024)
@@ -264,12 +267,19 @@ class HyperscanMatcher:
 
     def _plan(self) -> None:
         """Per search string, how its hit is resolved: most are a literal or a pattern reported where
-        it ends, resolved by one subtraction (a busy broker's or a 3.1 app's windows call back tens of
-        thousands of times: each Python step per hit counts)."""
+        it ends, resolved by one subtraction; a piece of a shared cover that stands for one literal,
+        by one comparison (a busy broker's or a 3.1 app's windows call back tens of thousands of
+        times: each Python step per hit counts)."""
         self._simple: list[tuple[int, int] | None] = [
             (back, ident) if kind in (LITERAL, DIRECT) else None for ident, kind, _, back in self._how]
+        self._single: list[tuple[bytes, int, int] | None] = [None] * len(self._how)
+        for sid, held in self._covers.items():
+            (meant, meant_kind, _, _), lit, at = held[0]
+            if len(held) == 1 and meant_kind == LITERAL:  # the literal begins this far before the piece's end
+                self._single[sid] = (lit, self._how[sid][3] + at, meant)
 
-    def hits(self, data: Buffer, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
+             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
         end = len(data) if end is None else end
         if end <= start:
             return []
@@ -281,30 +291,52 @@ class HyperscanMatcher:
 
         with memoryview(data) as view:
             self._db.scan(view[start:end], match_event_handler=on_match)
-        simple = self._simple
+        simple, single = self._simple, self._single
         found: list[tuple[int, int]] = []
         add = found.append
+        rest: list[tuple[int, int]] = []  # hits resolved the slow way (patterns' lines, shared pieces)
         lines: set[tuple[int, int]] = set()
+        seen: dict[int, int] = {}
+        over = counted if counted is not None else {}
+        span = end - start
         for stop, sid in raw:
             plain = simple[sid]
             if plain is not None:  # a literal (back: its length) or a pattern (back: 1)
-                add((stop - plain[0], plain[1]))
+                at, ident = stop - plain[0], plain[1]
+            elif (one := single[sid]) is not None:
+                lit, back, ident = one
+                at = stop - back
+                if at < 0 or at + len(lit) > span or not data.startswith(lit, start + at):
+                    continue
+            else:
+                self._resolve(data, start, end, stop, sid, lines, rest)
                 continue
-            ident, kind, check, back = self._how[sid]
-            if kind == COVER:
-                # a piece of a shared cover: the search strings it stands for, whole around it and
-                # inside [start, end), as if Hyperscan had found them
-                for (meant, meant_kind, meant_check, meant_back), lit, at in self._covers[sid]:
-                    begin = stop - back - at
-                    if begin >= 0 and begin + len(lit) <= end - start and data.startswith(lit, start + begin):
-                        if meant_kind == LITERAL:
-                            add((begin + len(lit) - meant_back, meant))
-                        else:
-                            self._line(data, start, end, begin + len(lit), meant, meant_check, lines, found)
-            elif kind == LINE:
-                self._line(data, start, end, stop, ident, check, lines, found)
+            if cap is not None and ident not in exempt:  # past the cap: counted, never listed
+                n = seen[ident] = seen.get(ident, 0) + 1
+                if n > cap:
+                    over[ident] = over.get(ident, 0) + 1
+                    continue
+            add((at, ident))
+        if rest:
+            found.extend(_capped(rest, cap, over, exempt, seen))
         found.sort()
         return found
+
+    def _resolve(self, data: Buffer, start: int, end: int, stop: int, sid: int, lines: set[tuple[int, int]],
+                 out: list[tuple[int, int]]) -> None:
+        ident, kind, check, back = self._how[sid]
+        if kind == COVER:
+            # a piece of a shared cover: the search strings it stands for, whole around it and
+            # inside [start, end), as if Hyperscan had found them
+            for (meant, meant_kind, meant_check, meant_back), lit, at in self._covers[sid]:
+                begin = stop - back - at
+                if begin >= 0 and begin + len(lit) <= end - start and data.startswith(lit, start + begin):
+                    if meant_kind == LITERAL:
+                        out.append((begin + len(lit) - meant_back, meant))
+                    else:
+                        self._line(data, start, end, begin + len(lit), meant, meant_check, lines, out)
+        elif kind == LINE:
+            self._line(data, start, end, stop, ident, check, lines, out)
 
     @staticmethod
     def _line(data: Buffer, start: int, end: int, stop: int, ident: int, check: Any,
@@ -327,7 +359,8 @@ class FindMatcher:
         self.expressions = expressions
         self._patterns = [re.compile(p) if p is not None else None for _, p in expressions]
 
-    def hits(self, data: Buffer, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
+             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
         end = len(data) if end is None else end
         found: list[tuple[int, int]] = []
         for ident, (lit, _) in enumerate(self.expressions):
@@ -347,7 +380,24 @@ class FindMatcher:
                         found.extend((hit, ident) for hit in _line_hits(data, start, end, at, pattern))
                 at = data.find(lit, at + 1, end)
         found = sorted(set(found))
+        return _capped(found, cap, counted if counted is not None else {}, exempt, {})
+
+
+def _capped(found: list[tuple[int, int]], cap: int | None, counted: dict[int, int], exempt: frozenset[int],
+            seen: dict[int, int]) -> list[tuple[int, int]]:
+    """``found`` (in order) with each expression's hits past ``cap`` (``seen`` so far) counted in
+    ``counted`` instead; the expressions in ``exempt`` keep every hit."""
+    if cap is None:
         return found
+    out = []
+    for at, ident in found:
+        if ident not in exempt:
+            n = seen[ident] = seen.get(ident, 0) + 1
+            if n > cap:
+                counted[ident] = counted.get(ident, 0) + 1
+                continue
+        out.append((at, ident))
+    return out
 
 
 def _compiled(patterns: list[bytes], keep: bool = True) -> Any:

@@ -563,12 +563,16 @@ class Scanner:
         # the connection-error words: over the whole window when tracebacks are many (an app that
         # logs exceptions), else only after each traceback (the same first word either way)
         self.errors = None
+        # past a window's first few, a repeated line is counted by the matcher, never listed
+        keep = self.state.keep
+        counted: dict[int, int] = {}  # per expression: its hits past keep (never decoded)
         if self.dense and self.with_marks is not None:  # one pass for both
-            found = self.with_marks.hits(buf, start, end)
+            found = self.with_marks.hits(buf, start, end, keep, counted,
+                                         frozenset({self._traceback_id, self.mark_id}))
             self.errors = [start + at for at, ident in found if ident == self.mark_id]
             found = [(at, ident) for at, ident in found if ident != self.mark_id]
         else:
-            found = self.matcher.hits(buf, start, end)
+            found = self.matcher.hits(buf, start, end, keep, counted, frozenset({self._traceback_id}))
         hits = [(start + at, ident, False) for at, ident in found]
         if self.marks is not None and self.state.family != "json":
             traceback_id = self._traceback_id
@@ -589,16 +593,8 @@ class Scanner:
         is_json = self.state.family == "json"
         traceback_ids = (self._traceback_id, self._full_traceback_id)  # the literal's index in each matcher
         errors = self.errors
-        kept: dict[int, int] = {}  # per expression: its hits in this window so far
-        counted: dict[int, int] = {}  # past REPEAT_KEEP: never decoded
         kinds: dict[int, Kind] = {}  # the kind of the last event an expression's hit made
-        keep = self.state.keep
         for hit, ident, full in hits:
-            if keep is not None and not full and ident != traceback_ids[0]:
-                kept[ident] = n = kept.get(ident, 0) + 1
-                if n > keep:
-                    counted[ident] = counted.get(ident, 0) + 1
-                    continue
             if is_json:
                 made = self._json_line(buf, hit)
                 if made is not None:
