@@ -566,17 +566,25 @@ class Scanner:
         # past a window's first few, a repeated line is counted by the matcher, never listed
         keep = self.state.keep
         counted: dict[int, int] = {}  # per expression: its hits past keep (never decoded)
+        traceback_id, mark_id = self._traceback_id, -3
         if self.dense and self.with_marks is not None:  # one pass for both
-            found = self.with_marks.hits(buf, start, end, keep, counted,
-                                         frozenset({self._traceback_id, self.mark_id}))
-            self.errors = [start + at for at, ident in found if ident == self.mark_id]
-            found = [(at, ident) for at, ident in found if ident != self.mark_id]
+            mark_id = self.mark_id
+            found = self.with_marks.hits(buf, start, end, keep, counted, frozenset({traceback_id, mark_id}))
         else:
-            found = self.matcher.hits(buf, start, end, keep, counted, frozenset({self._traceback_id}))
-        hits = [(start + at, ident, False) for at, ident in found]
+            found = self.matcher.hits(buf, start, end, keep, counted, frozenset({traceback_id}))
+        # one pass over what may be tens of thousands of hits: the marks apart, the tracebacks counted
+        marked: list[int] = []
+        hits: list[tuple[int, int, bool]] = []
+        tracebacks = 0
+        for at, ident in found:
+            if ident == mark_id:
+                marked.append(start + at)
+                continue
+            tracebacks += ident == traceback_id
+            hits.append((start + at, ident, False))
+        if mark_id >= 0:
+            self.errors = marked
         if self.marks is not None and self.state.family != "json":
-            traceback_id = self._traceback_id
-            tracebacks = sum(1 for _, ident in found if ident == traceback_id)
             if tracebacks > WINDOW_MARKS and self.errors is None:
                 self.errors = [start + at for at, _ in self.marks.hits(buf, start, end)]
             self.dense = tracebacks > WINDOW_MARKS
