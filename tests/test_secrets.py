@@ -185,3 +185,22 @@ def test_the_cheap_word_test_holds_every_secret_key_the_patterns_name() -> None:
         assert any(word in scheme for word in module._AUTH_WORDS), scheme
     assert redact("Passwd = 'S3cr3t'") == "Passwd = '***'"
     assert "abcdef123456" not in redact("Authorization: Bearer abcdef123456")
+
+
+def test_the_json_reports_events_are_redacted_as_the_generic_passes_would(tmp_path: Path) -> None:
+    """The JSON report writes each event field by field, redacting as it goes: the same document,
+    key for key, as converting it generically and redacting every string of it, on logs where
+    every shape of secret is planted (and an event's detail, where a rule may keep values)."""
+    from celery_doctor import pipeline
+    from celery_doctor.report import json as json_report
+
+    (tmp_path / "worker.log").write_text(worker_log(SHAPES))
+    (tmp_path / "broker.log").write_text(rabbit_log(SHAPES))
+    report = pipeline.analyse_logs([str(tmp_path / "worker.log"), str(tmp_path / "broker.log")])
+    assert len(report.events) > 10 and any(e.detail for e in report.events)
+    for event in report.events:
+        generic = redact_data(json_report.to_jsonable(event))
+        if not generic["detail"]:
+            del generic["detail"]
+        assert json_report._event(event) == generic
+        assert list(json_report._event(event)) == list(generic)  # the same keys in the same order
