@@ -92,3 +92,26 @@ def test_worker_and_broker_pasted_together_get_their_own_clocks(tmp_path: Path) 
     offsets = {s.name.rsplit(":", 1)[-1]: s.offset_s for s in report.sources}
     assert abs(offsets["rabbitmq"] - 7200) < 1
     assert [i.closed_by.value for i in report.incidents] == ["network", "network"]
+
+
+def test_every_error_family_pattern_holds_one_of_the_words_its_cheap_test_looks_for() -> None:
+    """A family's pattern runs only on text holding one of its FAMILY_WORDS: every top-level
+    alternative of every pattern must hold one as plain text, or that family would never be named."""
+    from celery_doctor import incidents
+
+    def alternatives(pattern: str) -> list[str]:
+        out, depth, part = [], 0, ""
+        for char in pattern:
+            depth += char == "("
+            depth -= char == ")"
+            if char == "|" and depth == 0:
+                out.append(part)
+                part = ""
+            else:
+                part += char
+        return [*out, part]
+
+    assert set(incidents.FAMILY_WORDS) == {name for name, _ in incidents.ERROR_FAMILIES}
+    for name, pattern in incidents.ERROR_FAMILIES:
+        for branch in alternatives(pattern.pattern.lower()):
+            assert any(word in branch for word in incidents.FAMILY_WORDS[name]), (name, branch)
