@@ -97,14 +97,15 @@ def _versions(package: str) -> tuple[Version, ...]:
     return tuple(out)
 
 
-def releases_for_frame(package: str, module: str, function: str, line: int) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # an app's tracebacks repeat the same frames hundreds of times
+def releases_for_frame(package: str, module: str, function: str, line: int) -> tuple[str, ...]:
     """Releases of ``package`` whose ``function`` in ``module`` spans ``line`` (the line index)."""
     pkg = line_index()["packages"].get(package)
     if not pkg:
-        return []
+        return ()
     rows = pkg["files"].get(module, {}).get(function, [])
     versions = pkg["versions"]
-    return [versions[i] for first, last, lo, hi in rows if first <= line <= last for i in range(lo, hi + 1)]
+    return tuple(versions[i] for first, last, lo, hi in rows if first <= line <= last for i in range(lo, hi + 1))
 
 
 def _narrow(seen: Seen, spec: str, evidence: Evidence, how: str) -> None:
@@ -131,7 +132,10 @@ def fingerprint(events: list[Event], meta_versions: dict[str, str] | None = None
     out: dict[str, Seen] = {}
 
     def get(package: str) -> Seen:
-        return out.setdefault(package, Seen(package))
+        seen = out.get(package)
+        if seen is None:  # not setdefault: a Seen (and its SpecifierSet) built per call cost 1,700 a report
+            seen = out[package] = Seen(package)
+        return seen
 
     for package, (version, evidence) in (reported or {}).items():
         get(package).exact = version
