@@ -57,7 +57,8 @@ def main(argv: list[str]) -> int:
     # what the broker said, not what we did: a socket dropped during the handshake is logged otherwise
     logged = data.count(b"client unexpectedly closed TCP connection")
     truth = {"shape": "rabbit-churn (recorded)", "connections": count, "abrupt_closes": abrupt,
-             "injected": logged, "anchor": "client unexpectedly closed TCP connection", "files": [str(out)],
+             "injected": logged, "kind": "client_closed_abruptly",
+             "anchor": "client unexpectedly closed TCP connection", "files": [str(out)],
              "gz": False, "broker_log": str(log)}
     out.with_name(out.name + ".truth.json").write_text(json.dumps(truth, indent=1))
     print(json.dumps(truth))
