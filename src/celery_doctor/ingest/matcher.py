@@ -41,10 +41,13 @@ class Matcher(Protocol):
     expressions: tuple[Expression, ...]
 
     def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
-             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
+             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
+             owned: tuple[int, int] | None = None) -> list[tuple[int, int]]:
         """(an offset inside the line that matched, index of the expression), in offset order,
-        for the bytes ``data[start:end]`` (offsets counted from ``start``). With ``cap``, only the
-        first ``cap`` hits of each expression not in ``exempt`` are listed, the rest counted (per
+        for the bytes ``data[start:end]`` (offsets counted from ``start``). ``owned``: only the hits
+        at offsets in [owned[0], owned[1]) are listed (a window scanned with the bytes around it, so
+        that a line across its edge is found whole, owns only its own). With ``cap``, only the first
+        ``cap`` of those of each expression not in ``exempt`` are listed, the rest counted (per
         expression) in ``counted``."""
 
 
@@ -279,10 +282,12 @@ class HyperscanMatcher:
                 self._single[sid] = (lit, self._how[sid][3] + at, meant)
 
     def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
-             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
+             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
+             owned: tuple[int, int] | None = None) -> list[tuple[int, int]]:
         end = len(data) if end is None else end
         if end <= start:
             return []
+        low, high = owned if owned is not None else (0, end - start)
         raw: list[tuple[int, int]] = []
         keep = raw.append
 
@@ -311,6 +316,8 @@ class HyperscanMatcher:
             else:
                 self._resolve(data, start, end, stop, sid, lines, rest)
                 continue
+            if not low <= at < high:
+                continue
             if cap is not None and ident not in exempt:  # past the cap: counted, never listed
                 n = seen[ident] = seen.get(ident, 0) + 1
                 if n > cap:
@@ -318,7 +325,7 @@ class HyperscanMatcher:
                     continue
             add((at, ident))
         if rest:
-            found.extend(_capped(rest, cap, over, exempt, seen))
+            found.extend(_capped([hit for hit in rest if low <= hit[0] < high], cap, over, exempt, seen))
         found.sort()
         return found
 
@@ -360,7 +367,8 @@ class FindMatcher:
         self._patterns = [re.compile(p) if p is not None else None for _, p in expressions]
 
     def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
-             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
+             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
+             owned: tuple[int, int] | None = None) -> list[tuple[int, int]]:
         end = len(data) if end is None else end
         found: list[tuple[int, int]] = []
         for ident, (lit, _) in enumerate(self.expressions):
@@ -380,6 +388,8 @@ class FindMatcher:
                         found.extend((hit, ident) for hit in _line_hits(data, start, end, at, pattern))
                 at = data.find(lit, at + 1, end)
         found = sorted(set(found))
+        if owned is not None:
+            found = [hit for hit in found if owned[0] <= hit[0] < owned[1]]
         return _capped(found, cap, counted if counted is not None else {}, exempt, {})
 
 

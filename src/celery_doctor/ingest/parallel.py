@@ -119,7 +119,7 @@ def scan_stream(blocks: Iterator[bytes], state: SourceState, progress: Progress 
     scanner = Scanner(state)
     done = 0
     tail = b""
-    for block in _read_ahead(blocks):
+    for block in _read_ahead(blocks):  # each ends at a line's end (chunks()): no line crosses the edge
         buf = tail + block
         scanner.feed(buf, len(tail), len(buf))
         tail = buf[-LOOKBACK_BYTES:]

@@ -41,6 +41,9 @@ FRAME = re.compile(r'^\s*File "(?:[^"]*/)?(?:celery|kombu|amqp|redis|billiard|vi
 TRACEBACK_WINDOW = 8 * 1024  # a traceback's exception line is this close to its first line
 WINDOW_MARKS = 64  # past this many tracebacks in a window, its connection-error words are marked in one pass
 SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
+# how far past its edges a window is scanned: a line that crosses an edge (a literal cut in two)
+# is found whole by the window that holds its hit (the longest literal or match is far shorter)
+EDGE = 4096
 MAX_RECORD_LINES = 60
 MAX_SCAN_LINES = 2000  # a record is followed this far (a deep traceback), keeping MAX_RECORD_LINES of it
 MAX_TEXT = 16 * 1024
@@ -567,21 +570,25 @@ class Scanner:
         keep = self.state.keep
         counted: dict[int, int] = {}  # per expression: its hits past keep (never decoded)
         traceback_id, mark_id = self._traceback_id, -3
+        # the bytes around the window are scanned too, so that a line across its edge is found whole:
+        # the window owns the hits inside it, its neighbours the others
+        low, high = max(0, start - EDGE), min(len(buf), end + EDGE)
+        owned = (start - low, end - low)
         if self.dense and self.with_marks is not None:  # one pass for both
             mark_id = self.mark_id
-            found = self.with_marks.hits(buf, start, end, keep, counted, frozenset({traceback_id, mark_id}))
+            found = self.with_marks.hits(buf, low, high, keep, counted, frozenset({traceback_id, mark_id}), owned)
         else:
-            found = self.matcher.hits(buf, start, end, keep, counted, frozenset({traceback_id}))
+            found = self.matcher.hits(buf, low, high, keep, counted, frozenset({traceback_id}), owned)
         # one pass over what may be tens of thousands of hits: the marks apart, the tracebacks counted
         marked: list[int] = []
         hits: list[tuple[int, int, bool]] = []
         tracebacks = 0
         for at, ident in found:
             if ident == mark_id:
-                marked.append(start + at)
+                marked.append(low + at)
                 continue
             tracebacks += ident == traceback_id
-            hits.append((start + at, ident, False))
+            hits.append((low + at, ident, False))
         if mark_id >= 0:
             self.errors = marked
         if self.marks is not None and self.state.family != "json":
@@ -642,7 +649,8 @@ class Scanner:
         if record is None or record.start in self.seen:
             return None
         self.seen.add(record.start)
-        if record.start < start and self.matcher.hits(buf, record.start, start):
+        if record.start < start and self.matcher.hits(buf, record.start, min(len(buf), start + EDGE),
+                                                      owned=(0, start - record.start)):
             return None  # it began in the bytes before this window, whose scan saw it
         event = self._event(record, self._line_no(buf, record.start), buf)
         if event is None:
