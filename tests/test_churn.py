@@ -4,6 +4,7 @@ each window, never lost from the totals, and said as counted, on a real RabbitMQ
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -160,3 +161,22 @@ def test_a_line_across_a_windows_edge_is_found_once(tmp_path: Path, monkeypatch:
     assert len({e.line for e in closes}) == len(closes)
     cut = data[:chunk].count(b"\n") + 1  # the line the first edge cuts; its record (the event) begins
     assert any(e.line == cut - 1 for e in closes)  # the line before: "closing AMQP connection ...:"
+
+
+def test_a_real_failure_is_never_counted_however_big_the_input(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only an expression with more than REPEAT_KEEP hits in a window repeats: a worker's own
+    failures, a few a window, are all events even where a window keeps only REPEAT_FLOOR of a
+    repeated line (a 2 GB input; 86 of its 683 incidents were counted away when the floor applied
+    to every expression). The bench's worker shape, a failure every 3 MB, in 8 MB windows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import shapes  # the bench's generators
+
+    truth = shapes.generate("worker", 14, tmp_path / "worker.log")
+    monkeypatch.setattr(reader, "REPEAT_MIN", 1024 * 1024)  # as if it were a big input
+    monkeypatch.setattr(reader, "REPEAT_BUDGET", 1)  # and a huge one: the floor
+    assert reader.repeat_keep((tmp_path / "worker.log").stat().st_size) == reader.REPEAT_FLOOR
+    assert int(truth["injected"]) > reader.REPEAT_FLOOR + 1  # more than the floor in the first window
+    report = pipeline.analyse_logs([str(tmp_path / "worker.log")])
+    assert len(report.incidents) == truth["injected"]
+    assert "counted" not in report.sources[0].meta

@@ -50,10 +50,12 @@ MAX_TEXT = 16 * 1024
 HEAD_SCAN = 256 * 1024  # the start of a file is searched for the whole catalogue (banner, readiness)
 # A line the catalogue knows, repeated thousands of times (a worker retrying a broker that is down
 # every 2 s, 580,000 times in 100 MB; a broker under churn logging an abrupt close every few KB):
-# in an input of REPEAT_MIN or more, the first few hits of each search expression in a window
-# become Events (repeat_keep: REPEAT_KEEP, fewer in bigger inputs), the rest are counted per window
-# with the kind of the last kept one. Read one by one, such a log cost 170 us a line and 1.4 GB of
-# memory per 100 MB. Tracebacks are exempt (each is judged on its bytes first).
+# in an input of REPEAT_MIN or more, a search expression with more than REPEAT_KEEP hits in a
+# window repeats: its first few become Events (repeat_keep: REPEAT_KEEP, fewer in bigger inputs),
+# the rest are counted per window with the kind of the last kept one. An expression with fewer
+# hits (a real failure's lines: a few a window) keeps them all. Read one by one, such a log cost
+# 170 us a line and 1.4 GB of memory per 100 MB. Tracebacks are exempt (each is judged on its
+# bytes first).
 REPEAT_KEEP = 64
 REPEAT_MIN = 32 * 1024 * 1024  # inputs smaller than this are read line by line, every repeat kept
 # what one expression keeps over a whole input, spread over its windows (at least REPEAT_FLOOR
@@ -567,7 +569,12 @@ class Scanner:
         # logs exceptions), else only after each traceback (the same first word either way)
         self.errors = None
         # past a window's first few, a repeated line is counted by the matcher, never listed
+        # an expression with more than REPEAT_KEEP hits in the window repeats: the matcher lists its
+        # first REPEAT_KEEP and counts the rest, and of those listed the input's keep stay (fewer in a
+        # bigger input); an expression under REPEAT_KEEP (a real failure's lines, a few a window)
+        # keeps every hit, whatever the input's size
         keep = self.state.keep
+        cap = REPEAT_KEEP if keep is not None else None
         counted: dict[int, int] = {}  # per expression: its hits past keep (never decoded)
         traceback_id, mark_id = self._traceback_id, -3
         # the bytes around the window are scanned too, so that a line across its edge is found whole:
@@ -576,9 +583,11 @@ class Scanner:
         owned = (start - low, end - low)
         if self.dense and self.with_marks is not None:  # one pass for both
             mark_id = self.mark_id
-            found = self.with_marks.hits(buf, low, high, keep, counted, frozenset({traceback_id, mark_id}), owned)
+            found = self.with_marks.hits(buf, low, high, cap, counted, frozenset({traceback_id, mark_id}), owned)
         else:
-            found = self.matcher.hits(buf, low, high, keep, counted, frozenset({traceback_id}), owned)
+            found = self.matcher.hits(buf, low, high, cap, counted, frozenset({traceback_id}), owned)
+        if counted and keep is not None and keep < REPEAT_KEEP:
+            found = _fewer(found, counted, keep)
         # one pass over what may be tens of thousands of hits: the marks apart, the tracebacks counted
         marked: list[int] = []
         hits: list[tuple[int, int, bool]] = []
@@ -747,6 +756,21 @@ class Scanner:
         if self.state.out_of_order:
             self.state.info.warnings.append(
                 f"timestamps go backwards {self.state.out_of_order} time(s); events were re-sorted")
+
+
+def _fewer(found: list[tuple[int, int]], counted: dict[int, int], keep: int) -> list[tuple[int, int]]:
+    """``found`` with the expressions that repeat (those ``counted`` holds) cut to their first
+    ``keep`` hits, the rest added to ``counted``."""
+    seen: dict[int, int] = {}
+    out = []
+    for at, ident in found:
+        if ident in counted:
+            n = seen[ident] = seen.get(ident, 0) + 1
+            if n > keep:
+                counted[ident] += 1
+                continue
+        out.append((at, ident))
+    return out
 
 
 def _raised_above(buf: Buffer, hit: int) -> bool:
