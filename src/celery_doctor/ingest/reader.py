@@ -188,7 +188,10 @@ class Scanner:
         self.activity_family = families.REGISTRY.get("celery" if family.startswith("celery") else family)
         self.tail = b""
         self.line_base = 0  # physical line number of the first byte of the current window
-        self.seen: set[int] = set()
+        # records (their first byte) read in this window, and the kind of the event each made: a
+        # record two hits lead to is read once, and the second hit still says what it made (a
+        # window's repeats are counted by the kind its kept hits made)
+        self.seen: dict[int, Kind | None] = {}
         self.near_left = 0
         self.near_budget = NEAR_BUDGET
         self.churn_near = self._churn_near = max(1, (state.keep or REPEAT_KEEP) * CHURN_NEAR // REPEAT_KEEP)
@@ -655,15 +658,18 @@ class Scanner:
     def _emit(self, buf: Buffer, hit: int, start: int, near: bool = False) -> Kind | None:
         """Turn the record holding ``hit`` into an Event (once); its kind, when it made one."""
         record = self._record(buf, hit)
-        if record is None or record.start in self.seen:
+        if record is None:
             return None
-        self.seen.add(record.start)
+        if record.start in self.seen:
+            return self.seen[record.start]
+        self.seen[record.start] = None
         if record.start < start and self.matcher.hits(buf, record.start, min(len(buf), start + EDGE),
                                                       owned=(0, start - record.start)):
             return None  # it began in the bytes before this window, whose scan saw it
         event = self._event(record, self._line_no(buf, record.start), buf)
         if event is None:
             return None
+        self.seen[record.start] = event.kind
         if near:  # ahead of the scan by design (finish sorts them in): not a clock going backwards
             self.state.events.append(event)
             self.near_left -= 1
@@ -728,14 +734,15 @@ class Scanner:
         """The JSON line holding ``hit`` read (once); the kind of the last event it made."""
         line_start, line_end = self._line_at(buf, hit)
         if line_start in self.seen:
-            return None
-        self.seen.add(line_start)
+            return self.seen[line_start]
         before = len(self.state.events)
         text = buf[line_start:line_end].decode("utf-8", errors="replace").rstrip("\r")  # whole: JSON
         scan_json(iter([(self._line_no(buf, line_start), text)]), self.state, _classify)
         for event in self.state.events[before:]:
             self._check_order(event)
-        return self.state.events[-1].kind if len(self.state.events) > before else None
+        made = self.state.events[-1].kind if len(self.state.events) > before else None
+        self.seen[line_start] = made
+        return made
 
     def _add(self, event: Event) -> None:
         self.state.events.append(event)
