@@ -99,7 +99,7 @@ class SourceState:
     services: dict[str, str] = field(default_factory=dict)  # docker-compose service -> family
     # hits past REPEAT_KEEP in a window: (first time, last time of the window, how many, their kind)
     counted: list[tuple[datetime, datetime, int, str]] = field(default_factory=list)
-    keep: int | None = None  # in a big input, the hits of one expression a window keeps (repeat_keep)
+    keep: int | None = None  # in a big input, the hits a window keeps of an expression that repeats (repeat_keep)
     sample: bytes = b""  # a little of the input (head and middle): the matcher's search strings are chosen on it
     timing: bytes = b""  # a big input's middle megabyte: the matcher's engine is chosen by timing it there
 
@@ -571,7 +571,6 @@ class Scanner:
         # the connection-error words: over the whole window when tracebacks are many (an app that
         # logs exceptions), else only after each traceback (the same first word either way)
         self.errors = None
-        # past a window's first few, a repeated line is counted by the matcher, never listed
         # an expression with more than REPEAT_KEEP hits in the window repeats: the matcher lists its
         # first REPEAT_KEEP and counts the rest, and of those listed the input's keep stay (fewer in a
         # bigger input); an expression under REPEAT_KEEP (a real failure's lines, a few a window)
