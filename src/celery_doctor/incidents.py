@@ -78,7 +78,7 @@ def text_family(text: str) -> str | None:
 # escape whose meaning lower-casing changes (\S, \D, \W, \B).
 assert not any(re.search(r"\\[SDWBAZ]", p.pattern) for _, p in ERROR_FAMILIES)
 _LOWERED = tuple((name, re.compile(pattern.pattern.lower())) for name, pattern in ERROR_FAMILIES)
-# per family, words of which every match of its pattern holds one (lower-cased; test_timeline checks
+# per family, words of which every match of its pattern holds one (lower-cased; test_logs_incidents checks
 # it alternative by alternative): a family's pattern runs only where one is in the text. Most
 # events name no family, and a traceback's record is searched thirteen times otherwise (38 us each)
 FAMILY_WORDS = {

@@ -21,8 +21,9 @@ from celery_doctor.model import Category, DoctorError, Evidence, Finding, Kind, 
 from celery_doctor.rules import registry
 from celery_doctor.rules.context import LogContext, context_for
 
-if TYPE_CHECKING:  # the broker, repro and migrate stages load only for their commands, the log rules
-    # while the scan of the logs runs (analyse_logs)
+if TYPE_CHECKING:  # the broker, config, diagnose, repro and migrate stages load only in the functions
+    # of their commands (imported there), the log rules while the scan of the logs runs (analyse_logs):
+    # `logs` on a gigabyte is a few tenths of a second, and these imports cost ~15 ms of it
     from celery_doctor.broker import ProbeOptions
     from celery_doctor.repro.harness import RunOptions as ReproRunOptions
     from celery_doctor.rules import combine
