@@ -72,6 +72,12 @@ def test_a_shared_cover_finds_what_the_literals_find(monkeypatch: Any) -> None:
             assert len(listed) + sum(counted.values()) == len(every) and counted, engine
             exempt = frozenset(counted)
             assert engine.hits(data, 0, len(data), 2, counted, exempt) == every
+            # with keep, an expression past the cap lists only its first keep; the others all theirs
+            few: dict[int, int] = {}
+            cut = engine.hits(data, 0, len(data), 2, few, keep=1)
+            assert [hit for hit in cut if hit[1] in few] == [hit for k, hit in enumerate(every) if hit[1] in few
+                                                            and all(h[1] != hit[1] for h in every[:k])]
+            assert len(cut) + sum(few.values()) == len(every) and set(few) == exempt
         assert plain._how != covered._how
 
 

@@ -42,13 +42,13 @@ class Matcher(Protocol):
 
     def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
              counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
-             owned: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+             owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
         """(an offset inside the line that matched, index of the expression), in offset order,
         for the bytes ``data[start:end]`` (offsets counted from ``start``). ``owned``: only the hits
         at offsets in [owned[0], owned[1]) are listed (a window scanned with the bytes around it, so
-        that a line across its edge is found whole, owns only its own). With ``cap``, only the first
-        ``cap`` of those of each expression not in ``exempt`` are listed, the rest counted (per
-        expression) in ``counted``."""
+        that a line across its edge is found whole, owns only its own). With ``cap``, an expression
+        not in ``exempt`` with more hits than ``cap`` repeats: only its first ``keep`` (``cap`` when
+        not given) are listed, the rest counted (per expression) in ``counted``."""
 
 
 @lru_cache(maxsize=1024)
@@ -283,16 +283,16 @@ class HyperscanMatcher:
 
     def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
              counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
-             owned: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+             owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
         end = len(data) if end is None else end
         if end <= start:
             return []
         low, high = owned if owned is not None else (0, end - start)
         raw: list[tuple[int, int]] = []
-        keep = raw.append
+        push = raw.append
 
         def on_match(sid: int, _start: int, stop: int, _flags: int, _ctx: object) -> None:
-            keep((stop, sid))
+            push((stop, sid))
 
         with memoryview(data) as view:
             self._db.scan(view[start:end], match_event_handler=on_match)
@@ -327,7 +327,7 @@ class HyperscanMatcher:
         if rest:
             found.extend(_capped([hit for hit in rest if low <= hit[0] < high], cap, over, exempt, seen))
         found.sort()
-        return found
+        return _repeats_cut(found, over, keep)
 
     def _resolve(self, data: Buffer, start: int, end: int, stop: int, sid: int, lines: set[tuple[int, int]],
                  out: list[tuple[int, int]]) -> None:
@@ -368,7 +368,7 @@ class FindMatcher:
 
     def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
              counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
-             owned: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+             owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
         end = len(data) if end is None else end
         found: list[tuple[int, int]] = []
         for ident, (lit, _) in enumerate(self.expressions):
@@ -390,7 +390,8 @@ class FindMatcher:
         found = sorted(set(found))
         if owned is not None:
             found = [hit for hit in found if owned[0] <= hit[0] < owned[1]]
-        return _capped(found, cap, counted if counted is not None else {}, exempt, {})
+        over = counted if counted is not None else {}
+        return _repeats_cut(_capped(found, cap, over, exempt, {}), over, keep)
 
 
 def _capped(found: list[tuple[int, int]], cap: int | None, counted: dict[int, int], exempt: frozenset[int],
@@ -408,6 +409,14 @@ def _capped(found: list[tuple[int, int]], cap: int | None, counted: dict[int, in
                 continue
         out.append((at, ident))
     return out
+
+
+def _repeats_cut(found: list[tuple[int, int]], counted: dict[int, int], keep: int | None) -> list[tuple[int, int]]:
+    """``found`` (in order) with each expression that repeats (past the cap: in ``counted``) cut to
+    its first ``keep`` hits, the rest counted too; every other expression keeps all of its own."""
+    if keep is None or not counted:
+        return found
+    return _capped(found, keep, counted, frozenset(ident for _, ident in found if ident not in counted), {})
 
 
 def _compiled(patterns: list[bytes], keep: bool = True) -> Any:

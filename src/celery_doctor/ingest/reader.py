@@ -571,10 +571,9 @@ class Scanner:
         # the connection-error words: over the whole window when tracebacks are many (an app that
         # logs exceptions), else only after each traceback (the same first word either way)
         self.errors = None
-        # an expression with more than REPEAT_KEEP hits in the window repeats: the matcher lists its
-        # first REPEAT_KEEP and counts the rest, and of those listed the input's keep stay (fewer in a
-        # bigger input); an expression under REPEAT_KEEP (a real failure's lines, a few a window)
-        # keeps every hit, whatever the input's size
+        # an expression with more than REPEAT_KEEP hits in the window repeats: the matcher lists the
+        # input's keep of them (fewer in a bigger input) and counts the rest; an expression under
+        # REPEAT_KEEP (a real failure's lines, a few a window) keeps every hit, whatever the size
         keep = self.state.keep
         cap = REPEAT_KEEP if keep is not None else None
         counted: dict[int, int] = {}  # per expression: its hits past keep (never decoded)
@@ -585,11 +584,10 @@ class Scanner:
         owned = (start - low, end - low)
         if self.dense and self.with_marks is not None:  # one pass for both
             mark_id = self.mark_id
-            found = self.with_marks.hits(buf, low, high, cap, counted, frozenset({traceback_id, mark_id}), owned)
+            found = self.with_marks.hits(buf, low, high, cap, counted, frozenset({traceback_id, mark_id}), owned,
+                                         keep)
         else:
-            found = self.matcher.hits(buf, low, high, cap, counted, frozenset({traceback_id}), owned)
-        if counted and keep is not None and keep < REPEAT_KEEP:
-            found = _fewer(found, counted, keep)
+            found = self.matcher.hits(buf, low, high, cap, counted, frozenset({traceback_id}), owned, keep)
         # one pass over what may be tens of thousands of hits: the marks apart, the tracebacks counted
         marked: list[int] = []
         hits: list[tuple[int, int, bool]] = []
@@ -764,21 +762,6 @@ class Scanner:
                 f"timestamps go backwards {self.state.out_of_order} time(s); events were re-sorted")
 
 
-def _fewer(found: list[tuple[int, int]], counted: dict[int, int], keep: int) -> list[tuple[int, int]]:
-    """``found`` with the expressions that repeat (those ``counted`` holds) cut to their first
-    ``keep`` hits, the rest added to ``counted``."""
-    seen: dict[int, int] = {}
-    out = []
-    for at, ident in found:
-        if ident in counted:
-            n = seen[ident] = seen.get(ident, 0) + 1
-            if n > keep:
-                counted[ident] += 1
-                continue
-        out.append((at, ident))
-    return out
-
-
 def _raised_above(buf: Buffer, hit: int) -> bool:
     """Whether the line above the traceback at ``hit`` is a task's failure (``Task x[id] raised
     unexpected: ...``, 3.1's and 4+'s): the task's own error, not the worker's connection."""
@@ -799,8 +782,8 @@ def note_counted(state: SourceState) -> None:
                                             for a, b, n, kind in sorted(state.counted)][:200]
     said = ", ".join(f"{n} {kind}" for kind, n in sorted(totals.items()))
     state.info.warnings.append(
-        f"lines repeated past the first {state.keep} of each {CHUNK >> 20} MB were counted, not read one by one "
-        f"(the timeline shows the rest): {said}")
+        f"lines repeated more than {REPEAT_KEEP} times in {CHUNK >> 20} MB were counted past the first {state.keep}, "
+        f"not read one by one (the timeline shows the rest): {said}")
 
 
 def downsample(buckets: list[tuple[datetime, datetime, int]]) -> list[tuple[datetime, datetime, int]]:
