@@ -10,6 +10,7 @@ at import and named in ``celery-doctor --version``.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import heapq
@@ -37,18 +38,53 @@ SAMPLE_BYTES = 256 * 1024  # how much of an input the choice of search strings l
 TIMING_BYTES = 1024 * 1024
 
 
+Groups = dict[int, list[int]]  # per expression: the offsets of its hits, ascending
+
+
 class Matcher(Protocol):
     expressions: tuple[Expression, ...]
+
+    def grouped(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
+                counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
+                owned: tuple[int, int] | None = None, keep: int | None = None) -> Groups:
+        """Per expression (its index), the offsets of its hits (an offset inside the line that
+        matched), ascending, for the bytes ``data[start:end]`` (offsets counted from ``start``).
+        ``owned``: only the hits at offsets in [owned[0], owned[1]) are listed (a window scanned with
+        the bytes around it, so that a line across its edge is found whole, owns only its own). With
+        ``cap``, an expression not in ``exempt`` with more hits than ``cap`` repeats: only its first
+        ``keep`` (``cap`` when not given) are listed, the rest counted (per expression) in ``counted``."""
 
     def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
              counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
              owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
-        """(an offset inside the line that matched, index of the expression), in offset order,
-        for the bytes ``data[start:end]`` (offsets counted from ``start``). ``owned``: only the hits
-        at offsets in [owned[0], owned[1]) are listed (a window scanned with the bytes around it, so
-        that a line across its edge is found whole, owns only its own). With ``cap``, an expression
-        not in ``exempt`` with more hits than ``cap`` repeats: only its first ``keep`` (``cap`` when
-        not given) are listed, the rest counted (per expression) in ``counted``."""
+        """The same hits as (offset, expression) pairs in offset order."""
+
+
+def _flat(groups: Groups) -> list[tuple[int, int]]:
+    return sorted((at, ident) for ident, ats in groups.items() for at in ats)
+
+
+def _cut(groups: Groups, low: int, high: int, cap: int | None, counted: dict[int, int] | None,
+         exempt: frozenset[int], keep: int | None) -> Groups:
+    """Each expression's offsets sorted and cut to [low, high); past ``cap`` (when not exempt) to
+    its first ``keep`` (or ``cap``), the rest counted in ``counted``. One slice per expression: a
+    window of a churning broker's log holds tens of thousands of hits of one literal."""
+    over = counted if counted is not None else {}
+    out: Groups = {}
+    for ident, ats in groups.items():
+        ats.sort()  # in order already, but for the hits of one expression found by several search strings
+        first, last = bisect.bisect_left(ats, low), bisect.bisect_left(ats, high)
+        if first or last < len(ats):
+            ats = ats[first:last]
+        if cap is not None and ident not in exempt and len(ats) > cap:
+            over[ident] = over.get(ident, 0) + len(ats) - cap
+            ats = ats[:cap]
+        if keep is not None and ident in over and len(ats) > keep:  # it repeats: its first keep
+            over[ident] += len(ats) - keep
+            ats = ats[:keep]
+        if ats:
+            out[ident] = ats
+    return out
 
 
 @lru_cache(maxsize=1024)
@@ -281,53 +317,54 @@ class HyperscanMatcher:
             if len(held) == 1 and meant_kind == LITERAL:  # the literal begins this far before the piece's end
                 self._single[sid] = (lit, self._how[sid][3] + at, meant)
 
-    def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
-             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
-             owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
+    def grouped(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
+                counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
+                owned: tuple[int, int] | None = None, keep: int | None = None) -> Groups:
         end = len(data) if end is None else end
         if end <= start:
-            return []
+            return {}
         low, high = owned if owned is not None else (0, end - start)
-        raw: list[tuple[int, int]] = []
-        push = raw.append
+        # each search string's match ends in a list of its own: one append per match in the callback,
+        # and what follows is one step per search string, not per match
+        stops: list[list[int]] = [[] for _ in self._how]
+        add = [found.append for found in stops]
 
         def on_match(sid: int, _start: int, stop: int, _flags: int, _ctx: object) -> None:
-            push((stop, sid))
+            add[sid](stop)
 
         with memoryview(data) as view:
             self._db.scan(view[start:end], match_event_handler=on_match)
-        simple, single = self._simple, self._single
-        found: list[tuple[int, int]] = []
-        add = found.append
+        groups: Groups = {}
         rest: list[tuple[int, int]] = []  # hits resolved the slow way (patterns' lines, shared pieces)
         lines: set[tuple[int, int]] = set()
-        seen: dict[int, int] = {}
-        over = counted if counted is not None else {}
         span = end - start
-        for stop, sid in raw:
-            plain = simple[sid]
+        for sid, ends in enumerate(stops):
+            if not ends:
+                continue
+            plain, one = self._simple[sid], self._single[sid]
             if plain is not None:  # a literal (back: its length) or a pattern (back: 1)
-                at, ident = stop - plain[0], plain[1]
-            elif (one := single[sid]) is not None:
+                back, ident = plain
+                ats = [stop - back for stop in ends]
+            elif one is not None:  # a piece of a shared cover that stands for one literal
                 lit, back, ident = one
-                at = stop - back
-                if at < 0 or at + len(lit) > span or not data.startswith(lit, start + at):
-                    continue
+                size, whole = len(lit), data.startswith
+                ats = [at for stop in ends if 0 <= (at := stop - back) <= span - size and whole(lit, start + at)]
             else:
-                self._resolve(data, start, end, stop, sid, lines, rest)
+                for stop in ends:
+                    self._resolve(data, start, end, stop, sid, lines, rest)
                 continue
-            if not low <= at < high:
-                continue
-            if cap is not None and ident not in exempt:  # past the cap: counted, never listed
-                n = seen[ident] = seen.get(ident, 0) + 1
-                if n > cap:
-                    over[ident] = over.get(ident, 0) + 1
-                    continue
-            add((at, ident))
-        if rest:
-            found.extend(_capped([hit for hit in rest if low <= hit[0] < high], cap, over, exempt, seen))
-        found.sort()
-        return _repeats_cut(found, over, keep)
+            if ident in groups:
+                groups[ident] += ats
+            else:
+                groups[ident] = ats
+        for at, ident in rest:
+            groups.setdefault(ident, []).append(at)
+        return _cut(groups, low, high, cap, counted, exempt, keep)
+
+    def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
+             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
+             owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
+        return _flat(self.grouped(data, start, end, cap, counted, exempt, owned, keep))
 
     def _resolve(self, data: Buffer, start: int, end: int, stop: int, sid: int, lines: set[tuple[int, int]],
                  out: list[tuple[int, int]]) -> None:
@@ -366,57 +403,37 @@ class FindMatcher:
         self.expressions = expressions
         self._patterns = [re.compile(p) if p is not None else None for _, p in expressions]
 
+    def grouped(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
+                counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
+                owned: tuple[int, int] | None = None, keep: int | None = None) -> Groups:
+        end = len(data) if end is None else end
+        groups: Groups = {}
+        for ident, (lit, _) in enumerate(self.expressions):
+            pattern = self._patterns[ident]
+            found: list[int] = []
+            if pattern is not None and lit[:1] == b"\0":
+                found.extend(m.end() - 1 - start for m in pattern.finditer(data, start, end))
+            else:
+                at = data.find(lit, start, end)
+                seen_line = -2
+                while at >= 0:
+                    if pattern is None:
+                        found.append(at - start)
+                    else:
+                        line_start = data.rfind(b"\n", start, at)
+                        if line_start != seen_line:  # a line's matches once, however often the literal is on it
+                            seen_line = line_start
+                            found.extend(_line_hits(data, start, end, at, pattern))
+                    at = data.find(lit, at + 1, end)
+            if found:
+                groups[ident] = sorted(set(found))
+        low, high = owned if owned is not None else (0, max(0, end - start))
+        return _cut(groups, low, high, cap, counted, exempt, keep)
+
     def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
              counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
              owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
-        end = len(data) if end is None else end
-        found: list[tuple[int, int]] = []
-        for ident, (lit, _) in enumerate(self.expressions):
-            pattern = self._patterns[ident]
-            if pattern is not None and lit[:1] == b"\0":
-                found.extend((m.end() - 1 - start, ident) for m in pattern.finditer(data, start, end))
-                continue
-            at = data.find(lit, start, end)
-            seen_line = -2
-            while at >= 0:
-                if pattern is None:
-                    found.append((at - start, ident))
-                else:
-                    line_start = data.rfind(b"\n", start, at)
-                    if line_start != seen_line:  # a line's matches once, however often the literal is on it
-                        seen_line = line_start
-                        found.extend((hit, ident) for hit in _line_hits(data, start, end, at, pattern))
-                at = data.find(lit, at + 1, end)
-        found = sorted(set(found))
-        if owned is not None:
-            found = [hit for hit in found if owned[0] <= hit[0] < owned[1]]
-        over = counted if counted is not None else {}
-        return _repeats_cut(_capped(found, cap, over, exempt, {}), over, keep)
-
-
-def _capped(found: list[tuple[int, int]], cap: int | None, counted: dict[int, int], exempt: frozenset[int],
-            seen: dict[int, int]) -> list[tuple[int, int]]:
-    """``found`` (in order) with each expression's hits past ``cap`` (``seen`` so far) counted in
-    ``counted`` instead; the expressions in ``exempt`` keep every hit."""
-    if cap is None:
-        return found
-    out = []
-    for at, ident in found:
-        if ident not in exempt:
-            n = seen[ident] = seen.get(ident, 0) + 1
-            if n > cap:
-                counted[ident] = counted.get(ident, 0) + 1
-                continue
-        out.append((at, ident))
-    return out
-
-
-def _repeats_cut(found: list[tuple[int, int]], counted: dict[int, int], keep: int | None) -> list[tuple[int, int]]:
-    """``found`` (in order) with each expression that repeats (past the cap: in ``counted``) cut to
-    its first ``keep`` hits, the rest counted too; every other expression keeps all of its own."""
-    if keep is None or not counted:
-        return found
-    return _capped(found, keep, counted, frozenset(ident for _, ident in found if ident not in counted), {})
+        return _flat(self.grouped(data, start, end, cap, counted, exempt, owned, keep))
 
 
 def _compiled(patterns: list[bytes], keep: bool = True) -> Any:
