@@ -599,9 +599,9 @@ class Scanner:
         # known, the tracebacks no connection error follows closely are dropped here in one pass (a
         # 3.1 app logs ~150,000 a GB); the rest are judged one by one below
         if self.errors is not None and found_tracebacks:
-            errors, after, near = self.errors, bisect.bisect_left, low + TRACEBACK_WINDOW
+            marks, after, near = self.errors, bisect.bisect_left, low + TRACEBACK_WINDOW
             found_tracebacks = [at for at in found_tracebacks
-                                if ((k := after(errors, low + at)) < len(errors) and errors[k] < at + near)
+                                if ((k := after(marks, low + at)) < len(marks) and marks[k] < at + near)
                                 or at + near > end]
         hits = [(low + at, ident, False) for ident, ats in groups.items() for at in ats]
         hits += [(low + at, traceback_id, False) for at in found_tracebacks]
