@@ -15,15 +15,17 @@ import contextlib
 import gc
 import itertools
 import os
+import pickle
 import queue
+import select
 import signal
+import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from multiprocessing import get_context
+from typing import NoReturn
 
 from celery_doctor.ingest import counting
 from celery_doctor.ingest.reader import CHUNK, LOOKBACK_BYTES, Buffer, Scanner, SourceState, downsample, note_counted
@@ -181,32 +183,22 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
     if pool_size > 1 and sum(sizes) >= SPLIT_MIN and len(ranges) > 1:
         for _, state, _ in files:  # build the matchers here, once: the forked workers share them
             Scanner(_fresh(state))
-        ex = ProcessPoolExecutor(max_workers=min(pool_size, len(ranges)), mp_context=get_context("fork"),
-                                 initializer=_worker_start)
-        # the workers are forked at the first submit and inherit the states: a range names its file's
-        # (pickling each state's megabyte of sample with every range cost the pool's start more than
-        # its scan); the objects the parent holds are frozen out of the collector meanwhile, so a
-        # worker's collections do not copy every page it shares with the parent
+        # the workers inherit the states: a range names its file's (pickling each state's megabyte of
+        # sample with every range cost the pool's start more than its scan)
         _TEMPLATES[:] = [state for _, state, _ in files]
-        gc.freeze()
+        pool = _Pool([(files[i][0], i, a, b) for i, a, b in ranges], min(pool_size, len(ranges)))
         try:
-            futures: list[Future[Part]] = [ex.submit(_scan_forked, files[i][0], i, a, b) for i, a, b in ranges]
-            gc.unfreeze()
             if meanwhile is not None:
                 meanwhile()
             for blocks, state, size in streams:  # meanwhile, here
                 scan_stream(blocks, state, progress, size)
-            for fut in futures:
-                part = fut.result()
+            for part in pool.parts():
                 parts.append(part)
                 if progress is not None:
                     name = files[part.index][1].info.name
                     progress(name, min(sizes[part.index], part.start + RANGE_MIN), sizes[part.index])
-        except BaseException:
-            gc.unfreeze()
-            _stop_now(ex)  # interrupted or failed: no waiting for the ranges still being scanned
-            raise
-        ex.shutdown()
+        finally:
+            pool.close()  # interrupted or failed: no waiting for the ranges still being scanned
     else:
         for blocks, state, size in streams:
             scan_stream(blocks, state, progress, size)
@@ -220,10 +212,117 @@ def scan_files(files: list[tuple[str, SourceState, int]], streams: list[tuple[It
 
 
 _TEMPLATES: list[SourceState] = []  # the parent's states, as the forked workers see them
+FRAME = struct.Struct("<Q")  # a result's length before its pickle
+TASK = struct.Struct("<I")  # a range's index in the task pipe
+PIPE_SIZE = 1 << 20  # a worker's result pipe: a few ranges' results wait there while the parent is busy
 
 
-def _scan_forked(path: str, index: int, start: int, end: int) -> Part:
-    return scan_range(path, _TEMPLATES[index], index, start, end)
+class WorkerDied(RuntimeError):
+    """A scan worker ended before returning its range (killed, or out of memory)."""
+
+
+class _Pool:
+    """Forked workers that take ranges from one pipe and send back their Parts, each on a pipe of
+    its own. The standard library's process pool cost ~20 ms of imports (multiprocessing, logging,
+    sockets) before the first byte was scanned, and a thread on each side of every result; here a
+    range's index is 4 bytes in a pipe (written at once, read 4 bytes at a time by whichever worker
+    is free) and a result one length-prefixed pickle."""
+
+    def __init__(self, tasks: list[tuple[str, int, int, int]], size: int) -> None:
+        self.tasks = tasks
+        self.pending = len(tasks)
+        self.workers: dict[int, int] = {}  # result pipe -> pid
+        self.buffers: dict[int, bytearray] = {}
+        take, give = os.pipe()
+        os.write(give, b"".join(TASK.pack(k) for k in range(len(tasks))))  # a few hundred bytes: never blocks
+        gc.freeze()  # a worker's collections would otherwise copy every page of the parent's objects
+        try:
+            for _ in range(size):
+                read, write = os.pipe()
+                # Linux only; elsewhere, a smaller pipe only makes a worker wait for the parent more
+                with contextlib.suppress(OSError, AttributeError, ImportError):
+                    import fcntl
+
+                    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+                pid = os.fork()
+                if pid == 0:
+                    self._work(take, give, write, [read, *self.workers])
+                os.close(write)
+                self.workers[read] = pid
+                self.buffers[read] = bytearray()
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            gc.unfreeze()
+            os.close(take)
+            os.close(give)
+
+    def _work(self, take: int, give: int, out: int, inherited: list[int]) -> NoReturn:
+        """In a worker: ranges until the task pipe is empty, each result written whole."""
+        status = 1
+        try:
+            gc.unfreeze()
+            os.close(give)
+            for fd in inherited:
+                os.close(fd)
+            _worker_start()
+            while len(raw := os.read(take, TASK.size)) == TASK.size:
+                (k,) = TASK.unpack(raw)
+                path, index, start, end = self.tasks[k]
+                try:
+                    done: tuple[Part | None, BaseException | None] = (
+                        scan_range(path, _TEMPLATES[index], index, start, end), None)
+                    data = pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:  # sent to the parent, which raises it
+                    try:
+                        data = pickle.dumps((None, exc), protocol=pickle.HIGHEST_PROTOCOL)
+                    except Exception:
+                        data = pickle.dumps((None, RuntimeError(repr(exc))), protocol=pickle.HIGHEST_PROTOCOL)
+                view = memoryview(FRAME.pack(len(data)) + data)
+                while view:
+                    view = view[os.write(out, view):]
+            status = 0
+        finally:
+            os._exit(status)
+
+    def parts(self) -> Iterator[Part]:
+        """The Parts, as the workers finish them; a worker's error is raised here."""
+        while self.pending:
+            if not self.buffers:
+                raise WorkerDied(f"a scan worker ended before its range was done ({self.pending} left)")
+            ready, _, _ = select.select(list(self.buffers), [], [])
+            for fd in ready:
+                chunk = os.read(fd, PIPE_SIZE)
+                if not chunk:  # the worker is done (or died: then a range is missing)
+                    os.close(fd)
+                    del self.buffers[fd]
+                    os.waitpid(self.workers.pop(fd), 0)
+                    continue
+                buf = self.buffers[fd]
+                buf += chunk
+                while len(buf) >= FRAME.size and len(buf) >= FRAME.size + (n := FRAME.unpack_from(buf)[0]):
+                    part, exc = pickle.loads(memoryview(buf)[FRAME.size:FRAME.size + n])
+                    del buf[:FRAME.size + n]
+                    if exc is not None:
+                        raise exc
+                    self.pending -= 1
+                    yield part
+
+    def close(self) -> None:
+        """Reap the workers (done once every Part is in: they exit at the empty task pipe); with
+        ranges left (interrupted, or a failure), kill them first."""
+        for fd, pid in self.workers.items():
+            if self.pending:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for pid in self.workers.values():
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+        self.workers.clear()
+        self.buffers.clear()
 
 
 def _worker_start() -> None:
@@ -239,21 +338,6 @@ def _worker_start() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() == 1:  # the parent died before the line above took effect
             os._exit(1)
-
-
-def _stop_now(ex: ProcessPoolExecutor) -> None:
-    procs = list((getattr(ex, "_processes", None) or {}).values())  # no public way to stop a running task
-    calls = getattr(ex, "_call_queue", None)
-    if calls is not None:
-        # work still queued for the killed workers would keep the queue's feeder thread writing to a
-        # pipe nobody reads, and the interpreter's exit waits for it (seen with Debian's 3.11.2)
-        calls.cancel_join_thread()
-    ex.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        with contextlib.suppress(OSError):
-            proc.kill()
-    for proc in procs:
-        proc.join(5)
 
 
 def join(files: list[tuple[str, SourceState, int]], parts: list[Part]) -> None:
