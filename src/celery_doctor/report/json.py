@@ -10,13 +10,12 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from celery_doctor import __version__, forked
+from celery_doctor import __version__
 from celery_doctor.model import Event, Report
 from celery_doctor.redact import redact, redact_data
 from celery_doctor.report.interface import Renderer
 
 SCHEMA_VERSION = "1.0"
-SHARED_FROM = 1000  # from this many timeline events, a forked child writes half of them (a fork costs ~6 ms)
 
 
 @functools.lru_cache(maxsize=256)
@@ -46,9 +45,9 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def report_document(report: Report, timeline: bool = True) -> dict[str, Any]:
+def report_document(report: Report) -> dict[str, Any]:
     """The report as JSON data, every string redacted: the events as they are written (_event),
-    the rest in one pass over it (``timeline`` False: an empty timeline, for the caller to fill)."""
+    the rest in one pass over it."""
     rest = redact_data({
         "summary": to_jsonable(report.summary),
         "findings": to_jsonable(report.findings),
@@ -65,7 +64,7 @@ def report_document(report: Report, timeline: bool = True) -> dict[str, Any]:
         "findings": rest["findings"],
         "incidents": rest["incidents"],
         "sources": rest["sources"],
-        "timeline": [_event(e) for e in report.events] if timeline else [],
+        "timeline": [_event(e) for e in report.events],
         "undated": [_event(e) for e in report.undated],
         "data": rest["data"],
         "warnings": rest["warnings"],
@@ -109,14 +108,6 @@ def _dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-class Written(list[str]):
-    """Items of a top-level list already written as JSON text (by _written)."""
-
-
-def _written(events: list[Event]) -> list[str]:
-    return [_dumps(_event(e)) for e in events]
-
-
 def document_text(doc: dict[str, Any]) -> str:
     """The document as text: one top-level key per line and one item of each top-level list per
     line (a timeline event, a finding), each written by json's C encoder. ``indent`` would make
@@ -124,10 +115,7 @@ def document_text(doc: dict[str, Any]) -> str:
     parts = []
     for key, value in doc.items():
         head = f"  {_dumps(key)}: "
-        if isinstance(value, Written) and value:
-            items = ",\n".join("    " + item for item in value)
-            parts.append(f"{head}[\n{items}\n  ]")
-        elif isinstance(value, list) and value:
+        if isinstance(value, list) and value:
             items = ",\n".join("    " + _dumps(item) for item in value)
             parts.append(f"{head}[\n{items}\n  ]")
         else:
@@ -139,12 +127,4 @@ class JsonRenderer(Renderer):
     redacts_strings = True  # report_document redacts every string of the document
 
     def render(self, report: Report, *, color: bool = False, width: int = 110) -> str:
-        if len(report.events) < SHARED_FROM:
-            return document_text(report_document(report))
-        # a long timeline: its first half redacted and written by a forked child meanwhile (forked.py)
-        half = len(report.events) // 2
-        doc, first, second = forked.share([functools.partial(report_document, report, False),
-                                           functools.partial(_written, report.events[:half]),
-                                           functools.partial(_written, report.events[half:])])
-        doc["timeline"] = Written(first + second)
-        return document_text(doc)
+        return document_text(report_document(report))

@@ -8,14 +8,12 @@ event kinds, error families, verdicts and times.
 from __future__ import annotations
 
 import bisect
-import functools
 import re
 import statistics
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery_doctor import forked
 from celery_doctor.incidents import ANCHORS, SAME_MOMENT_S, error_family, running_task_age
 from celery_doctor.model import (
     Category,
@@ -831,26 +829,10 @@ def _other_clients(ctx: LogContext, findings: list[Finding]) -> None:
         f.explanation = f.explanation.split(". ")[0].rstrip(".") + "." + OTHER_CLIENT_NOTE
 
 
-def _run(rule: Callable[[LogContext], Iterable[Finding]], ctx: LogContext) -> list[Finding]:
-    return list(rule(ctx))
-
-
-# from this many events, a forked child runs every other rule (forked.py): the rules' searches over
-# the events are most of what `logs` does after a big log's scan, and a fork costs a few ms
-SHARED_FROM = 500
-
-
 def evaluate(ctx: LogContext) -> list[Finding]:
     from celery_doctor.rules.logs import RULES as MODULE_RULES  # they import this module's helpers
-    from celery_doctor.rules.logs.versions import seen_in
 
-    rules = (*RULES, *MODULE_RULES)
-    if len(ctx.timeline.events) + len(ctx.timeline.undated) >= SHARED_FROM:
-        seen_in(ctx)  # once, here: several rules and the report read it
-        per_rule = forked.share([functools.partial(_run, rule, ctx) for rule in rules])
-    else:
-        per_rule = [_run(rule, ctx) for rule in rules]
-    findings = [f for found in per_rule for f in found]
+    findings = [f for rule in (*RULES, *MODULE_RULES) for f in rule(ctx)]
     _other_clients(ctx, findings)
     explained = {(e.source, e.line) for f in findings for e in f.evidence}
     # a finding's evidence shows a few lines; the incidents it explains are all of them
