@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
 from typing import Any
 
 NEWLINE = 10
@@ -27,6 +28,10 @@ def enable() -> bool:
     """Load numpy for the counts (once); False where it is not installed or does not load."""
     global _np, _mask
     if _np is None:
+        # no BLAS here: OpenBLAS otherwise starts a thread per core at import that spins for a while
+        # (~60 ms of CPU taken from the scan on a 2-core machine); a user's own setting is kept
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
         with contextlib.suppress(Exception):  # ImportError, or a broken build: the stdlib count then
             np = importlib.import_module("numpy")
             _mask = np.empty(BLOCK, dtype=bool)
