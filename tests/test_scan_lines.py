@@ -186,3 +186,30 @@ def test_several_files_at_once_keep_their_own_line_numbers(tmp_path: Path, monke
         for line, _, _, text in mine:
             assert text.splitlines()[0].strip() in lines[line - 1].decode("utf-8", errors="replace")
     assert [s.lines for s in together.sources] == [p.read_bytes().count(b"\n") for p in paths]
+
+
+@pytest.mark.parametrize("where", [0.0, 0.37, 0.999])
+def test_a_celery_report_inside_a_big_log_is_found_by_the_scan(tmp_path: Path, where: float,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan's matcher looks for the report's first line with the catalogue (no second read of
+    every file): wherever it sits in a log split into windows and ranges, `logs` reads the report;
+    a log without one is not read again for it."""
+    from celery_doctor.pipeline import analyse_logs
+    from celery_doctor.settings import runtime_report
+
+    log = generated(tmp_path, "worker")
+    data = bytearray(log.read_bytes())
+    at = data.index(b"\n", int(len(data) * where)) + 1
+    data[at:at] = b"software -> celery:5.4.0 (opalescent) kombu:5.3.4 py:3.11.7\nplatform -> system:Linux\n"
+    pasted = tmp_path / "pasted.log"
+    pasted.write_bytes(bytes(data))
+    monkeypatch.setattr(runtime_report, "MAX_BYTES", len(data))  # the text read covers the whole file
+    monkeypatch.setattr(parallel, "workers", lambda: 2)
+    for name, value in (("CHUNK", 200_003), ("RANGE_MIN", 512 * 1024 + 7), ("RANGE_MAX", 512 * 1024 + 7),
+                        ("SPLIT_MIN", 1024 * 1024)):
+        monkeypatch.setattr(parallel, name, value)
+    read = read_logs([str(pasted), str(log)])
+    assert read.without_report == {str(log)}
+    report = analyse_logs([str(pasted), str(log)])
+    assert any(w.startswith(f"{pasted}: a `celery report`") for w in report.warnings)
+    assert not any(w.startswith(f"{log}: a `celery report`") for w in report.warnings)

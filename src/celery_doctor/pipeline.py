@@ -64,11 +64,11 @@ def analyse_logs(paths: list[str], format_hint: str | None = None,
 
     def meanwhile() -> None:  # what needs no scan result, done while the pool scans
         _load_log_rules()
-        if reported is None:
-            inside.update({p: r for p in paths if p != "-" and not p.endswith(".gz") and Path(p).is_file()
-                           and (r := _report_in(p)) is not None})
 
     result = read_logs(paths, format_hint=format_hint, progress=progress, meanwhile=meanwhile)
+    if reported is None:  # a big file the scan read whole is looked into only if it saw the report's line
+        inside.update({p: r for p in paths if p != "-" and not p.endswith(".gz") and p not in result.without_report
+                       and Path(p).is_file() and (r := _report_in(p)) is not None})
     notes = [f"{p}: a `celery report` (lines {r.first_line}-{r.last_line}): its versions are used"
              for p, r in inside.items()]
     if reported is None:

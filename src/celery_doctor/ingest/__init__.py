@@ -90,7 +90,9 @@ def read_logs(paths: list[str], format_hint: str | None = None, progress: Progre
     if all(s.format == "unknown" for s in sources):
         reasons = "; ".join(problems or [f"{s.name}: {', '.join(s.warnings)}" for s in sources])
         raise IngestError(f"nothing readable in the given logs ({reasons})")
-    return IngestResult(events=events, sources=sources, activity=activity)
+    # the files the pool scanned had every byte read by the matcher, the report's line among its literals
+    without_report = {path for path, state, _ in files if not state.report}
+    return IngestResult(events=events, sources=sources, activity=activity, without_report=without_report)
 
 
 Queues = tuple[list[tuple[str, SourceState, int]], list[tuple[Iterator[bytes], SourceState, int]], list[BinaryIO]]

@@ -20,6 +20,9 @@ class IngestResult:
     events: list[Event]  # connection-relevant events of every source, each source in file order
     sources: list[SourceInfo]
     activity: dict[str, list[tuple[datetime, datetime, int]]] = field(default_factory=dict)
+    # files whose every byte the scan's matcher read without finding a `celery report` line in them
+    # (the report pasted inside a log is looked for in the other files only)
+    without_report: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class Part:
     warnings: list[str] = field(default_factory=list)
     services: dict[str, str] = field(default_factory=dict)
     naive_tz: bool = False
+    report: bool = False
 
 
 def workers() -> int:
@@ -111,7 +112,7 @@ def scan_range(path: str, template: SourceState, index: int, start: int, end: in
                 lines=state.info.lines,
                 ends_with_newline=last == b"\n", out_of_order=state.out_of_order,
                 warnings=[w for w in state.info.warnings if not w.startswith(BACKWARDS)],
-                services=state.services, naive_tz=bool(state.info.meta.get("naive_tz")))
+                services=state.services, naive_tz=bool(state.info.meta.get("naive_tz")), report=state.report)
 
 
 def scan_stream(blocks: Iterator[bytes], state: SourceState, progress: Progress | None = None,
@@ -353,6 +354,7 @@ def join(files: list[tuple[str, SourceState, int]], parts: list[Part]) -> None:
         state.services.update(part.services)
         if part.naive_tz:
             state.info.meta["naive_tz"] = True
+        state.report = state.report or part.report
         state.info.warnings.extend(w for w in part.warnings if w not in state.info.warnings)
         lines[part.index] += part.lines
         last_newline[part.index] = part.ends_with_newline

@@ -74,6 +74,8 @@ MAX_BUCKETS = 400
 RUNTIME = re.compile(r" succeeded in (\d+(?:\.\d+)?)s")
 TASK_ID = re.compile(r"(?:Task |Received task: )([\w.:\-]+)\[([^\]\s]+)\]")
 CONNECTION_MARK = b"\0connection error"  # the key of the marks expression (never a literal of a log)
+# a `celery report` pasted into a log (settings/runtime_report.py reads it; it holds this line)
+REPORT_LINE = b"software -> celery:"
 LIFECYCLE_KINDS = frozenset({Kind.CONNECTION_ACCEPTED, Kind.CONNECTION_CLOSED_CLEAN})
 BANNER = {
     "celery_version": re.compile(r"celery@\S+ v(\d+\.\d+\.\d+\S*)"),
@@ -102,6 +104,7 @@ class SourceState:
     keep: int | None = None  # in a big input, the hits a window keeps of an expression that repeats (repeat_keep)
     sample: bytes = b""  # a little of the input (head and middle): the matcher's search strings are chosen on it
     timing: bytes = b""  # a big input's middle megabyte: the matcher's engine is chosen by timing it there
+    report: bool = False  # the scan saw a `celery report` line (REPORT_LINE)
 
     def services_family(self, source: str) -> str:
         service = source.rsplit(":", 1)[-1]
@@ -160,6 +163,7 @@ class Scanner:
             rare = [e for e in rare if e[0] != signatures.TRACEBACK] + [(b'"proxy"', None)]
             every = rare
         self.client_like = "celery" in names and state.family != "json"
+        rare = [*rare, (REPORT_LINE, None)]  # found in the same pass: no one reads the file again for it
         # a traceback in a client log is judged by where the words that name a connection error
         # fall, never by decoding: those words are searched after each traceback (a second
         # database), or over the whole window in the same pass where tracebacks are many
@@ -169,6 +173,7 @@ class Scanner:
         self.with_marks = (matcher.build((*self.matcher.expressions, mark), state.sample, state.timing)
                            if self.client_like else None)
         self.mark_id = len(self.matcher.expressions)  # in with_marks (the others keep their index)
+        self._report_id = self.matcher.expressions.index((REPORT_LINE, None))
         self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
         # the last window had many tracebacks, so this one is likely to (at first: the sample says)
         self.dense = bool(state.sample) and state.sample.count(signatures.TRACEBACK) * CHUNK > WINDOW_MARKS * len(
@@ -590,6 +595,8 @@ class Scanner:
             groups = self.matcher.grouped(buf, low, high, cap, counted, frozenset({traceback_id}), owned, keep)
         if mark_id >= 0:
             self.errors = [low + at for at in groups.pop(mark_id, ())]
+        if groups.pop(self._report_id, None):
+            self.state.report = True
         found_tracebacks = groups.pop(traceback_id, [])
         if self.marks is not None and self.state.family != "json":
             if len(found_tracebacks) > WINDOW_MARKS and self.errors is None:
@@ -662,8 +669,8 @@ class Scanner:
         if record.start in self.seen:
             return self.seen[record.start]
         self.seen[record.start] = None
-        if record.start < start and self.matcher.hits(buf, record.start, min(len(buf), start + EDGE),
-                                                      owned=(0, start - record.start)):
+        if record.start < start and any(ident != self._report_id for _, ident in self.matcher.hits(
+                buf, record.start, min(len(buf), start + EDGE), owned=(0, start - record.start))):
             return None  # it began in the bytes before this window, whose scan saw it
         event = self._event(record, self._line_no(buf, record.start), buf)
         if event is None:
