@@ -213,3 +213,63 @@ def test_a_celery_report_inside_a_big_log_is_found_by_the_scan(tmp_path: Path, w
     report = analyse_logs([str(pasted), str(log)])
     assert any(w.startswith(f"{pasted}: a `celery report`") for w in report.warnings)
     assert not any(w.startswith(f"{log}: a `celery report`") for w in report.warnings)
+
+
+# a task's own failure whose traceback chains into a connection error (the line above the second
+# traceback is not the task's), and an application's ValueError between the others
+CHAINED_TASK_TRACEBACK = (
+    "[{ts}: ERROR/ForkPoolWorker-1] Task shop.tasks.sync[77aa] raised unexpected: ConnectionResetError(104)\n"
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/shop/tasks.py", line 12, in sync\n'
+    "    parse(body)\n"
+    "ValueError: bad body\n"
+    "\n"
+    "During handling of the above exception, another exception occurred:\n"
+    "\n"
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/venv/lib/python3.11/site-packages/kombu/connection.py", line 472, in _reraise_as_library_errors\n'
+    "    yield\n"
+    "ConnectionResetError: [Errno 104] Connection reset by peer\n"
+)
+VALUE_TRACEBACK = (
+    "[{ts}: ERROR/MainProcess] shop.tasks.parse: bad input\n"
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/shop/tasks.py", line 30, in parse\n'
+    "    int(value)\n"
+    "ValueError: invalid literal for int() with base 10: 'x'\n"
+)
+
+
+def test_dense_tracebacks_are_judged_as_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many tracebacks a window (marks over the whole window, each taken with the tracebacks before
+    it) give the same events as a few (each traceback followed on its own), with the stdlib engine
+    too: application failures on the broker connection found, tasks' own failures (chained or not)
+    and other errors not."""
+    clock = shapes.Clock()
+    path = tmp_path / "dense.log"
+    with path.open("w") as out:
+        for k in range(30):
+            for line in list(shapes.worker_traffic(clock, k * 1000))[:300]:
+                out.write(line)
+            for template in (VALUE_TRACEBACK, CHAINED_TASK_TRACEBACK, VALUE_TRACEBACK, APP_TRACEBACK,
+                             TASK_TRACEBACK, VALUE_TRACEBACK):
+                clock.tick(2)
+                out.write(template.format(ts=clock.celery()))
+    monkeypatch.setattr(parallel, "workers", lambda: 2)
+    for name, value in (("CHUNK", 100_003), ("RANGE_MIN", 300_007), ("RANGE_MAX", 300_007), ("SPLIT_MIN", 512 * 1024)):
+        monkeypatch.setattr(parallel, name, value)
+    monkeypatch.setattr(reader, "WINDOW_MARKS", 10**9)  # never dense: each traceback on its own
+    alone = events_of(path)
+    monkeypatch.setattr(reader, "WINDOW_MARKS", 2)  # always dense
+    dense = events_of(path)
+    assert dense == alone
+    lost = [text for _, kind, _, text in dense if kind == "connection_lost"]
+    assert len(lost) == 30 and all("could not publish" in text for text in lost)
+    probe = ("import sys, json; sys.modules['hyperscan'] = None\n"
+             "from celery_doctor.ingest import read_logs, reader\n"
+             "reader.WINDOW_MARKS = 2\n"
+             f"r = read_logs([{str(path)!r}])\n"
+             "print(json.dumps([[e.line, e.kind.value] for e in r.events]))")
+    fallback = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                         check=True).stdout)
+    assert fallback == [[line, kind] for line, kind, _, _ in dense]

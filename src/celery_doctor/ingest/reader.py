@@ -602,16 +602,9 @@ class Scanner:
             if len(found_tracebacks) > WINDOW_MARKS and self.errors is None:
                 self.errors = [start + at for at in self.marks.grouped(buf, start, end).get(0, ())]
             self.dense = len(found_tracebacks) > WINDOW_MARKS
-        # an application's traceback is rejected before decoding: where the window's marks are
-        # known, the tracebacks no connection error follows closely are dropped here in one pass (a
-        # 3.1 app logs ~150,000 a GB); the rest are judged one by one below
-        if self.errors is not None and found_tracebacks:
-            marks, after, near = self.errors, bisect.bisect_left, low + TRACEBACK_WINDOW
-            found_tracebacks = [at for at in found_tracebacks
-                                if ((k := after(marks, low + at)) < len(marks) and marks[k] < at + near)
-                                or at + near > end]
         hits = [(low + at, ident, False) for ident, ats in groups.items() for at in ats]
-        hits += [(low + at, traceback_id, False) for at in found_tracebacks]
+        judged = self._worth_judging(buf, [low + at for at in found_tracebacks], end)
+        hits += [(at, traceback_id, False) for at in judged]
         hits.sort()
         if self.first_chunk:  # the head of a file: the whole catalogue (readiness, the first accepts)
             stop = min(end, start + HEAD_SCAN)
@@ -635,11 +628,9 @@ class Scanner:
                 continue
             if ident == traceback_ids[full]:  # an application's traceback is rejected before decoding
                 if errors is not None and hit + TRACEBACK_WINDOW <= end:
-                    # inline, as _dull_traceback judges it where the window's marks are known (3.1 apps
-                    # log ~150,000 a GB): no connection error before the next record, or a task's failure
-                    k = bisect.bisect_left(errors, hit)
-                    if (k == len(errors) or errors[k] >= hit + TRACEBACK_WINDOW
-                            or buf.find(b"\n[", hit, errors[k] + 1) >= 0 or _raised_above(buf, hit)):
+                    # where the window's marks are known, _worth_judging kept only the tracebacks a
+                    # connection error follows in the same record: left, a task's own failure
+                    if _raised_above(buf, hit):
                         continue
                 elif self._dull_traceback(buf, hit):
                     continue
@@ -651,6 +642,29 @@ class Scanner:
             self._count_repeats(buf, start, end, counted, kinds)
         self.seen.clear()
         self.line_base = self._line_no(buf, end) - 1  # one newline pass over the window in all
+
+    def _worth_judging(self, buf: Buffer, tracebacks: list[int], end: int) -> list[int]:
+        """Of a window's tracebacks (ascending offsets), those that may be a connection failure.
+        Where the window's connection-error marks are known, a traceback is kept only if its first
+        mark is closer than TRACEBACK_WINDOW and no record starts between them (then only the line
+        above it, a task's own failure, is left to look at). Each mark is taken in turn with the
+        tracebacks since the one before it, and one look back for the last record start: a 3.1
+        app's tracebacks (150,000 to 600,000 a GB) cost a step per mark, not a search each. Those
+        whose window runs past ``end`` are all kept, for the one-by-one judgement."""
+        marks = self.errors
+        if marks is None or not tracebacks:
+            return tracebacks
+        cut = bisect.bisect_left(tracebacks, end - TRACEBACK_WINDOW + 1)
+        body = tracebacks[:cut]
+        kept: list[int] = []
+        after, previous = bisect.bisect_right, -1
+        for mark in marks:
+            first, last = after(body, max(previous, mark - TRACEBACK_WINDOW)), after(body, mark)
+            previous = mark
+            if first < last:  # the tracebacks whose first mark this is: those after the last record start
+                record = buf.rfind(b"\n[", body[first], mark + 1)
+                kept.extend(at for at in body[first:last] if at > record)
+        return kept + tracebacks[cut:]
 
     def _line_no(self, buf: Buffer, pos: int) -> int:
         """The number of the line holding byte ``pos`` (counting from the last position asked)."""
