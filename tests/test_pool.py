@@ -92,6 +92,6 @@ def test_a_worker_killed_mid_scan_is_said_not_waited_for(tmp_path: Path, small_r
         return real(path, template, index, start, end)
 
     monkeypatch.setattr(parallel, "scan_range", dying)
-    with pytest.raises(parallel.WorkerDied):
+    with pytest.raises(parallel.WorkerDied, match="killed by SIGKILL"):
         read_logs([str(log)])
     assert not _children()

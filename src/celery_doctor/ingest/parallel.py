@@ -296,16 +296,22 @@ class _Pool:
 
     def parts(self) -> Iterator[Part]:
         """The Parts, as the workers finish them; a worker's error is raised here."""
+        ended: list[str] = []  # how the workers that stopped before the end did
         while self.pending:
             if not self.buffers:
-                raise WorkerDied(f"a scan worker ended before its range was done ({self.pending} left)")
+                raise WorkerDied(f"a scan worker stopped before its range was done ({', '.join(ended)}): "
+                                 f"{self.pending} range(s) of the logs not read")
             ready, _, _ = select.select(list(self.buffers), [], [])
             for fd in ready:
                 chunk = os.read(fd, PIPE_SIZE)
                 if not chunk:  # the worker is done (or died: then a range is missing)
                     os.close(fd)
                     del self.buffers[fd]
-                    os.waitpid(self.workers.pop(fd), 0)
+                    _, status = os.waitpid(self.workers.pop(fd), 0)
+                    if os.WIFSIGNALED(status):
+                        ended.append(f"killed by {signal.Signals(os.WTERMSIG(status)).name}")
+                    elif os.WEXITSTATUS(status):
+                        ended.append(f"exit status {os.WEXITSTATUS(status)}")
                     continue
                 buf = self.buffers[fd]
                 buf += chunk
