@@ -80,6 +80,20 @@ def console_script() -> str:
 CELERY = str(Path(sys.executable).with_name("celery"))
 
 
+def children_of(pid: int) -> set[int]:
+    """The pids of ``pid``'s live children, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

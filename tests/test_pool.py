@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from celery_doctor.ingest import parallel, read_logs
+from conftest import children_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import shapes  # the bench's generators
@@ -24,17 +26,19 @@ def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _children() -> set[int]:
-    me = os.getpid()
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-                found.add(int(entry.name))
-    return found
+    return children_of(os.getpid())
+
+
+def _in_the_workers(monkeypatch: pytest.MonkeyPatch, fault: Callable[[], None]) -> None:
+    """``fault`` runs in a forked worker before it scans any range but a file's first."""
+    real, parent = parallel.scan_range, os.getpid()
+
+    def faulty(path: str, template, index: int, start: int, end: int):  # type: ignore[no-untyped-def]
+        if start > 0 and os.getpid() != parent:
+            fault()
+        return real(path, template, index, start, end)
+
+    monkeypatch.setattr(parallel, "scan_range", faulty)  # inherited by the forked workers
 
 
 def test_every_range_is_scanned_once_by_the_pool(tmp_path: Path, small_ranges: None,
@@ -65,15 +69,11 @@ def test_a_workers_error_is_raised_here_and_the_others_stop(tmp_path: Path, smal
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "worker.log"
     shapes.generate("worker", 3, log)
-    real = parallel.scan_range
 
-    def failing(path: str, template, index: int, start: int, end: int):  # type: ignore[no-untyped-def]
-        if start > 0 and os.getpid() != parent:
-            raise OSError(5, "Input/output error")
-        return real(path, template, index, start, end)
+    def failing() -> None:
+        raise OSError(5, "Input/output error")
 
-    parent = os.getpid()
-    monkeypatch.setattr(parallel, "scan_range", failing)  # inherited by the forked workers
+    _in_the_workers(monkeypatch, failing)
     with pytest.raises(OSError, match="Input/output error"):
         read_logs([str(log)])
     assert not _children()
@@ -83,15 +83,7 @@ def test_a_worker_killed_mid_scan_is_said_not_waited_for(tmp_path: Path, small_r
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "worker.log"
     shapes.generate("worker", 3, log)
-    real = parallel.scan_range
-    parent = os.getpid()
-
-    def dying(path: str, template, index: int, start: int, end: int):  # type: ignore[no-untyped-def]
-        if start > 0 and os.getpid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(path, template, index, start, end)
-
-    monkeypatch.setattr(parallel, "scan_range", dying)
+    _in_the_workers(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGKILL))
     with pytest.raises(parallel.WorkerDied, match="killed by SIGKILL"):
         read_logs([str(log)])
     assert not _children()

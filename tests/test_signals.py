@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import console_script
+from conftest import children_of, console_script
 
 LINE = (b"[2026-11-23 22:32:38,921: INFO/ForkPoolWorker-1] Task shop.tasks.sync[8f1c] succeeded in 0.01s: None\n"
         b"[2026-11-23 22:32:38,925: WARNING/MainProcess] urllib3 retrying after connection broken\n")
@@ -26,19 +26,6 @@ def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for _ in range(30):  # ~200 MB: the scan runs in its pool of workers
             out.write(block)
     return path
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -56,7 +43,7 @@ def _start(big_log: Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], set[
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        workers = _children(proc.pid)
+        workers = children_of(proc.pid)
         if len(workers) >= 2:  # the pool is scanning
             return proc, workers
         if proc.poll() is not None:
@@ -95,9 +82,9 @@ def test_config_app_interrupted_stops_the_import_probe() -> None:
     proc = subprocess.Popen([console_script(), "config", "--app", "hang_app"], cwd=configs,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
-    while not _children(proc.pid) and time.monotonic() < deadline:
+    while not children_of(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    probes = _children(proc.pid)
+    probes = children_of(proc.pid)
     assert probes, "the import probe never started"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)

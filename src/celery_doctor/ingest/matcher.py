@@ -61,8 +61,19 @@ class Matcher(Protocol):
         """The same hits as (offset, expression) pairs in offset order."""
 
 
-def _flat(groups: Groups) -> list[tuple[int, int]]:
-    return sorted((at, ident) for ident, ats in groups.items() for at in ats)
+class _Engine:
+    """What both engines share: the flat list of hits, from their groups."""
+
+    def grouped(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
+                counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
+                owned: tuple[int, int] | None = None, keep: int | None = None) -> Groups:
+        raise NotImplementedError
+
+    def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
+             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
+             owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
+        groups = self.grouped(data, start, end, cap, counted, exempt, owned, keep)
+        return sorted((at, ident) for ident, ats in groups.items() for at in ats)
 
 
 def _cut(groups: Groups, low: int, high: int, cap: int | None, counted: dict[int, int] | None,
@@ -237,7 +248,7 @@ def pattern_cover(pattern: bytes, sample: bytes) -> list[bytes] | None:
     return best(covers(list(tree)))
 
 
-class HyperscanMatcher:
+class HyperscanMatcher(_Engine):
     """One Hyperscan pass over the bytes for every expression: its literal, or for a pattern the
     literals every match holds that are rarest in a sample of the input (the pattern then runs
     on the lines where they are). Hyperscan runs a pattern by confirming it wherever its longest
@@ -363,11 +374,6 @@ class HyperscanMatcher:
             groups.setdefault(ident, []).append(at)
         return _cut(groups, low, high, cap, counted, exempt, keep)
 
-    def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
-             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
-             owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
-        return _flat(self.grouped(data, start, end, cap, counted, exempt, owned, keep))
-
     def _resolve(self, data: Buffer, start: int, end: int, stop: int, sid: int, lines: set[tuple[int, int]],
                  out: list[tuple[int, int]]) -> None:
         ident, kind, check, back = self._how[sid]
@@ -395,7 +401,7 @@ class HyperscanMatcher:
             found.extend((at, ident) for at in _line_hits(data, start, end, start + stop - 1, check))
 
 
-class FindMatcher:
+class FindMatcher(_Engine):
     """The stdlib fallback: one ``bytes.find`` loop per literal (each runs at C speed); a pattern
     is checked on the line of each hit of its literal. An expression whose literal starts with a
     NUL byte (no log holds one) has no literal: its pattern is searched, reported where each match
@@ -431,11 +437,6 @@ class FindMatcher:
                 groups[ident] = sorted(set(found))
         low, high = owned if owned is not None else (0, max(0, end - start))
         return _cut(groups, low, high, cap, counted, exempt, keep)
-
-    def hits(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
-             counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),
-             owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
-        return _flat(self.grouped(data, start, end, cap, counted, exempt, owned, keep))
 
 
 def _compiled(patterns: list[bytes], keep: bool = True) -> Any:

@@ -12,6 +12,7 @@ streams them meanwhile, decompressing in a thread beside the scan.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import itertools
 import os
@@ -248,9 +249,7 @@ class _Pool:
             for _ in range(size):
                 read, write = os.pipe()
                 # Linux only; elsewhere, a smaller pipe only makes a worker wait for the parent more
-                with contextlib.suppress(OSError, AttributeError, ImportError):
-                    import fcntl
-
+                with contextlib.suppress(OSError, AttributeError):
                     fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
                 pid = os.fork()
                 if pid == 0:
