@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     results = []
     for size_mb in (int(s) for s in args.sizes.split(",")):
-        for shape in args.shapes.split(","):
+        for shape in filter(None, args.shapes.split(",")):  # --shapes "" benches only --recorded
             result = bench_one(shape, size_mb, args.repeat)
             results.append(result)
             print(row(result), flush=True)

@@ -39,6 +39,8 @@ HEAD_LIFECYCLE = 40  # the first accepts of a broker log pair with the workers' 
 # a frame of the broker client libraries as Python prints it (absolute, or relative as error trackers show it)
 FRAME = re.compile(r'^\s*File "(?:[^"]*/)?(?:celery|kombu|amqp|redis|billiard|vine|librabbitmq)/[^"]+", line \d+, in ')
 TRACEBACK_WINDOW = 8 * 1024  # a traceback's exception line is this close to its first line
+MAX_CHAIN = 8  # chained tracebacks followed back to the first of their record
+CHAIN_BYTES = tuple(sentence.encode() for sentence in CHAIN)
 WINDOW_MARKS = 64  # past this many tracebacks in a window, its connection-error words are marked in one pass
 SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
 # how far past its edges a window is scanned: a line that crosses an edge (a literal cut in two)
@@ -339,7 +341,7 @@ class Scanner:
     def _traceback_kind(body: str, lines: list[str], bare: bool = False) -> Kind | None:
         """A logged traceback ending in a connection error, outside a task's own failure; in an
         undated record also a bare exception line that names one (a pasted error alone)."""
-        if "] raised" in body or "raised unexpected" in body:
+        if "] raised" in body or "raised unexpected" in body or celery_family.application_traceback(lines):
             return None
         if "Traceback (most recent call last)" not in body + "\n".join(lines) and not (
                 bare and (celery_family.EXCEPTION.match(body.strip()) or celery_family.exceptions(lines[1:]))):
@@ -787,10 +789,22 @@ class Scanner:
 
 def _raised_above(buf: Buffer, hit: int) -> bool:
     """Whether the line above the traceback at ``hit`` is a task's failure (``Task x[id] raised
-    unexpected: ...``, 3.1's and 4+'s): the task's own error, not the worker's connection."""
-    line_start = buf.rfind(b"\n", 0, hit) + 1
-    header = buf.rfind(b"\n", 0, max(0, line_start - 1)) + 1
-    return buf.find(b"] raised", header, line_start) >= 0 or buf.find(b"raised unexpected", header, line_start) >= 0
+    unexpected: ...``, 3.1's and 4+'s): the task's own error, not the worker's connection. A
+    chained traceback (Python 3's "During handling of the above exception ...", a blank line, then
+    its own header) is part of the record of the one before it, and is judged as that one is: an
+    application whose tasks fail on a lost HTTP connection logs two or three per failure."""
+    for _ in range(MAX_CHAIN):
+        line_start = buf.rfind(b"\n", 0, hit) + 1
+        header = buf.rfind(b"\n", 0, max(0, line_start - 1)) + 1
+        if buf.find(b"] raised", header, line_start) >= 0 or buf.find(b"raised unexpected", header, line_start) >= 0:
+            return True
+        above = buf.rfind(b"\n", 0, max(0, header - 1)) + 1  # the chain's sentence, over its blank line
+        if not any(buf.find(sentence, above, line_start) >= 0 for sentence in CHAIN_BYTES):
+            return False
+        hit = buf.rfind(signatures.TRACEBACK, max(0, above - TRACEBACK_WINDOW), above)
+        if hit < 0:
+            return False
+    return False
 
 
 def note_counted(state: SourceState) -> None:

@@ -57,6 +57,32 @@ EXCEPTION = re.compile(
 CHAIN = ("During handling of the above exception", "The above exception was the direct cause")
 
 
+# A traceback through the broker's client code (kombu, py-amqp, redis-py, celery's consumer and
+# backends), or naming a broker URL: the worker's own connection.
+BROKER_CODE = re.compile(
+    r'File "(?:[^"]*[/\\])?(?:kombu|amqp|redis|librabbitmq|pika|billiard)[/\\]|'
+    r'File "(?:[^"]*[/\\])?celery[/\\](?:worker|backends|events|app[/\\]amqp)|'
+    r"^(?:kombu|amqp|redis|librabbitmq|celery)\.[\w.]*:|\b(?:amqps?|rediss?|sentinel|pyamqp)://", re.M)
+# A traceback through the client of another service (HTTP, SQL, mail, a cloud API): the
+# application's own connection, which a task logs (``logger.exception``) when that service drops it.
+APP_CODE = re.compile(
+    r'File "[^"]*[/\\](?:requests|urllib3|httpx|httpcore|aiohttp|http[/\\]client\.py|httplib\.py|psycopg2?|'
+    r'pymysql|MySQLdb|django[/\\]db|sqlalchemy|botocore|boto3|pymongo|elasticsearch|smtplib\.py|paramiko|grpc)\b|'
+    r"^(?:requests|urllib3|httpx|httpcore|aiohttp|http\.client|psycopg2?|pymysql|MySQLdb|django\.db|sqlalchemy|"
+    r"botocore|pymongo|elasticsearch|smtplib|grpc)\.[\w.]*:|HTTPS?ConnectionPool\(", re.M)
+# the task logger's header (celery/app/log.py TaskFormatter): "... name[task id]: message"
+TASK_LOGGER = re.compile(r"\] [\w.]+\[[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\]: ")
+
+
+def application_traceback(lines: list[str]) -> bool:
+    """Whether a record's traceback is the application's: through another service's client, or
+    logged by a task's own logger, and nowhere through the broker's client code."""
+    text = "\n".join(lines)
+    if BROKER_CODE.search(text):
+        return False
+    return bool(APP_CODE.search(text) or TASK_LOGGER.search(lines[0]))
+
+
 def exceptions(lines: list[str]) -> list[str]:
     """The exception lines of a record's tracebacks, first (usually the cause) to last."""
     return [ln.strip() for ln in lines if ln[:1] not in (" ", "\t") and EXCEPTION.match(ln.strip())]
