@@ -41,6 +41,11 @@ FRAME = re.compile(r'^\s*File "(?:[^"]*/)?(?:celery|kombu|amqp|redis|billiard|vi
 TRACEBACK_WINDOW = 8 * 1024  # a traceback's exception line is this close to its first line
 MAX_CHAIN = 8  # chained tracebacks followed back to the first of their record
 CHAIN_BYTES = tuple(sentence.encode() for sentence in CHAIN)
+TASK_LOGGER_BYTES = re.compile(celery_family.TASK_LOGGER.pattern.encode())
+# what every path of celery_family.BROKER_CODE holds (a wider net: a traceback that holds one is read whole)
+BROKER_WORDS = tuple((word, None) for word in (
+    b"kombu", b"amqp", b"redis", b"librabbitmq", b"pika", b"billiard", b"sentinel://",
+    *(b"celery" + sep + part for sep in (b"/", b"\\") for part in (b"worker", b"backends", b"events"))))
 WINDOW_MARKS = 64  # past this many tracebacks in a window, its connection-error words are marked in one pass
 SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
 # how far past its edges a window is scanned: a line that crosses an edge (a literal cut in two)
@@ -78,6 +83,9 @@ TASK_ID = re.compile(r"(?:Task |Received task: )([\w.:\-]+)\[([^\]\s]+)\]")
 CONNECTION_MARK = b"\0connection error"  # the key of the marks expression (never a literal of a log)
 # a `celery report` pasted into a log (settings/runtime_report.py reads it; it holds this line)
 REPORT_LINE = b"software -> celery:"
+# the header of a task's own failure ("Task x[id] raised unexpected: ...", 2.x-3.0 "raised
+# exception"): a traceback on the line below it is the task's, dropped without a look at its bytes
+RAISED_LINE = b"] raised "
 LIFECYCLE_KINDS = frozenset({Kind.CONNECTION_ACCEPTED, Kind.CONNECTION_CLOSED_CLEAN})
 BANNER = {
     "celery_version": re.compile(r"celery@\S+ v(\d+\.\d+\.\d+\S*)"),
@@ -166,16 +174,21 @@ class Scanner:
             every = rare
         self.client_like = "celery" in names and state.family != "json"
         rare = [*rare, (REPORT_LINE, None)]  # found in the same pass: no one reads the file again for it
+        if self.client_like:
+            rare.append((RAISED_LINE, None))
         # a traceback in a client log is judged by where the words that name a connection error
         # fall, never by decoding: those words are searched after each traceback (a second
         # database), or over the whole window in the same pass where tracebacks are many
         mark = (CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern)
         self.marks = matcher.build((mark,)) if self.client_like else None
+        self.broker_words = matcher.build(BROKER_WORDS)
         self.matcher = matcher.build(tuple(rare), state.sample, state.timing)
         self.with_marks = (matcher.build((*self.matcher.expressions, mark), state.sample, state.timing)
                            if self.client_like else None)
         self.mark_id = len(self.matcher.expressions)  # in with_marks (the others keep their index)
         self._report_id = self.matcher.expressions.index((REPORT_LINE, None))
+        self._raised_id = self.matcher.expressions.index((RAISED_LINE, None)) if self.client_like else -4
+        self._not_events = frozenset({self._report_id, self._raised_id})  # hits that never make an event
         self.errors: list[int] | None = None  # the marks of the whole window, when it has many tracebacks
         # the last window had many tracebacks, so this one is likely to (at first: the sample says)
         self.dense = bool(state.sample) and state.sample.count(signatures.TRACEBACK) * CHUNK > WINDOW_MARKS * len(
@@ -591,21 +604,23 @@ class Scanner:
         owned = (start - low, end - low)
         if self.dense and self.with_marks is not None:  # one pass for both
             mark_id = self.mark_id
-            groups = self.with_marks.grouped(buf, low, high, cap, counted, frozenset({traceback_id, mark_id}), owned,
-                                             keep)
+            groups = self.with_marks.grouped(buf, low, high, cap, counted,
+                                             frozenset({traceback_id, mark_id, self._raised_id}), owned, keep)
         else:
-            groups = self.matcher.grouped(buf, low, high, cap, counted, frozenset({traceback_id}), owned, keep)
+            groups = self.matcher.grouped(buf, low, high, cap, counted, frozenset({traceback_id, self._raised_id}),
+                                          owned, keep)
         if mark_id >= 0:
             self.errors = [low + at for at in groups.pop(mark_id, ())]
         if groups.pop(self._report_id, None):
             self.state.report = True
-        found_tracebacks = groups.pop(traceback_id, [])
+        found_tracebacks = _unraised(buf, [low + at for at in groups.pop(traceback_id, [])],
+                                     [low + at for at in groups.pop(self._raised_id, [])])
         if self.marks is not None and self.state.family != "json":
             if len(found_tracebacks) > WINDOW_MARKS and self.errors is None:
                 self.errors = [start + at for at in self.marks.grouped(buf, start, end).get(0, ())]
             self.dense = len(found_tracebacks) > WINDOW_MARKS
         hits = [(low + at, ident, False) for ident, ats in groups.items() for at in ats]
-        judged = self._worth_judging(buf, [low + at for at in found_tracebacks], end)
+        judged = self._worth_judging(buf, found_tracebacks, end)
         hits += [(at, traceback_id, False) for at in judged]
         hits.sort()
         if self.first_chunk:  # the head of a file: the whole catalogue (readiness, the first accepts)
@@ -632,7 +647,7 @@ class Scanner:
                 if errors is not None and hit + TRACEBACK_WINDOW <= end:
                     # where the window's marks are known, _worth_judging kept only the tracebacks a
                     # connection error follows in the same record: left, a task's own failure
-                    if _raised_above(buf, hit):
+                    if _tasks_own(buf, hit, self.broker_words):
                         continue
                 elif self._dull_traceback(buf, hit):
                     continue
@@ -685,7 +700,7 @@ class Scanner:
         if record.start in self.seen:
             return self.seen[record.start]
         self.seen[record.start] = None
-        if record.start < start and any(ident != self._report_id for _, ident in self.matcher.hits(
+        if record.start < start and any(ident not in self._not_events for _, ident in self.matcher.hits(
                 buf, record.start, min(len(buf), start + EDGE), owned=(0, start - record.start))):
             return None  # it began in the bytes before this window, whose scan saw it
         event = self._event(record, self._line_no(buf, record.start), buf)
@@ -746,7 +761,7 @@ class Scanner:
         nxt = buf.find(b"\n[", hit, stop)
         if marked and nxt >= 0:
             return True  # the next record begins before that error: not this traceback's
-        if _raised_above(buf, hit):
+        if _tasks_own(buf, hit, self.broker_words):
             return True
         if marked:
             return False
@@ -787,22 +802,45 @@ class Scanner:
                 f"timestamps go backwards {self.state.out_of_order} time(s); events were re-sorted")
 
 
-def _raised_above(buf: Buffer, hit: int) -> bool:
-    """Whether the line above the traceback at ``hit`` is a task's failure (``Task x[id] raised
-    unexpected: ...``, 3.1's and 4+'s): the task's own error, not the worker's connection. A
-    chained traceback (Python 3's "During handling of the above exception ...", a blank line, then
-    its own header) is part of the record of the one before it, and is judged as that one is: an
-    application whose tasks fail on a lost HTTP connection logs two or three per failure."""
+def _unraised(buf: Buffer, tracebacks: list[int], raised: list[int]) -> list[int]:
+    """The tracebacks (ascending offsets) that are not on the line right below a task failure's
+    header (``raised``: the offsets of RAISED_LINE, ascending). Two short searches each, over the
+    lines between: a 3.1 app's failing tasks log 400,000 of them a GB."""
+    if not raised:
+        return tracebacks
+    kept = []
+    for at in tracebacks:
+        k = bisect.bisect_left(raised, at)
+        if k:
+            header_end = buf.find(b"\n", raised[k - 1], at)
+            if header_end >= 0 and buf.rfind(b"\n", header_end + 1, at) < 0:
+                continue
+        kept.append(at)
+    return kept
+
+
+def _tasks_own(buf: Buffer, hit: int, broker_words: matcher.Matcher) -> bool:
+    """Whether the traceback at ``hit`` is a task's own, judged on raw bytes: the line above it is
+    a task's failure (``Task x[id] raised unexpected: ...``, 3.1's and 4+'s), or the task logger's
+    header (``x[id]: message``, an application's ``logger.exception``) with no word of the broker's
+    client code in the traceback (celery_family.application_traceback says the same of the whole
+    record). A chained traceback (Python 3's "During handling of the above exception ...", a blank
+    line, then its own header) is part of the record of the one before it, and is judged as that
+    one is: an application whose tasks fail on a lost HTTP connection logs two or three per failure."""
+    first = hit
     for _ in range(MAX_CHAIN):
-        line_start = buf.rfind(b"\n", 0, hit) + 1
+        line_start = buf.rfind(b"\n", 0, first) + 1
         header = buf.rfind(b"\n", 0, max(0, line_start - 1)) + 1
         if buf.find(b"] raised", header, line_start) >= 0 or buf.find(b"raised unexpected", header, line_start) >= 0:
             return True
+        if TASK_LOGGER_BYTES.search(buf, header, line_start):
+            stop = min(len(buf), hit + TRACEBACK_WINDOW)
+            return not broker_words.grouped(buf, header, stop)
         above = buf.rfind(b"\n", 0, max(0, header - 1)) + 1  # the chain's sentence, over its blank line
         if not any(buf.find(sentence, above, line_start) >= 0 for sentence in CHAIN_BYTES):
             return False
-        hit = buf.rfind(signatures.TRACEBACK, max(0, above - TRACEBACK_WINDOW), above)
-        if hit < 0:
+        first = buf.rfind(signatures.TRACEBACK, max(0, above - TRACEBACK_WINDOW), above)
+        if first < 0:
             return False
     return False
 
