@@ -182,6 +182,7 @@ class Scanner:
         mark = (CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern)
         self.marks = matcher.build((mark,)) if self.client_like else None
         self.broker_words = matcher.build(BROKER_WORDS)
+        self._own: list[int | bool] = [-1, False]  # the last task logger header judged, and its answer
         self.matcher = matcher.build(tuple(rare), state.sample, state.timing)
         self.with_marks = (matcher.build((*self.matcher.expressions, mark), state.sample, state.timing)
                            if self.client_like else None)
@@ -588,6 +589,7 @@ class Scanner:
         look-ahead (a record may end there); ``start`` need not be at a line start."""
         end = len(buf) if end is None else end
         self._taskless = (0, -1)  # offsets into the last window's buffer mean nothing in this one
+        self._own[:] = [-1, False]
         # the connection-error words: over the whole window when tracebacks are many (an app that
         # logs exceptions), else only after each traceback (the same first word either way)
         self.errors = None
@@ -647,7 +649,7 @@ class Scanner:
                 if errors is not None and hit + TRACEBACK_WINDOW <= end:
                     # where the window's marks are known, _worth_judging kept only the tracebacks a
                     # connection error follows in the same record: left, a task's own failure
-                    if _tasks_own(buf, hit, self.broker_words):
+                    if _tasks_own(buf, hit, self.broker_words, self._own):
                         continue
                 elif self._dull_traceback(buf, hit):
                     continue
@@ -664,23 +666,26 @@ class Scanner:
         """Of a window's tracebacks (ascending offsets), those that may be a connection failure.
         Where the window's connection-error marks are known, a traceback is kept only if its first
         mark is closer than TRACEBACK_WINDOW and no record starts between them (then only the line
-        above it, a task's own failure, is left to look at). Each mark is taken in turn with the
-        tracebacks since the one before it, and one look back for the last record start: a 3.1
-        app's tracebacks (150,000 to 600,000 a GB) cost a step per mark, not a search each. Those
+        above it, a task's own failure, is left to look at): a step per traceback (the marks after
+        the last one's), and one look back for a record start per mark that several share. Those
         whose window runs past ``end`` are all kept, for the one-by-one judgement."""
         marks = self.errors
         if marks is None or not tracebacks:
             return tracebacks
         cut = bisect.bisect_left(tracebacks, end - TRACEBACK_WINDOW + 1)
-        body = tracebacks[:cut]
         kept: list[int] = []
-        after, previous = bisect.bisect_right, -1
-        for mark in marks:
-            first, last = after(body, max(previous, mark - TRACEBACK_WINDOW)), after(body, mark)
-            previous = mark
-            if first < last:  # the tracebacks whose first mark this is: those after the last record start
-                record = buf.rfind(b"\n[", body[first], mark + 1)
-                kept.extend(at for at in body[first:last] if at > record)
+        k, count, shared, record = 0, len(marks), -1, -1
+        for at in tracebacks[:cut]:
+            k = bisect.bisect_right(marks, at, k)
+            if k == count:
+                break
+            mark = marks[k]
+            if mark - at >= TRACEBACK_WINDOW:
+                continue
+            if mark != shared:  # the first traceback this mark follows: the last record start before it
+                shared, record = mark, buf.rfind(b"\n[", at, mark + 1)
+            if at > record:
+                kept.append(at)
         return kept + tracebacks[cut:]
 
     def _line_no(self, buf: Buffer, pos: int) -> int:
@@ -761,7 +766,7 @@ class Scanner:
         nxt = buf.find(b"\n[", hit, stop)
         if marked and nxt >= 0:
             return True  # the next record begins before that error: not this traceback's
-        if _tasks_own(buf, hit, self.broker_words):
+        if _tasks_own(buf, hit, self.broker_words, self._own):
             return True
         if marked:
             return False
@@ -819,7 +824,7 @@ def _unraised(buf: Buffer, tracebacks: list[int], raised: list[int]) -> list[int
     return kept
 
 
-def _tasks_own(buf: Buffer, hit: int, broker_words: matcher.Matcher) -> bool:
+def _tasks_own(buf: Buffer, hit: int, broker_words: matcher.Matcher, memo: list[int | bool]) -> bool:
     """Whether the traceback at ``hit`` is a task's own, judged on raw bytes: the line above it is
     a task's failure (``Task x[id] raised unexpected: ...``, 3.1's and 4+'s), or the task logger's
     header (``x[id]: message``, an application's ``logger.exception``) with no word of the broker's
@@ -834,8 +839,9 @@ def _tasks_own(buf: Buffer, hit: int, broker_words: matcher.Matcher) -> bool:
         if buf.find(b"] raised", header, line_start) >= 0 or buf.find(b"raised unexpected", header, line_start) >= 0:
             return True
         if TASK_LOGGER_BYTES.search(buf, header, line_start):
-            stop = min(len(buf), hit + TRACEBACK_WINDOW)
-            return not broker_words.grouped(buf, header, stop)
+            if memo[0] != header:  # the chain's next traceback asks again: its header's answer is kept
+                memo[:] = [header, not broker_words.grouped(buf, header, min(len(buf), hit + TRACEBACK_WINDOW))]
+            return bool(memo[1])
         above = buf.rfind(b"\n", 0, max(0, header - 1)) + 1  # the chain's sentence, over its blank line
         if not any(buf.find(sentence, above, line_start) >= 0 for sentence in CHAIN_BYTES):
             return False
