@@ -11,7 +11,8 @@ many were injected, what to grep for (the anchor) and which files make up the in
 The line layouts are the ones the released programs write (see the fixtures recorded by
 scripts/record_incident.py under tests/fixtures/, and docs/signatures.md for the sources):
 Celery 5 and 3.1 worker logs, ``docker compose logs`` prefixes, python-json-logger lines,
-RabbitMQ 3.9+ (one prefix per physical line), Redis 7 verbose.
+RabbitMQ 3.9+ (one prefix per physical line), Redis 7 verbose, `kubectl logs --timestamps`; and a worker
+whose tasks log their own upstream failures (requests over urllib3, chained tracebacks).
 """
 
 from __future__ import annotations
@@ -99,6 +100,53 @@ def worker_traffic(clock: Clock, n: int, warn_every: int = 14) -> Iterator[str]:
         clock.tick(0.003)
         yield f"[{clock.celery()}: INFO/ForkPoolWorker-{i % 4 + 1}] Task {name}[{tid}] succeeded in " \
               f"0.{i % 9000 + 1000:04d}s: None\n"
+
+
+# A task whose HTTP upstream resets it (urllib3 under requests, Python 3's chained traceback): what an
+# application logs, not the worker's broker connection (celery_family.application_traceback)
+UPSTREAM_RESET = (
+    "Traceback (most recent call last):\n"
+    '  File "/usr/local/lib/python3.12/site-packages/urllib3/connectionpool.py", line 536, in _make_request\n'
+    "    response = conn.getresponse()\n"
+    '  File "/usr/local/lib/python3.12/http/client.py", line 1428, in getresponse\n'
+    "    response.begin()\n"
+    "ConnectionResetError: [Errno 104] Connection reset by peer\n"
+    "\nDuring handling of the above exception, another exception occurred:\n\n"
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/shop/tasks.py", line 88, in {fn}\n'
+    "    resp = session.post(url, json=payload, timeout=5)\n"
+    "requests.exceptions.ConnectionError: ('Connection aborted.', ConnectionResetError(104, "
+    "'Connection reset by peer'))\n"
+)
+
+
+def apperrors_traffic(clock: Clock, n: int) -> Iterator[str]:
+    """The worker traffic with twice the warnings, and one task in 33 failing on its upstream: by
+    turns logged by the task (``logger.exception``) or raised, each with a chained traceback."""
+    for i, line in enumerate(worker_traffic(clock, n, warn_every=7)):
+        if i % 100 == 50:
+            k = n + i
+            name = TASKS[k % len(TASKS)]
+            tid = task_id(k)
+            frames = UPSTREAM_RESET.format(fn=name.rsplit(".", 1)[1])
+            head = (f"Task {name}[{tid}] raised unexpected: ConnectionError(ProtocolError('Connection aborted.', "
+                    "ConnectionResetError(104, 'Connection reset by peer')))" if k % 2 else
+                    f"{name}[{tid}]: upstream stock call failed, will retry")
+            yield f"[{clock.celery()}: ERROR/ForkPoolWorker-{k % 4 + 1}] {head}\n{frames}"
+        yield line
+
+
+def kubectl(text: str, clock: Clock) -> str:
+    """``kubectl logs --timestamps``: the container runtime's RFC 3339 time on every physical line,
+    the time the line was written (that of its Celery header; a traceback's lines share their
+    record's), fractions with trailing zeros trimmed as Go's RFC3339Nano does."""
+    stamp = clock.celery().replace(" ", "T").replace(",", ".").rstrip("0").rstrip(".") + "Z "
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("[20"):
+            stamp = line[1:24].replace(" ", "T").replace(",", ".").rstrip("0").rstrip(".") + "Z "
+        out.append(stamp + line)
+    return "".join(out)
 
 
 CELERY5_LOSSES = (
@@ -257,6 +305,7 @@ class Shape:
     anchor: str  # what `grep -c` counts (a literal of the injected failures)
     head: str = ""
     prefix: str = ""
+    wrap: Callable[[str, Clock], str] | None = None  # a collector's prefix computed per block of lines
     files: int = 1
     gz: bool = False
 
@@ -291,6 +340,10 @@ SHAPES = {s.name: s for s in (
           "Closing idle client"),
     Shape("celery31", "Celery 3.1 log, one task in 25 fails with a traceback", celery31_traffic, celery31_loss,
           "Connection to broker lost", WORKER_HEAD.replace("v5.4.0 (opalescent)", "v3.1.26.post2 (Cipater)")),
+    Shape("apperrors", "Celery 5 worker log, 14% app warnings, tasks failing on their upstream (chained tracebacks)",
+          apperrors_traffic, worker_loss, "Connection to broker lost", WORKER_HEAD),
+    Shape("kubectl", "the worker log as kubectl logs --timestamps shows it", worker_traffic, worker_loss,
+          "Connection to broker lost", WORKER_HEAD, wrap=kubectl),
     Shape("many", "ten worker logs at once", worker_traffic, worker_loss, "Connection to broker lost",
           WORKER_HEAD, files=10),
     Shape("gz", "the worker log, gzip-compressed", worker_traffic, worker_loss, "Connection to broker lost",
@@ -306,6 +359,8 @@ def write_one(shape: Shape, path: Path, size: int, start: float = START) -> int:
     next_loss = every // 2
     with path.open("w", encoding="utf-8", newline="\n") as out:
         head = "".join(shape.prefix + ln + "\n" for ln in shape.head.splitlines()) if shape.head else ""
+        if shape.wrap and head:
+            head = shape.wrap(head, clock)
         out.write(head)
         written += len(head)
         while written < size:
@@ -318,6 +373,8 @@ def write_one(shape: Shape, path: Path, size: int, start: float = START) -> int:
             text = "".join(block)
             if shape.prefix:
                 text = "".join(shape.prefix + ln for ln in text.splitlines(keepends=True))
+            if shape.wrap:
+                text = shape.wrap(text, clock)
             out.write(text)
             written += len(text.encode())
     return injected
