@@ -244,6 +244,31 @@ CHAINED_TASK_TRACEBACK = (
     "    yield\n"
     "ConnectionResetError: [Errno 104] Connection reset by peer\n"
 )
+# a task's logger.exception() when its HTTP upstream resets it (chained, as urllib3 under requests
+# logs it): the application's connection, not the worker's
+LOGGED_UPSTREAM_TRACEBACK = (
+    "[{ts}: ERROR/ForkPoolWorker-3] shop.tasks.sync[0f0e0d0c-7d3c-4a1b-9f2e-000000000001]: upstream failed\n"
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/venv/lib/python3.11/site-packages/urllib3/connectionpool.py", line 536, in _make_request\n'
+    "    response = conn.getresponse()\n"
+    "ConnectionResetError: [Errno 104] Connection reset by peer\n"
+    "\n"
+    "During handling of the above exception, another exception occurred:\n"
+    "\n"
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/shop/tasks.py", line 31, in sync\n'
+    "    session.post(url)\n"
+    "requests.exceptions.ConnectionError: ('Connection aborted.', "
+    "ConnectionResetError(104, 'Connection reset by peer'))\n"
+)
+# the same logger's traceback through kombu (a task publishing): the broker connection
+LOGGED_PUBLISH_TRACEBACK = (
+    "[{ts}: ERROR/ForkPoolWorker-3] shop.tasks.sync[0f0e0d0c-7d3c-4a1b-9f2e-000000000002]: could not publish\n"
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/venv/lib/python3.11/site-packages/kombu/messaging.py", line 209, in _publish\n'
+    "    return channel.basic_publish(\n"
+    "ConnectionResetError: [Errno 104] Connection reset by peer\n"
+)
 VALUE_TRACEBACK = (
     "[{ts}: ERROR/MainProcess] shop.tasks.parse: bad input\n"
     "Traceback (most recent call last):\n"
@@ -256,8 +281,9 @@ VALUE_TRACEBACK = (
 def test_dense_tracebacks_are_judged_as_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Many tracebacks a window (marks over the whole window, each taken with the tracebacks before
     it) give the same events as a few (each traceback followed on its own), with the stdlib engine
-    too: application failures on the broker connection found, tasks' own failures (chained or not)
-    and other errors not."""
+    too, and as the record-by-record reading of a small input: application failures on the broker
+    connection found (logged by a task through kombu, too), tasks' own failures (chained or not,
+    raised or logged on their HTTP upstream) and other errors not."""
     clock = shapes.Clock()
     path = tmp_path / "dense.log"
     with path.open("w") as out:
@@ -265,7 +291,7 @@ def test_dense_tracebacks_are_judged_as_one_by_one(tmp_path: Path, monkeypatch: 
             for line in list(shapes.worker_traffic(clock, k * 1000))[:300]:
                 out.write(line)
             for template in (VALUE_TRACEBACK, CHAINED_TASK_TRACEBACK, VALUE_TRACEBACK, APP_TRACEBACK,
-                             TASK_TRACEBACK, VALUE_TRACEBACK):
+                             LOGGED_UPSTREAM_TRACEBACK, TASK_TRACEBACK, VALUE_TRACEBACK, LOGGED_PUBLISH_TRACEBACK):
                 clock.tick(2)
                 out.write(template.format(ts=clock.celery()))
     monkeypatch.setattr(parallel, "workers", lambda: 2)
@@ -277,7 +303,14 @@ def test_dense_tracebacks_are_judged_as_one_by_one(tmp_path: Path, monkeypatch: 
     dense = events_of(path)
     assert dense == alone
     lost = [text for _, kind, _, text in dense if kind == "connection_lost"]
-    assert len(lost) == 30 and all("could not publish" in text for text in lost)
+    assert len(lost) == 60 and all("could not publish" in text for text in lost)
+    # read record by record (a small input: celery_family.application_traceback on the decoded
+    # record), the same tracebacks make the same events
+    small = tmp_path / "small.log"
+    small.write_bytes(path.read_bytes()[: 200 * 1024])
+    cut = small.read_bytes().count(b"\n")
+    assert [(line, kind) for line, kind, _, _ in events_of(small)] == [
+        (line, kind) for line, kind, _, _ in dense if line < cut - 20]
     probe = ("import sys, json; sys.modules['hyperscan'] = None\n"
              "from celery_doctor.ingest import read_logs, reader\n"
              "reader.WINDOW_MARKS = 2\n"

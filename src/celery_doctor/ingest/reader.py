@@ -41,6 +41,8 @@ FRAME = re.compile(r'^\s*File "(?:[^"]*/)?(?:celery|kombu|amqp|redis|billiard|vi
 TRACEBACK_WINDOW = 8 * 1024  # a traceback's exception line is this close to its first line
 MAX_CHAIN = 8  # chained tracebacks followed back to the first of their record
 CHAIN_BYTES = tuple(sentence.encode() for sentence in CHAIN)
+CHAIN_WORDS = b" above exception"  # in both sentences
+CHAIN_REACH = 400  # the sentence, a blank line and the traceback's header, with a collector's prefix on each
 NEXT_HEADER = re.compile(rb"\n\[\d{4}-\d\d-\d\d[ T]\d\d:")  # a default layout's record start
 TASK_LOGGER_BYTES = re.compile(celery_family.TASK_LOGGER.pattern.encode())
 # what every path of celery_family.BROKER_CODE holds (a wider net: a traceback that holds one is read whole)
@@ -616,9 +618,8 @@ class Scanner:
             self.errors = [low + at for at in groups.pop(mark_id, ())]
         if groups.pop(self._report_id, None):
             self.state.report = True
-        found_tracebacks = _not_tasks_own(buf, [low + at for at in groups.pop(traceback_id, [])],
-                                          [low + at for at in groups.pop(self._raised_id, [])], self.broker_words,
-                                          self._own)
+        found_tracebacks = _unraised(buf, [low + at for at in groups.pop(traceback_id, [])],
+                                     [low + at for at in groups.pop(self._raised_id, [])])
         if self.marks is not None and self.state.family != "json":
             if len(found_tracebacks) > WINDOW_MARKS and self.errors is None:
                 self.errors = [start + at for at in self.marks.grouped(buf, start, end).get(0, ())]
@@ -809,45 +810,37 @@ class Scanner:
                 f"timestamps go backwards {self.state.out_of_order} time(s); events were re-sorted")
 
 
-def _not_tasks_own(buf: Buffer, tracebacks: list[int], raised: list[int], broker_words: matcher.Matcher,
-                   memo: list[int | bool]) -> list[int]:
-    """The tracebacks (ascending offsets) that may not be a task's own, told apart before the
-    connection-error marks are looked for: those on the line right below a task failure's header
-    (``raised``: the offsets of RAISED_LINE, ascending: one bisect and two short searches), a
-    chained one whose predecessor (the traceback before it) was a task's, and those _tasks_own
-    finds under a task logger's header. A 3.1 app's failing tasks log 400,000 a GB, a 5.x app's
-    logger.exception() calls as many."""
+def _unraised(buf: Buffer, tracebacks: list[int], raised: list[int]) -> list[int]:
+    """The tracebacks (ascending offsets) that are not a task failure's, told apart before the
+    connection-error marks are looked for: those on the line right below the failure's header
+    (``raised``: the offsets of RAISED_LINE, ascending; one bisect and two short searches), and
+    the chained ones whose predecessor (the traceback before it) was one. A 3.1 app's failing
+    tasks log 400,000 a GB. (Those under a task logger's header wait for the marks: most name no
+    connection error, and the marks drop them at no cost; _tasks_own reads the others.)"""
     kept: list[int] = []
-    previous_own = False
+    previous, previous_raised = 0, False
     for at in tracebacks:
-        own = False
         k = bisect.bisect_left(raised, at)
-        if k:
-            header_end = buf.find(b"\n", raised[k - 1], at)
-            own = header_end >= 0 and buf.rfind(b"\n", header_end + 1, at) < 0
-        if not own:
-            line_start = buf.rfind(b"\n", 0, at) + 1
-            above = buf.rfind(b"\n", 0, max(0, buf.rfind(b"\n", 0, max(0, line_start - 1)))) + 1
-            chained = any(buf.find(sentence, above, line_start) >= 0 for sentence in CHAIN_BYTES)
-            own = previous_own if chained else _tasks_own(buf, at, broker_words, memo, chain=False)
-        if not own:
+        header_end = buf.find(b"\n", raised[k - 1], at) if k else -1
+        is_raised = header_end >= 0 and buf.rfind(b"\n", header_end + 1, at) < 0
+        if not is_raised and previous_raised:  # the chain's sentence, over a blank line, right above
+            is_raised = buf.find(CHAIN_WORDS, max(previous, at - CHAIN_REACH), at) >= 0
+        if not is_raised:
             kept.append(at)
-        previous_own = own
+        previous, previous_raised = at, is_raised
     return kept
 
 
-def _tasks_own(buf: Buffer, hit: int, broker_words: matcher.Matcher, memo: list[int | bool],
-               chain: bool = True) -> bool:
+def _tasks_own(buf: Buffer, hit: int, broker_words: matcher.Matcher, memo: list[int | bool]) -> bool:
     """Whether the traceback at ``hit`` is a task's own, judged on raw bytes: the line above it is
     a task's failure (``Task x[id] raised unexpected: ...``, 3.1's and 4+'s), or the task logger's
     header (``x[id]: message``, an application's ``logger.exception``) with no word of the broker's
     client code in the traceback (celery_family.application_traceback says the same of the whole
     record). A chained traceback (Python 3's "During handling of the above exception ...", a blank
     line, then its own header) is part of the record of the one before it, and is judged as that
-    one is: an application whose tasks fail on a lost HTTP connection logs two or three per failure
-    (``chain``: False where the caller has followed the chain)."""
+    one is: an application whose tasks fail on a lost HTTP connection logs two or three per failure."""
     first = hit
-    for _ in range(MAX_CHAIN if chain else 1):
+    for _ in range(MAX_CHAIN):
         line_start = buf.rfind(b"\n", 0, first) + 1
         header = buf.rfind(b"\n", 0, max(0, line_start - 1)) + 1
         if buf.find(b"] raised", header, line_start) >= 0 or buf.find(b"raised unexpected", header, line_start) >= 0:
