@@ -122,7 +122,8 @@ UPSTREAM_RESET = (
 
 def apperrors_traffic(clock: Clock, n: int) -> Iterator[str]:
     """The worker traffic with twice the warnings, and one task in 33 failing on its upstream: by
-    turns logged by the task (``logger.exception``) or raised, each with a chained traceback."""
+    turns raised, logged by the task (``logger.exception``) or by a module's logger, each with a
+    chained traceback."""
     for i, line in enumerate(worker_traffic(clock, n, warn_every=7)):
         if i % 100 == 50:
             k = n + i
@@ -130,8 +131,9 @@ def apperrors_traffic(clock: Clock, n: int) -> Iterator[str]:
             tid = task_id(k)
             frames = UPSTREAM_RESET.format(fn=name.rsplit(".", 1)[1])
             head = (f"Task {name}[{tid}] raised unexpected: ConnectionError(ProtocolError('Connection aborted.', "
-                    "ConnectionResetError(104, 'Connection reset by peer')))" if k % 2 else
-                    f"{name}[{tid}]: upstream stock call failed, will retry")
+                    "ConnectionResetError(104, 'Connection reset by peer')))" if k % 3 == 0 else
+                    f"{name}[{tid}]: upstream stock call failed, will retry" if k % 3 == 1 else
+                    "shop.clients.stock: stock service unreachable, serving cached levels")  # a module's logger
             yield f"[{clock.celery()}: ERROR/ForkPoolWorker-{k % 4 + 1}] {head}\n{frames}"
         yield line
 

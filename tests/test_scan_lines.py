@@ -261,6 +261,9 @@ LOGGED_UPSTREAM_TRACEBACK = (
     "requests.exceptions.ConnectionError: ('Connection aborted.', "
     "ConnectionResetError(104, 'Connection reset by peer'))\n"
 )
+# the same failure logged by a module's logger (no task id in the header)
+MODULE_LOGGED_UPSTREAM_TRACEBACK = LOGGED_UPSTREAM_TRACEBACK.replace(
+    "shop.tasks.sync[0f0e0d0c-7d3c-4a1b-9f2e-000000000001]: upstream failed", "shop.clients.stock: upstream failed")
 # the same logger's traceback through kombu (a task publishing): the broker connection
 LOGGED_PUBLISH_TRACEBACK = (
     "[{ts}: ERROR/ForkPoolWorker-3] shop.tasks.sync[0f0e0d0c-7d3c-4a1b-9f2e-000000000002]: could not publish\n"
@@ -291,7 +294,8 @@ def test_dense_tracebacks_are_judged_as_one_by_one(tmp_path: Path, monkeypatch: 
             for line in list(shapes.worker_traffic(clock, k * 1000))[:300]:
                 out.write(line)
             for template in (VALUE_TRACEBACK, CHAINED_TASK_TRACEBACK, VALUE_TRACEBACK, APP_TRACEBACK,
-                             LOGGED_UPSTREAM_TRACEBACK, TASK_TRACEBACK, VALUE_TRACEBACK, LOGGED_PUBLISH_TRACEBACK):
+                             LOGGED_UPSTREAM_TRACEBACK, TASK_TRACEBACK, VALUE_TRACEBACK, LOGGED_PUBLISH_TRACEBACK,
+                             MODULE_LOGGED_UPSTREAM_TRACEBACK):
                 clock.tick(2)
                 out.write(template.format(ts=clock.celery()))
     monkeypatch.setattr(parallel, "workers", lambda: 2)

@@ -44,6 +44,7 @@ CHAIN_BYTES = tuple(sentence.encode() for sentence in CHAIN)
 CHAIN_WORDS = b" above exception"  # in both sentences
 CHAIN_REACH = 400  # the sentence, a blank line and the traceback's header, with a collector's prefix on each
 NEXT_HEADER = re.compile(rb"\n\[\d{4}-\d\d-\d\d[ T]\d\d:")  # a default layout's record start
+APP_CODE_BYTES = re.compile(celery_family.APP_CODE.pattern.encode(), re.M)
 TASK_LOGGER_BYTES = re.compile(celery_family.TASK_LOGGER.pattern.encode())
 # what every path of celery_family.BROKER_CODE holds (a wider net: a traceback that holds one is read whole)
 BROKER_WORDS = tuple((word, None) for word in (
@@ -832,34 +833,48 @@ def _unraised(buf: Buffer, tracebacks: list[int], raised: list[int]) -> list[int
 
 
 def _tasks_own(buf: Buffer, hit: int, broker_words: matcher.Matcher, memo: list[int | bool]) -> bool:
-    """Whether the traceback at ``hit`` is a task's own, judged on raw bytes: the line above it is
-    a task's failure (``Task x[id] raised unexpected: ...``, 3.1's and 4+'s), or the task logger's
-    header (``x[id]: message``, an application's ``logger.exception``) with no word of the broker's
-    client code in the traceback (celery_family.application_traceback says the same of the whole
-    record). A chained traceback (Python 3's "During handling of the above exception ...", a blank
-    line, then its own header) is part of the record of the one before it, and is judged as that
-    one is: an application whose tasks fail on a lost HTTP connection logs two or three per failure."""
+    """Whether the traceback at ``hit`` is the application's own, judged on raw bytes as
+    celery_family.application_traceback judges the decoded record: the line above it is a task's
+    failure (``Task x[id] raised unexpected: ...``, 3.1's and 4+'s); or the traceback holds no word
+    of the broker's client code and either the task logger's header is above it (``x[id]:
+    message``, a task's ``logger.exception``) or, in a layout whose next record start is known
+    (a Celery header with no collector's prefix), it runs through another service's client. A
+    chained traceback (Python 3's "During handling of the above exception ...", a blank line, then
+    its own header) is part of the record of the one before it, and is judged as that one is: an
+    application whose tasks fail on a lost HTTP connection logs two or three per failure."""
     first = hit
     for _ in range(MAX_CHAIN):
         line_start = buf.rfind(b"\n", 0, first) + 1
         header = buf.rfind(b"\n", 0, max(0, line_start - 1)) + 1
         if buf.find(b"] raised", header, line_start) >= 0 or buf.find(b"raised unexpected", header, line_start) >= 0:
             return True
-        if TASK_LOGGER_BYTES.search(buf, header, line_start):
-            if memo[0] != header:  # the chain's next traceback asks again: its header's answer is kept
-                # the record's first traceback and what follows it (its chain's too), to the next
-                # Celery header where the lines have no prefix
-                stop = min(len(buf), first + TRACEBACK_WINDOW)
-                after = NEXT_HEADER.search(buf, first, stop)
-                memo[:] = [header, not broker_words.grouped(buf, header, after.start() if after else stop)]
-            return bool(memo[1])
         above = buf.rfind(b"\n", 0, max(0, header - 1)) + 1  # the chain's sentence, over its blank line
         if not any(buf.find(sentence, above, line_start) >= 0 for sentence in CHAIN_BYTES):
-            return False
+            break
         first = buf.rfind(signatures.TRACEBACK, max(0, above - TRACEBACK_WINDOW), above)
         if first < 0:
             return False
-    return False
+    else:
+        return False
+    if memo[0] != header:  # the chain's next traceback asks again: its header's answer is kept
+        memo[:] = [header, _own_record(buf, header, line_start, first, broker_words)]
+    return bool(memo[1])
+
+
+def _own_record(buf: Buffer, header: int, line_start: int, first: int, broker_words: matcher.Matcher) -> bool:
+    """_tasks_own for the record whose header line starts at ``header`` and whose first traceback
+    is at ``first`` (its line at ``line_start``): its bytes are those to the next Celery header
+    where the lines have no prefix, else the TRACEBACK_WINDOW after it (a wider net for the broker's
+    words, too wide to say which service the record's own frames are of)."""
+    logged = TASK_LOGGER_BYTES.search(buf, header, line_start) is not None
+    if not logged and buf[header:header + 1] != b"[":
+        return False
+    stop = min(len(buf), first + TRACEBACK_WINDOW)
+    after = NEXT_HEADER.search(buf, first, stop)
+    end = after.start() if after else stop
+    if broker_words.grouped(buf, header, end):
+        return False
+    return logged or (after is not None and APP_CODE_BYTES.search(buf, header, end) is not None)
 
 
 def note_counted(state: SourceState) -> None:
