@@ -44,6 +44,18 @@ def test_both_engines_find_the_same_lines() -> None:
     assert granted and granted[0][1] is not None  # the pattern, not the literal: 'granted access to vhost'
 
 
+def test_found_says_what_the_hits_say() -> None:
+    """``found`` (the first hit stops the search) agrees with the hits on both engines, with
+    literals only and with a pattern among them, over every slice of a real log's bytes."""
+    data = (FIXTURES / "rabbitmq-short-lived-publishers" / "broker.log").read_bytes()
+    for exprs in (((b"authenticated", None), (b"closing AMQP", None)), tuple(signatures.expressions("rabbitmq"))):
+        engines = (matcher.build(exprs), matcher.FindMatcher(exprs))
+        answers = [[engine.found(data, at, at + 90) for at in range(0, len(data), 37)] for engine in engines]
+        hits = [bool(engines[1].hits(data, at, at + 90)) for at in range(0, len(data), 37)]
+        assert answers[0] == answers[1] == hits
+        assert True in hits and False in hits
+
+
 def test_a_shared_cover_finds_what_the_literals_find(monkeypatch: Any) -> None:
     """The cover of short pieces (one search-string set the window scan may choose) flags the same
     lines as the stdlib fallback, inside whole buffers and inside ranges cut anywhere (a literal that

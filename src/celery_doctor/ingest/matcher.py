@@ -60,6 +60,9 @@ class Matcher(Protocol):
              owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
         """The same hits as (offset, expression) pairs in offset order."""
 
+    def found(self, data: Buffer, start: int, end: int) -> bool:
+        """Whether any expression hits in ``data[start:end]`` (the first hit ends the search)."""
+
 
 class _Engine:
     """What both engines share: the flat list of hits, from their groups."""
@@ -74,6 +77,9 @@ class _Engine:
              owned: tuple[int, int] | None = None, keep: int | None = None) -> list[tuple[int, int]]:
         groups = self.grouped(data, start, end, cap, counted, exempt, owned, keep)
         return sorted((at, ident) for ident, ats in groups.items() for at in ats)
+
+    def found(self, data: Buffer, start: int, end: int) -> bool:
+        return bool(self.grouped(data, start, end))
 
 
 def _cut(groups: Groups, low: int, high: int, cap: int | None, counted: dict[int, int] | None,
@@ -248,6 +254,10 @@ def pattern_cover(pattern: bytes, sample: bytes) -> list[bytes] | None:
     return best(covers(list(tree)))
 
 
+def _stop(*_: object) -> bool:
+    return True  # Hyperscan's callback: stop at this match
+
+
 class HyperscanMatcher(_Engine):
     """One Hyperscan pass over the bytes for every expression: its literal, or for a pattern the
     literals every match holds that are rarest in a sample of the input (the pattern then runs
@@ -329,6 +339,19 @@ class HyperscanMatcher(_Engine):
             (meant, meant_kind, _, _), lit, at = held[0]
             if len(held) == 1 and meant_kind == LITERAL:  # the literal begins this far before the piece's end
                 self._single[sid] = (lit, self._how[sid][3] + at, meant)
+
+    def found(self, data: Buffer, start: int, end: int) -> bool:
+        if not all(plain is not None for plain in self._simple):
+            return super().found(data, start, end)  # a pattern or a shared piece: its hits are resolved
+        if end <= start:
+            return False
+        # only literals: any match is a hit, and the first one stops the scan
+        with memoryview(data) as view:
+            try:
+                self._db.scan(view[start:end], match_event_handler=_stop)
+            except _hs.ScanTerminated:
+                return True
+        return False
 
     def grouped(self, data: Buffer, start: int = 0, end: int | None = None, cap: int | None = None,
                 counted: dict[int, int] | None = None, exempt: frozenset[int] = frozenset(),

@@ -872,7 +872,7 @@ def _own_record(buf: Buffer, header: int, line_start: int, first: int, broker_wo
     stop = min(len(buf), first + TRACEBACK_WINDOW)
     after = NEXT_HEADER.search(buf, first, stop)
     end = after.start() if after else stop
-    if broker_words.grouped(buf, header, end):
+    if broker_words.found(buf, header, end):
         return False
     return logged or (after is not None and APP_CODE_BYTES.search(buf, header, end) is not None)
 
