@@ -57,6 +57,9 @@ WRAPPERS = {
                                                      "time": "2026-11-23T22:32:29.000000001Z"}) + "\n" for ln in lines),
     "journald-json": lambda lines: "".join(json.dumps({"MESSAGE": ln, "__REALTIME_TIMESTAMP": "1795473149000000",
                                                        "_SYSTEMD_UNIT": "celery.service"}) + "\n" for ln in lines),
+    # docker compose logs -t (the bar, then docker's RFC3339NanoFixed time)
+    "docker-compose": lambda lines: "".join(f"shop-worker-1  | 2026-11-23T22:32:29.{i:09d}Z {ln}\n"
+                                            for i, ln in enumerate(lines)),
     "cf": lambda lines: "".join(f"2026-11-23T17:32:29.93-0500 [APP/PROC/WEB/4] ERR {ln}\n" for ln in lines),
     "syslog": lambda lines: "".join(f"Nov 23 22:32:29.{i:06d} host celery[811]: {ln}\n" for i, ln in enumerate(lines)),
     "viewer": lambda lines: "".join(f"2026-11-23T22:32:29.225+00:00 {ln}\n" for ln in lines),

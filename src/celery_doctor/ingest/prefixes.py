@@ -99,8 +99,12 @@ PREFIXES: tuple[Prefix, ...] = (
                                      r"(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) "
                                      r"\[resource\.labels\.\w+: (?P<svc>[^\]]+)\] "),
            "INFO 2025-05-05T06:58:31.342089926Z [resource.labels.containerName: sentry-worker] 06:58:31 [ERROR] ..."),
-    Prefix("docker-compose", re.compile(r"^(?P<svc>[A-Za-z0-9][\w.\-]*)\s*\| ?"),
-           "celery-worker-1  | [2026-11-23 21:20:59,470: WARNING/MainProcess] ...", services=True),
+    # with -t / --timestamps, docker's time of the line after the bar (cmd/formatter/logs.go:
+    # prefix, RFC3339NanoFixed, a space, the line)
+    Prefix("docker-compose", re.compile(r"^(?P<svc>[A-Za-z0-9][\w.\-]*)\s*\| ?"
+                                        r"(?:(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) )?"),
+           "celery-worker-1  | [2026-11-23 21:20:59,470: WARNING/MainProcess] ... "
+           "(with -t: celery-worker-1  | 2026-11-23T21:20:59.470123456Z [2026-11-23 ...)", services=True),
     Prefix("heroku", re.compile(r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)) "
                                 r"(?P<svc>[\w.\-]+\[[\w.\-]+\]): "),
            "2016-01-07T21:03:51.716218+00:00 app[worker.1]: ..."),
