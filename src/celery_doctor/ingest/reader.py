@@ -185,7 +185,7 @@ class Scanner:
         # database), or over the whole window in the same pass where tracebacks are many
         mark = (CONNECTION_MARK, signatures.CONNECTION_ERROR_BYTES.pattern)
         self.marks = matcher.build((mark,)) if self.client_like else None
-        self.broker_words = matcher.build(BROKER_WORDS)
+        self.broker_words = matcher.build(BROKER_WORDS if self.client_like else ())  # a broker log has no tracebacks
         self._own: list[int | bool] = [-1, False]  # the last task logger header judged, and its answer
         self.matcher = matcher.build(tuple(rare), state.sample, state.timing)
         self.with_marks = (matcher.build((*self.matcher.expressions, mark), state.sample, state.timing)
@@ -818,6 +818,8 @@ def _unraised(buf: Buffer, tracebacks: list[int], raised: list[int]) -> list[int
     the chained ones whose predecessor (the traceback before it) was one. A 3.1 app's failing
     tasks log 400,000 a GB. (Those under a task logger's header wait for the marks: most name no
     connection error, and the marks drop them at no cost; _tasks_own reads the others.)"""
+    if not raised:
+        return tracebacks
     kept: list[int] = []
     previous, previous_raised = 0, False
     for at in tracebacks:
