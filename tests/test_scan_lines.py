@@ -281,23 +281,26 @@ VALUE_TRACEBACK = (
 )
 
 
-def test_dense_tracebacks_are_judged_as_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("wrap", ["bare", "kubectl"])
+def test_dense_tracebacks_are_judged_as_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   wrap: str) -> None:
     """Many tracebacks a window (marks over the whole window, each taken with the tracebacks before
     it) give the same events as a few (each traceback followed on its own), with the stdlib engine
     too, and as the record-by-record reading of a small input: application failures on the broker
     connection found (logged by a task through kombu, too), tasks' own failures (chained or not,
-    raised or logged on their HTTP upstream) and other errors not."""
+    raised or logged on their HTTP upstream) and other errors not; bare, and behind a collector's
+    prefix (kubectl logs --timestamps: no record starts at a line's first byte)."""
     clock = shapes.Clock()
     path = tmp_path / "dense.log"
     with path.open("w") as out:
         for k in range(30):
-            for line in list(shapes.worker_traffic(clock, k * 1000))[:300]:
-                out.write(line)
+            block = "".join(list(shapes.worker_traffic(clock, k * 1000))[:300])
             for template in (VALUE_TRACEBACK, CHAINED_TASK_TRACEBACK, VALUE_TRACEBACK, APP_TRACEBACK,
                              LOGGED_UPSTREAM_TRACEBACK, TASK_TRACEBACK, VALUE_TRACEBACK, LOGGED_PUBLISH_TRACEBACK,
                              MODULE_LOGGED_UPSTREAM_TRACEBACK):
                 clock.tick(2)
-                out.write(template.format(ts=clock.celery()))
+                block += template.format(ts=clock.celery())
+            out.write(shapes.kubectl(block, clock) if wrap == "kubectl" else block)
     monkeypatch.setattr(parallel, "workers", lambda: 2)
     for name, value in (("CHUNK", 100_003), ("RANGE_MIN", 300_007), ("RANGE_MAX", 300_007), ("SPLIT_MIN", 512 * 1024)):
         monkeypatch.setattr(parallel, name, value)

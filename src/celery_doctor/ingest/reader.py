@@ -43,7 +43,11 @@ MAX_CHAIN = 8  # chained tracebacks followed back to the first of their record
 CHAIN_BYTES = tuple(sentence.encode() for sentence in CHAIN)
 CHAIN_WORDS = b" above exception"  # in both sentences
 CHAIN_REACH = 400  # the sentence, a blank line and the traceback's header, with a collector's prefix on each
-NEXT_HEADER = re.compile(rb"\n\[\d{4}-\d\d-\d\d[ T]\d\d:")  # a default layout's record start
+# Celery's default header ("[2026-11-01 00:00:00,123: ERROR/"), and a line that starts with one
+# behind a collector's prefix: where a record of that layout ends
+CELERY_HEADER = rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}: [A-Z]+/"
+HEADER_BYTES = re.compile(CELERY_HEADER)
+NEXT_HEADER = re.compile(rb"\n[^\n]{0,160}?" + CELERY_HEADER)
 APP_CODE_BYTES = re.compile(celery_family.APP_CODE.pattern.encode(), re.M)
 TASK_LOGGER_BYTES = re.compile(celery_family.TASK_LOGGER.pattern.encode())
 # what every path of celery_family.BROKER_CODE holds (a wider net: a traceback that holds one is read whole)
@@ -839,8 +843,8 @@ def _tasks_own(buf: Buffer, hit: int, broker_words: matcher.Matcher, memo: list[
     celery_family.application_traceback judges the decoded record: the line above it is a task's
     failure (``Task x[id] raised unexpected: ...``, 3.1's and 4+'s); or the traceback holds no word
     of the broker's client code and either the task logger's header is above it (``x[id]:
-    message``, a task's ``logger.exception``) or, in a layout whose next record start is known
-    (a Celery header with no collector's prefix), it runs through another service's client. A
+    message``, a task's ``logger.exception``) or, under Celery's default header (behind a
+    collector's prefix or not), it runs through another service's client. A
     chained traceback (Python 3's "During handling of the above exception ...", a blank line, then
     its own header) is part of the record of the one before it, and is judged as that one is: an
     application whose tasks fail on a lost HTTP connection logs two or three per failure."""
@@ -865,11 +869,11 @@ def _tasks_own(buf: Buffer, hit: int, broker_words: matcher.Matcher, memo: list[
 
 def _own_record(buf: Buffer, header: int, line_start: int, first: int, broker_words: matcher.Matcher) -> bool:
     """_tasks_own for the record whose header line starts at ``header`` and whose first traceback
-    is at ``first`` (its line at ``line_start``): its bytes are those to the next Celery header
-    where the lines have no prefix, else the TRACEBACK_WINDOW after it (a wider net for the broker's
-    words, too wide to say which service the record's own frames are of)."""
+    is at ``first`` (its line at ``line_start``): its bytes are those to the next line holding a
+    Celery header, else the TRACEBACK_WINDOW after it (a wider net for the broker's words, too wide
+    to say which service the record's own frames are of)."""
     logged = TASK_LOGGER_BYTES.search(buf, header, line_start) is not None
-    if not logged and buf[header:header + 1] != b"[":
+    if not logged and HEADER_BYTES.search(buf, header, line_start) is None:
         return False
     stop = min(len(buf), first + TRACEBACK_WINDOW)
     after = NEXT_HEADER.search(buf, first, stop)
