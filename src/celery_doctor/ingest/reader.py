@@ -50,10 +50,10 @@ HEADER_BYTES = re.compile(CELERY_HEADER)
 NEXT_HEADER = re.compile(rb"\n[^\n]{0,160}?" + CELERY_HEADER)
 APP_CODE_BYTES = re.compile(celery_family.APP_CODE.pattern.encode(), re.M)
 TASK_LOGGER_BYTES = re.compile(celery_family.TASK_LOGGER.pattern.encode())
-# what every path of celery_family.BROKER_CODE holds (a wider net: a traceback that holds one is read whole)
-BROKER_WORDS = tuple((word, None) for word in (
-    b"kombu", b"amqp", b"redis", b"librabbitmq", b"pika", b"billiard", b"sentinel://",
-    *(b"celery" + sep + part for sep in (b"/", b"\\") for part in (b"worker", b"backends", b"events"))))
+# what every match of celery_family.BROKER_CODE holds (a wider net: a traceback that holds one is read whole)
+BROKER_WORDS = tuple((word.encode(), None) for word in (
+    *celery_family.BROKER_LIBRARIES, "sentinel://",
+    *(f"celery{sep}{part}" for sep in ("/", "\\") for part in celery_family.BROKER_CELERY_PARTS)))
 WINDOW_MARKS = 64  # past this many tracebacks in a window, its connection-error words are marked in one pass
 SAMPLE = 64 * 1024  # the load curve counts task lines in this much of each slice, then scales
 # how far past its edges a window is scanned: a line that crosses an edge (a literal cut in two)
@@ -852,7 +852,7 @@ def _tasks_own(buf: Buffer, hit: int, broker_words: matcher.Matcher, memo: list[
     for _ in range(MAX_CHAIN):
         line_start = buf.rfind(b"\n", 0, first) + 1
         header = buf.rfind(b"\n", 0, max(0, line_start - 1)) + 1
-        if buf.find(b"] raised", header, line_start) >= 0 or buf.find(b"raised unexpected", header, line_start) >= 0:
+        if buf.find(RAISED_LINE, header, line_start) >= 0 or buf.find(b"raised unexpected", header, line_start) >= 0:
             return True
         above = buf.rfind(b"\n", 0, max(0, header - 1)) + 1  # the chain's sentence, over its blank line
         if not any(buf.find(sentence, above, line_start) >= 0 for sentence in CHAIN_BYTES):

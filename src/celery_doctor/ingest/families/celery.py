@@ -57,11 +57,14 @@ EXCEPTION = re.compile(
 CHAIN = ("During handling of the above exception", "The above exception was the direct cause")
 
 
-# A traceback through the broker's client code (kombu, py-amqp, redis-py, celery's consumer and
-# backends), or naming a broker URL: the worker's own connection.
+# A traceback through the broker's client code (kombu, py-amqp, redis-py, celery's consumer,
+# backends and events), or naming a broker URL: the worker's own connection. (The scan looks for
+# these names in a record's bytes first: reader.BROKER_WORDS, built from the same tuples.)
+BROKER_LIBRARIES = ("kombu", "amqp", "redis", "librabbitmq", "pika", "billiard")
+BROKER_CELERY_PARTS = ("worker", "backends", "events")
 BROKER_CODE = re.compile(
-    r'File "(?:[^"]*[/\\])?(?:kombu|amqp|redis|librabbitmq|pika|billiard)[/\\]|'
-    r'File "(?:[^"]*[/\\])?celery[/\\](?:worker|backends|events|app[/\\]amqp)|'
+    rf'File "(?:[^"]*[/\\])?(?:{"|".join(BROKER_LIBRARIES)})[/\\]|'
+    rf'File "(?:[^"]*[/\\])?celery[/\\](?:{"|".join(BROKER_CELERY_PARTS)}|app[/\\]amqp)|'
     r"^(?:kombu|amqp|redis|librabbitmq|celery)\.[\w.]*:|\b(?:amqps?|rediss?|sentinel|pyamqp)://", re.M)
 # A traceback through the client of another service (HTTP, SQL, mail, a cloud API): the
 # application's own connection, which a task logs (``logger.exception``) when that service drops it.
