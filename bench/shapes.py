@@ -142,11 +142,14 @@ def kubectl(text: str, clock: Clock) -> str:
     """``kubectl logs --timestamps``: the container runtime's RFC 3339 time on every physical line,
     the time the line was written (that of its Celery header; a traceback's lines share their
     record's), fractions with trailing zeros trimmed as Go's RFC3339Nano does."""
-    stamp = clock.celery().replace(" ", "T").replace(",", ".").rstrip("0").rstrip(".") + "Z "
+    def rfc3339(celery_time: str) -> str:  # 2026-11-01 00:00:00,120 -> 2026-11-01T00:00:00.12Z
+        return celery_time.replace(" ", "T").replace(",", ".").rstrip("0").rstrip(".") + "Z "
+
+    stamp = rfc3339(clock.celery())
     out = []
     for line in text.splitlines(keepends=True):
         if line.startswith("[20"):
-            stamp = line[1:24].replace(" ", "T").replace(",", ".").rstrip("0").rstrip(".") + "Z "
+            stamp = rfc3339(line[1:24])
         out.append(stamp + line)
     return "".join(out)
 
